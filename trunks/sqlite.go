@@ -1,0 +1,148 @@
+package trunks
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"trunkgate/internal/sqlitedb"
+)
+
+// SQLiteStore keeps trunks in the embedded database. Numbers have their own
+// table whose primary key makes "one trunk per number" a database rule.
+type SQLiteStore struct{ db *sql.DB }
+
+var migrations = []sqlitedb.Migration{{Version: 1, SQL: `
+CREATE TABLE trunks (
+	id          TEXT PRIMARY KEY,
+	key_id      TEXT NOT NULL REFERENCES keys(id),
+	name        TEXT NOT NULL DEFAULT '',
+	ai_url      TEXT NOT NULL,
+	sources     TEXT NOT NULL,
+	format      TEXT NOT NULL,
+	sample_rate INTEGER NOT NULL,
+	params      TEXT NOT NULL,
+	created_ms  INTEGER NOT NULL
+);
+CREATE TABLE trunk_numbers (
+	number   TEXT PRIMARY KEY,
+	trunk_id TEXT NOT NULL REFERENCES trunks(id) ON DELETE CASCADE
+);
+CREATE INDEX trunk_numbers_trunk ON trunk_numbers (trunk_id);
+`}}
+
+// NewSQLiteStore migrates the trunks schema (after the keys schema, which
+// it references) and returns the store.
+func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
+	if err := sqlitedb.Migrate(ctx, db, "trunks", migrations); err != nil {
+		return nil, err
+	}
+	return &SQLiteStore{db: db}, nil
+}
+
+func (s *SQLiteStore) Insert(ctx context.Context, t *Trunk) error {
+	sources := make([]string, len(t.AllowedSources))
+	for i, p := range t.AllowedSources {
+		sources[i] = p.String()
+	}
+	params, err := json.Marshal(t.Params)
+	if err != nil {
+		return fmt.Errorf("insert trunk: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("insert trunk: %w", err)
+	}
+	defer tx.Rollback()
+	var keyExists int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM keys WHERE id = ?`, t.KeyID).Scan(&keyExists); err != nil {
+		return fmt.Errorf("insert trunk: %w", err)
+	}
+	if keyExists == 0 {
+		return fmt.Errorf("%w: key %s does not exist", ErrInvalid, t.KeyID)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params, created_ms)
+		VALUES (?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
+		t.Format, t.SampleRate, string(params), t.CreatedAt.UnixMilli()); err != nil {
+		return fmt.Errorf("insert trunk: %w", err)
+	}
+	for _, n := range t.Numbers {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO trunk_numbers (number, trunk_id) VALUES (?, ?)`, n, t.ID); err != nil {
+			if strings.Contains(err.Error(), "UNIQUE") {
+				return fmt.Errorf("%w: number %s already belongs to a trunk", ErrConflict, n)
+			}
+			return fmt.Errorf("insert trunk number: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+func (s *SQLiteStore) Delete(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM trunks WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete trunk %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("trunk %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, created_ms FROM trunks ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list trunks: %w", err)
+	}
+	byID := map[string]*Trunk{}
+	var out []*Trunk
+	for rows.Next() {
+		var t Trunk
+		var sources, params string
+		var created int64
+		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &created); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list trunks: %w", err)
+		}
+		for _, src := range strings.Split(sources, ",") {
+			if src == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(src)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("trunk %s: stored source %q: %w", t.ID, src, err)
+			}
+			t.AllowedSources = append(t.AllowedSources, p)
+		}
+		if err := json.Unmarshal([]byte(params), &t.Params); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("trunk %s: params: %w", t.ID, err)
+		}
+		t.CreatedAt = time.UnixMilli(created).UTC()
+		byID[t.ID] = &t
+		out = append(out, &t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list trunks: %w", err)
+	}
+	nrows, err := s.db.QueryContext(ctx, `SELECT number, trunk_id FROM trunk_numbers ORDER BY number`)
+	if err != nil {
+		return nil, fmt.Errorf("list trunk numbers: %w", err)
+	}
+	defer nrows.Close()
+	for nrows.Next() {
+		var n, id string
+		if err := nrows.Scan(&n, &id); err != nil {
+			return nil, fmt.Errorf("list trunk numbers: %w", err)
+		}
+		if t, ok := byID[id]; ok {
+			t.Numbers = append(t.Numbers, n)
+		}
+	}
+	return out, nrows.Err()
+}

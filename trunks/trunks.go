@@ -1,0 +1,319 @@
+// Package trunks owns inbound trunks: which numbers a key takes calls for,
+// from which source networks, and which AI application URL each call is
+// streamed to. Lookups on the INVITE path are served from memory; the
+// SQLite store is written only by operator changes.
+//
+// DESIGN.md lists trunks under sip, but sip must know nothing of SQL, so the
+// model and its store live here and sip's caller (package call) joins them.
+package trunks
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Errors of validation and lookup.
+var (
+	ErrInvalid  = errors.New("invalid")
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Stream formats toward the AI application (DESIGN: WebSocket protocols).
+const (
+	FormatTwilio = "twilio" // JSON text frames, base64 μ-law 8 kHz
+	FormatL16    = "l16"    // binary 16-bit little-endian PCM, JSON events
+)
+
+// Trunk is an inbound trunk owned by a key.
+type Trunk struct {
+	ID    string `json:"id"`
+	KeyID string `json:"key_id"`
+	Name  string `json:"name"`
+	// Numbers are E.164 with a leading "+", e.g. "+15550100".
+	Numbers []string `json:"numbers"`
+	// AIURL is the ws:// or wss:// URL the edge dials for each call.
+	AIURL string `json:"ai_url"`
+	// AllowedSources are the networks carriers may send INVITEs from;
+	// "0.0.0.0/0" allows any IPv4 source.
+	AllowedSources []netip.Prefix `json:"allowed_sources"`
+	// Format is FormatTwilio (default) or FormatL16; SampleRate (8000 or
+	// 16000) applies to L16.
+	Format     string `json:"format"`
+	SampleRate int    `json:"sample_rate"`
+	// Params are passed to the app in start.customParameters.
+	Params    map[string]string `json:"params"`
+	CreatedAt time.Time         `json:"created_at"`
+}
+
+// AllowsSource reports whether addr may send INVITEs on this trunk.
+func (t *Trunk) AllowsSource(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range t.AllowedSources {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Spec is what an operator gives to create a trunk.
+type Spec struct {
+	KeyID          string            `json:"key_id"`
+	Name           string            `json:"name"`
+	Numbers        []string          `json:"numbers"`
+	AIURL          string            `json:"ai_url"`
+	AllowedSources []string          `json:"allowed_sources"`
+	Format         string            `json:"format"`
+	SampleRate     int               `json:"sample_rate"`
+	Params         map[string]string `json:"params"`
+}
+
+// build validates spec into a Trunk with a fresh id.
+func (s Spec) build(now time.Time) (*Trunk, error) {
+	t := &Trunk{ID: newID(), KeyID: s.KeyID, Name: s.Name, AIURL: s.AIURL, Format: s.Format,
+		SampleRate: s.SampleRate, Params: s.Params, CreatedAt: now}
+	if t.KeyID == "" {
+		return nil, fmt.Errorf("%w: key_id is required", ErrInvalid)
+	}
+	if len(s.Name) > 200 || strings.ContainsAny(s.Name, "\r\n\x00") {
+		return nil, fmt.Errorf("%w: name must be one line of at most 200 bytes", ErrInvalid)
+	}
+	if len(s.Numbers) == 0 {
+		return nil, fmt.Errorf("%w: a trunk needs at least one number", ErrInvalid)
+	}
+	seen := map[string]bool{}
+	for _, n := range s.Numbers {
+		e, ok := NormaliseNumber(n)
+		if !ok {
+			return nil, fmt.Errorf("%w: %q is not an E.164 number", ErrInvalid, n)
+		}
+		if !seen[e] {
+			seen[e] = true
+			t.Numbers = append(t.Numbers, e)
+		}
+	}
+	u, err := url.Parse(s.AIURL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, fmt.Errorf("%w: ai_url must be a ws:// or wss:// URL", ErrInvalid)
+	}
+	if len(s.AllowedSources) == 0 {
+		return nil, fmt.Errorf("%w: allowed_sources is required (use 0.0.0.0/0 to allow any source)", ErrInvalid)
+	}
+	for _, c := range s.AllowedSources {
+		p, err := parsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("%w: allowed_sources: %q is not a CIDR or address", ErrInvalid, c)
+		}
+		t.AllowedSources = append(t.AllowedSources, p)
+	}
+	switch t.Format {
+	case "", FormatTwilio:
+		t.Format, t.SampleRate = FormatTwilio, 8000
+	case FormatL16:
+		if t.SampleRate == 0 {
+			t.SampleRate = 8000
+		}
+		if t.SampleRate != 8000 && t.SampleRate != 16000 {
+			return nil, fmt.Errorf("%w: sample_rate must be 8000 or 16000", ErrInvalid)
+		}
+	default:
+		return nil, fmt.Errorf("%w: format must be %q or %q", ErrInvalid, FormatTwilio, FormatL16)
+	}
+	if t.Params == nil {
+		t.Params = map[string]string{}
+	}
+	if len(t.Params) > 32 {
+		return nil, fmt.Errorf("%w: at most 32 params", ErrInvalid)
+	}
+	for k, v := range t.Params {
+		if k == "" || len(k) > 64 || len(v) > 1024 {
+			return nil, fmt.Errorf("%w: param names are 1-64 bytes, values at most 1024", ErrInvalid)
+		}
+	}
+	return t, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// NormaliseNumber turns a dialled number or a SIP user part into E.164 with
+// a "+": "+1 555 0100", "15550100" and "+15550100" all give "+15550100".
+// It reports false for anything that is not 1 to 15 digits.
+func NormaliseNumber(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "tel:")
+	var b strings.Builder
+	b.WriteByte('+')
+	digits := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			b.WriteByte(c)
+			digits++
+		case c == '+' && i == 0:
+		case c == ' ' || c == '-' || c == '(' || c == ')' || c == '.':
+		default:
+			return "", false
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return "", false
+	}
+	return b.String(), true
+}
+
+func newID() string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("trunks: crypto/rand failed: " + err.Error())
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "tr_" + string(b[:])
+}
+
+// Store persists trunks.
+type Store interface {
+	Insert(ctx context.Context, t *Trunk) error
+	Delete(ctx context.Context, id string) error
+	List(ctx context.Context) ([]*Trunk, error)
+}
+
+// Directory answers "which trunk owns this number" from memory and keeps
+// the store in step with operator changes.
+type Directory struct {
+	store Store
+	now   func() time.Time
+
+	mu       sync.RWMutex
+	byID     map[string]*Trunk
+	byNumber map[string]*Trunk
+}
+
+// NewDirectory loads every trunk from store.
+func NewDirectory(ctx context.Context, store Store) (*Directory, error) {
+	d := &Directory{store: store, now: func() time.Time { return time.Now().UTC() }}
+	if err := d.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Reload re-reads the store (after a direct database change).
+func (d *Directory) Reload(ctx context.Context) error {
+	all, err := d.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	byID, byNumber := map[string]*Trunk{}, map[string]*Trunk{}
+	for _, t := range all {
+		byID[t.ID] = t
+		for _, n := range t.Numbers {
+			byNumber[n] = t
+		}
+	}
+	d.mu.Lock()
+	d.byID, d.byNumber = byID, byNumber
+	d.mu.Unlock()
+	return nil
+}
+
+// ByNumber finds the trunk for a called number (any form NormaliseNumber
+// accepts). The returned trunk must not be modified.
+func (d *Directory) ByNumber(number string) (*Trunk, bool) {
+	n, ok := NormaliseNumber(number)
+	if !ok {
+		return nil, false
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	t, ok := d.byNumber[n]
+	return t, ok
+}
+
+// Get returns a trunk by id.
+func (d *Directory) Get(id string) (*Trunk, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	t, ok := d.byID[id]
+	return t, ok
+}
+
+// List returns every trunk, sorted by id.
+func (d *Directory) List() []*Trunk {
+	d.mu.RLock()
+	out := make([]*Trunk, 0, len(d.byID))
+	for _, t := range d.byID {
+		out = append(out, t)
+	}
+	d.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Create validates spec, checks its numbers are free and stores the trunk
+// (the store checks that the key exists).
+func (d *Directory) Create(ctx context.Context, spec Spec) (*Trunk, error) {
+	t, err := spec.build(d.now())
+	if err != nil {
+		return nil, err
+	}
+	d.mu.RLock()
+	for _, n := range t.Numbers {
+		if other, taken := d.byNumber[n]; taken {
+			d.mu.RUnlock()
+			return nil, fmt.Errorf("%w: number %s belongs to trunk %s", ErrConflict, n, other.ID)
+		}
+	}
+	d.mu.RUnlock()
+	if err := d.store.Insert(ctx, t); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.byID[t.ID] = t
+	for _, n := range t.Numbers {
+		d.byNumber[n] = t
+	}
+	d.mu.Unlock()
+	return t, nil
+}
+
+// Delete removes a trunk; calls already up on it go on.
+func (d *Directory) Delete(ctx context.Context, id string) error {
+	if err := d.store.Delete(ctx, id); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if t, ok := d.byID[id]; ok {
+		delete(d.byID, id)
+		for _, n := range t.Numbers {
+			if d.byNumber[n] == t {
+				delete(d.byNumber, n)
+			}
+		}
+	}
+	d.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,133 @@
+package trunks
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"trunkgate/internal/sqlitedb"
+)
+
+func TestNormaliseNumber(t *testing.T) {
+	for in, want := range map[string]string{
+		"+15550100": "+15550100", "15550100": "+15550100", "+1 (555) 010-0": "+15550100", "tel:+44 20 7946 0000": "+442079460000",
+		"": "", "sipp": "", "+": "", "1234567890123456": "", "+1555*": "", "1+555": "",
+	} {
+		got, ok := NormaliseNumber(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("NormaliseNumber(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
+
+func validSpec() Spec {
+	return Spec{KeyID: "AAAAAAAAAAAA", Numbers: []string{"+15550100"}, AIURL: "wss://agent.example/s", AllowedSources: []string{"198.51.100.0/24", "203.0.113.7"}}
+}
+
+func TestSpecValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Spec)
+		ok     bool
+	}{
+		{"valid", func(*Spec) {}, true},
+		{"no key", func(s *Spec) { s.KeyID = "" }, false},
+		{"no numbers", func(s *Spec) { s.Numbers = nil }, false},
+		{"bad number", func(s *Spec) { s.Numbers = []string{"abc"} }, false},
+		{"http url", func(s *Spec) { s.AIURL = "https://agent.example" }, false},
+		{"no host", func(s *Spec) { s.AIURL = "ws://" }, false},
+		{"no sources", func(s *Spec) { s.AllowedSources = nil }, false},
+		{"bad cidr", func(s *Spec) { s.AllowedSources = []string{"10.0.0.0/33"} }, false},
+		{"l16 16k", func(s *Spec) { s.Format, s.SampleRate = FormatL16, 16000 }, true},
+		{"l16 44k", func(s *Spec) { s.Format, s.SampleRate = FormatL16, 44100 }, false},
+		{"unknown format", func(s *Spec) { s.Format = "opus" }, false},
+		{"newline name", func(s *Spec) { s.Name = "a\nb" }, false},
+		{"huge param", func(s *Spec) { s.Params = map[string]string{"k": string(make([]byte, 2000))} }, false},
+	}
+	for _, tt := range tests {
+		s := validSpec()
+		tt.mutate(&s)
+		tr, err := s.build(time.Now())
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v is not ErrInvalid", tt.name, err)
+		}
+		if err == nil && tt.name == "valid" {
+			if tr.Format != FormatTwilio || tr.SampleRate != 8000 || !tr.AllowsSource(netip.MustParseAddr("203.0.113.7")) ||
+				!tr.AllowsSource(netip.MustParseAddr("198.51.100.200")) || tr.AllowsSource(netip.MustParseAddr("198.51.101.1")) {
+				t.Errorf("valid trunk %+v", tr)
+			}
+		}
+	}
+}
+
+func openDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// trunks reference keys; a minimal keys table stands in for the keys store.
+	if _, err := db.Exec(`CREATE TABLE keys (id TEXT PRIMARY KEY); INSERT INTO keys VALUES ('AAAAAAAAAAAA')`); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestDirectory(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	store, err := NewSQLiteStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := NewDirectory(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := validSpec()
+	spec.Numbers = []string{"+15550100", "1 555 0101"}
+	spec.Params = map[string]string{"lang": "en"}
+	tr, err := dir.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"+15550100", "15550101", "+1-555-0101"} {
+		if got, ok := dir.ByNumber(n); !ok || got.ID != tr.ID {
+			t.Errorf("ByNumber(%q) = %v, %v", n, got, ok)
+		}
+	}
+	if _, err := dir.Create(ctx, spec); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a number on two trunks: %v", err)
+	}
+	bad := validSpec()
+	bad.KeyID, bad.Numbers = "BBBBBBBBBBBB", []string{"+15550199"}
+	if _, err := dir.Create(ctx, bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("trunk of a missing key: %v", err)
+	}
+	// A fresh directory reads the same back from the store.
+	again, err := NewDirectory(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := again.ByNumber("+15550101")
+	if !ok || got.AIURL != spec.AIURL || got.Params["lang"] != "en" || len(got.AllowedSources) != 2 || len(got.Numbers) != 2 {
+		t.Fatalf("reloaded %+v", got)
+	}
+	if err := dir.Delete(ctx, tr.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dir.ByNumber("+15550100"); ok {
+		t.Fatal("number still routed after delete")
+	}
+	if err := dir.Delete(ctx, tr.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
