@@ -1,0 +1,183 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"trunkgate/internal/sqlitedb"
+	"trunkgate/refusal"
+)
+
+func TestBilledSecondsAndCost(t *testing.T) {
+	for _, tt := range []struct {
+		ms, billed, rate, cost int64
+	}{
+		{0, 0, 60_000, 0}, {-5, 0, 60_000, 0}, {1, 1, 60_000, 1000}, {999, 1, 60_000, 1000}, {1000, 1, 60_000, 1000},
+		{1001, 2, 60_000, 2000}, {59_999, 60, 60_000, 60_000}, {61_000, 61, 10_000, 10_167}, {3_600_000, 3600, 0, 0},
+	} {
+		b := BilledSeconds(tt.ms)
+		if c := Cost(b, tt.rate); b != tt.billed || c != tt.cost {
+			t.Errorf("%d ms at %d/min: billed %d cost %d, want %d and %d", tt.ms, tt.rate, b, c, tt.billed, tt.cost)
+		}
+	}
+	c := CDR{AnswerMS: 1000, RatePerMinute: 60_000}
+	c.Close(time.UnixMilli(3500))
+	if c.DurationMS != 2500 || c.BilledSeconds != 3 || c.CostMicros != 3000 || c.Status != StatusDone {
+		t.Fatalf("closed CDR %+v", c)
+	}
+	unanswered := CDR{SetupMS: 1000}
+	unanswered.Close(time.UnixMilli(9000))
+	if unanswered.DurationMS != 0 || unanswered.BilledSeconds != 0 {
+		t.Fatalf("unanswered call billed: %+v", unanswered)
+	}
+}
+
+func newStore(t *testing.T) *SQLiteStore {
+	t.Helper()
+	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := NewSQLiteStore(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type caps map[string]int64
+
+func (c caps) SpendCap(id string) int64 { return c[id] }
+
+type ender struct {
+	mu    sync.Mutex
+	ended map[string]error
+}
+
+func (e *ender) EndCalls(id string, cause error) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ended[id] = cause
+	return 1
+}
+
+func TestMeterSpendAndCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	store := newStore(t)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	// Last month's call does not count toward this month.
+	old := CDR{CallID: "CAold", KeyID: "k1", SetupMS: now.AddDate(0, -1, 0).UnixMilli(), AnswerMS: now.AddDate(0, -1, 0).UnixMilli(), RatePerMinute: 60_000_000}
+	old.Close(now.AddDate(0, -1, 0).Add(10 * time.Second))
+	if err := store.InsertCDR(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMeter(ctx, store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.now = func() time.Time { return now }
+	m.month = monthStart(now)
+	if got := m.MonthToDate("k1"); got != 0 {
+		t.Fatalf("last month counted: %d", got)
+	}
+	// A live call costs as it runs: 1 unit a second.
+	live := CDR{CallID: "CA1", KeyID: "k1", SetupMS: now.UnixMilli(), AnswerMS: now.UnixMilli(), RatePerMinute: 60_000_000}
+	if err := m.Answer(ctx, &live); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2500 * time.Millisecond)
+	if got := m.MonthToDate("k1"); got != 3_000_000 {
+		t.Fatalf("running cost %d, want 3 s = 3000000", got)
+	}
+	e := &ender{ended: map[string]error{}}
+	m.enforceCaps(now, caps{"k1": 3_000_000}, e)
+	if !errors.Is(e.ended["k1"], refusal.SpendCap) {
+		t.Fatalf("cap not enforced: %v", e.ended)
+	}
+	m.checkpoint(ctx, now)
+	// Crash: a new meter over the same store closes the live call at its
+	// checkpoint and bills it.
+	recovered, err := (&Meter{store: store, now: func() time.Time { return now }, live: map[string]*liveCall{}}).Recover(ctx)
+	if err != nil || len(recovered) != 1 {
+		t.Fatalf("recovered %v, %v", recovered, err)
+	}
+	got, err := store.GetCDR(ctx, "CA1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != StatusRecovered || got.DurationMS != 2500 || got.BilledSeconds != 3 || got.CostMicros != 3_000_000 {
+		t.Fatalf("recovered CDR %+v", got)
+	}
+	spend, err := store.MonthSpend(ctx, monthStart(now))
+	if err != nil || spend["k1"] != 3_000_000 {
+		t.Fatalf("month spend %v, %v", spend, err)
+	}
+}
+
+func TestStoreListFilters(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for i, key := range []string{"a", "b", "a"} {
+		c := CDR{CallID: "CA" + string(rune('0'+i)), KeyID: key, SetupMS: base.Add(time.Duration(i) * time.Hour).UnixMilli()}
+		c.Close(base.Add(time.Duration(i) * time.Hour))
+		if err := s.FinishCDR(ctx, &c); err != nil { // FinishCDR inserts a CDR it has not seen
+			t.Fatal(err)
+		}
+	}
+	all, _ := s.ListCDRs(ctx, Filter{})
+	onlyA, _ := s.ListCDRs(ctx, Filter{KeyID: "a"})
+	late, _ := s.ListCDRs(ctx, Filter{Since: base.Add(90 * time.Minute)})
+	if len(all) != 3 || len(onlyA) != 2 || len(late) != 1 || all[0].CallID != "CA2" {
+		t.Fatalf("all %d, key a %d, since %d, newest %s", len(all), len(onlyA), len(late), all[0].CallID)
+	}
+	if _, err := s.GetCDR(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetCDR missing: %v", err)
+	}
+}
+
+func TestMonthRollover(t *testing.T) {
+	ctx := context.Background()
+	store := newStore(t)
+	m, err := NewMeter(ctx, store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 30, 23, 59, 59, 0, time.UTC)
+	m.now = func() time.Time { return now }
+	m.month = monthStart(now)
+	old := CDR{CallID: "CAnov", KeyID: "k", AnswerMS: now.Add(-time.Minute).UnixMilli(), RatePerMinute: 60_000}
+	old.Close(now)
+	if err := m.Finish(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.MonthToDate("k"); got != 60_000 {
+		t.Fatalf("November spend %d", got)
+	}
+	// 400 ms after midnight, before any tick: November's spend no longer
+	// counts, and a call ending now counts in December.
+	now = time.Date(2026, 12, 1, 0, 0, 0, 400e6, time.UTC)
+	late := CDR{CallID: "CAdec", KeyID: "k", AnswerMS: now.Add(-10 * time.Second).UnixMilli(), RatePerMinute: 60_000}
+	late.Close(now)
+	if err := m.Finish(ctx, &late); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.MonthToDate("k"); got != 10_000 {
+		t.Fatalf("December spend %d, want the 10 s call only", got)
+	}
+	// A call that ended in November but is finished after midnight stays in November.
+	straggler := CDR{CallID: "CAnov2", KeyID: "k", AnswerMS: now.Add(-5 * time.Second).UnixMilli(), RatePerMinute: 60_000}
+	straggler.Close(time.Date(2026, 11, 30, 23, 59, 59, 900e6, time.UTC))
+	if err := m.Finish(ctx, &straggler); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.MonthToDate("k"); got != 10_000 {
+		t.Fatalf("December spend %d after a November straggler", got)
+	}
+}

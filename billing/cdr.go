@@ -1,0 +1,94 @@
+// Package billing owns what a call costs: the meter that runs from answer
+// to hang-up, rating (per-key rate per minute, per billed second, in
+// currency micros), month-to-date spend for admission's spend cap, the CDR
+// store, and crash recovery of calls that were live when the edge died.
+// It knows nothing of SIP or media; callers hand it CDR values.
+package billing
+
+import "time"
+
+// Hangup sides: who ended the call.
+const (
+	SideCarrier = "carrier" // BYE or CANCEL from the SIP side
+	SideApp     = "app"     // the AI application closed its WebSocket
+	SideEdge    = "edge"    // trunkgate ended it (revocation, limits, timeouts, drain)
+)
+
+// CDR statuses.
+const (
+	StatusLive      = "live"      // answered, not ended yet
+	StatusDone      = "done"      // ended and rated
+	StatusRecovered = "recovered" // closed at its last checkpoint after a crash
+)
+
+// CDR is one call's detail record. Times are milliseconds since the Unix
+// epoch, UTC; money is currency micros.
+type CDR struct {
+	CallID        string `json:"call_id"`
+	SIPCallID     string `json:"sip_call_id"`
+	KeyID         string `json:"key_id"`
+	TrunkID       string `json:"trunk_id"`
+	Direction     string `json:"direction"`
+	From          string `json:"from"`
+	To            string `json:"to"`
+	TestKey       bool   `json:"test_key"`
+	SetupMS       int64  `json:"setup_ms"`
+	AnswerMS      int64  `json:"answer_ms"`
+	EndMS         int64  `json:"end_ms"`
+	DurationMS    int64  `json:"duration_ms"`
+	BilledSeconds int64  `json:"billed_seconds"`
+	RatePerMinute int64  `json:"rate_per_minute"`
+	CostMicros    int64  `json:"cost_micros"`
+	FinalCode     int    `json:"final_code"`
+	HangupSide    string `json:"hangup_side"`
+	HangupCause   string `json:"hangup_cause"`
+	Status        string `json:"status"`
+	Codec         string `json:"codec"`
+	Media         Media  `json:"media"`
+}
+
+// Media is the call's RTP/RTCP quality, as the edge measured it.
+type Media struct {
+	PacketsIn    uint64  `json:"packets_in"`
+	PacketsOut   uint64  `json:"packets_out"`
+	PacketsLost  int64   `json:"packets_lost"`
+	LossPercent  float64 `json:"loss_percent"`
+	JitterMS     float64 `json:"jitter_ms"`
+	RTTMS        float64 `json:"rtt_ms"`
+	RemoteLost   int64   `json:"remote_lost"` // what the far end reported losing of ours (RTCP)
+	RemoteJitter float64 `json:"remote_jitter_ms"`
+	DTMFEvents   int     `json:"dtmf_events"`
+}
+
+// Answered reports whether the call was ever answered.
+func (c *CDR) Answered() bool { return c.AnswerMS > 0 }
+
+// Close fills the end time, exact duration, billed seconds (duration rounded
+// up to whole seconds; 0 if never answered) and cost.
+func (c *CDR) Close(end time.Time) {
+	c.EndMS = end.UnixMilli()
+	c.DurationMS = 0
+	if c.Answered() && c.EndMS > c.AnswerMS {
+		c.DurationMS = c.EndMS - c.AnswerMS
+	}
+	c.BilledSeconds = BilledSeconds(c.DurationMS)
+	c.CostMicros = Cost(c.BilledSeconds, c.RatePerMinute)
+	c.Status = StatusDone
+}
+
+// BilledSeconds rounds a duration up to whole seconds (1/1 increments).
+func BilledSeconds(durationMS int64) int64 {
+	if durationMS <= 0 {
+		return 0
+	}
+	return (durationMS + 999) / 1000
+}
+
+// Cost rates billed seconds at a per-minute rate, rounding the last micro
+// up so that a call is never billed less than its seconds are worth.
+func Cost(billedSeconds, ratePerMinute int64) int64 {
+	if billedSeconds <= 0 || ratePerMinute <= 0 {
+		return 0
+	}
+	return (billedSeconds*ratePerMinute + 59) / 60
+}

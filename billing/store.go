@@ -1,0 +1,270 @@
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"trunkgate/internal/sqlitedb"
+)
+
+// ErrNotFound is returned for an unknown call id.
+var ErrNotFound = errors.New("not found")
+
+// Store keeps CDRs.
+type Store interface {
+	// InsertCDR writes a CDR (live at answer, or done for unanswered calls).
+	InsertCDR(ctx context.Context, c *CDR) error
+	// FinishCDR overwrites a CDR with its final state.
+	FinishCDR(ctx context.Context, c *CDR) error
+	// Checkpoint records that the live calls were still up at t.
+	Checkpoint(ctx context.Context, callIDs []string, t time.Time) error
+	// RecoverLive closes every live CDR at its last checkpoint.
+	RecoverLive(ctx context.Context) ([]CDR, error)
+	// MonthSpend sums the cost of CDRs ended since monthStart, by key.
+	MonthSpend(ctx context.Context, monthStart time.Time) (map[string]int64, error)
+	ListCDRs(ctx context.Context, f Filter) ([]CDR, error)
+	GetCDR(ctx context.Context, callID string) (*CDR, error)
+}
+
+// Filter narrows ListCDRs.
+type Filter struct {
+	KeyID  string
+	Since  time.Time
+	Until  time.Time
+	Status string
+	Limit  int
+}
+
+// SQLiteStore keeps CDRs in the embedded database.
+type SQLiteStore struct{ db *sql.DB }
+
+var migrations = []sqlitedb.Migration{{Version: 1, SQL: `
+CREATE TABLE cdrs (
+	call_id         TEXT PRIMARY KEY,
+	sip_call_id     TEXT NOT NULL,
+	key_id          TEXT NOT NULL,
+	trunk_id        TEXT NOT NULL DEFAULT '',
+	direction       TEXT NOT NULL,
+	from_uri        TEXT NOT NULL DEFAULT '',
+	to_uri          TEXT NOT NULL DEFAULT '',
+	test_key        INTEGER NOT NULL DEFAULT 0,
+	setup_ms        INTEGER NOT NULL,
+	answer_ms       INTEGER NOT NULL DEFAULT 0,
+	end_ms          INTEGER NOT NULL DEFAULT 0,
+	checkpoint_ms   INTEGER NOT NULL DEFAULT 0,
+	duration_ms     INTEGER NOT NULL DEFAULT 0,
+	billed_seconds  INTEGER NOT NULL DEFAULT 0,
+	rate_per_minute INTEGER NOT NULL DEFAULT 0,
+	cost_micros     INTEGER NOT NULL DEFAULT 0,
+	final_code      INTEGER NOT NULL DEFAULT 0,
+	hangup_side     TEXT NOT NULL DEFAULT '',
+	hangup_cause    TEXT NOT NULL DEFAULT '',
+	status          TEXT NOT NULL,
+	codec           TEXT NOT NULL DEFAULT '',
+	media           TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX cdrs_key_end ON cdrs (key_id, end_ms);
+CREATE INDEX cdrs_status ON cdrs (status);
+CREATE INDEX cdrs_setup ON cdrs (setup_ms);
+`}}
+
+// NewSQLiteStore migrates the billing schema and returns the store.
+func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
+	if err := sqlitedb.Migrate(ctx, db, "billing", migrations); err != nil {
+		return nil, err
+	}
+	return &SQLiteStore{db: db}, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
+	media, err := json.Marshal(c.Media)
+	if err != nil {
+		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
+	}
+	checkpoint := c.AnswerMS
+	if c.Status != StatusLive {
+		checkpoint = c.EndMS
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
+		test_key, setup_ms, answer_ms, end_ms, checkpoint_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros,
+		final_code, hangup_side, hangup_cause, status, codec, media) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		c.CallID, c.SIPCallID, c.KeyID, c.TrunkID, c.Direction, c.From, c.To, boolInt(c.TestKey), c.SetupMS, c.AnswerMS,
+		c.EndMS, checkpoint, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode, c.HangupSide,
+		c.HangupCause, c.Status, c.Codec, string(media))
+	if err != nil {
+		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) FinishCDR(ctx context.Context, c *CDR) error {
+	media, err := json.Marshal(c.Media)
+	if err != nil {
+		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?, billed_seconds=?,
+		rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?, media=? WHERE call_id=?`,
+		c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
+		c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.CallID)
+	if err != nil {
+		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return s.InsertCDR(ctx, c)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) Checkpoint(ctx context.Context, callIDs []string, t time.Time) error {
+	if len(callIDs) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `UPDATE cdrs SET checkpoint_ms=? WHERE call_id=? AND status='live'`)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer stmt.Close()
+	for _, id := range callIDs {
+		if _, err := stmt.ExecContext(ctx, t.UnixMilli(), id); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", id, err)
+		}
+	}
+	return tx.Commit()
+}
+
+func (s *SQLiteStore) RecoverLive(ctx context.Context) ([]CDR, error) {
+	live, err := s.ListCDRs(ctx, Filter{Status: StatusLive, Limit: -1})
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	defer tx.Rollback()
+	var checkpoint int64
+	for i := range live {
+		c := &live[i]
+		if err := tx.QueryRowContext(ctx, `SELECT checkpoint_ms FROM cdrs WHERE call_id=?`, c.CallID).Scan(&checkpoint); err != nil {
+			return nil, fmt.Errorf("recover %s: %w", c.CallID, err)
+		}
+		c.Close(time.UnixMilli(max(checkpoint, c.AnswerMS)))
+		c.Status, c.HangupSide, c.HangupCause = StatusRecovered, SideEdge, "edge restarted; billed to last checkpoint"
+		if _, err := tx.ExecContext(ctx, `UPDATE cdrs SET end_ms=?, duration_ms=?, billed_seconds=?, cost_micros=?,
+			hangup_side=?, hangup_cause=?, status=? WHERE call_id=?`, c.EndMS, c.DurationMS, c.BilledSeconds,
+			c.CostMicros, c.HangupSide, c.HangupCause, c.Status, c.CallID); err != nil {
+			return nil, fmt.Errorf("recover %s: %w", c.CallID, err)
+		}
+	}
+	return live, tx.Commit()
+}
+
+func (s *SQLiteStore) MonthSpend(ctx context.Context, monthStart time.Time) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, SUM(cost_micros) FROM cdrs
+		WHERE status != 'live' AND end_ms >= ? GROUP BY key_id`, monthStart.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("month spend: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var sum int64
+		if err := rows.Scan(&id, &sum); err != nil {
+			return nil, fmt.Errorf("month spend: %w", err)
+		}
+		out[id] = sum
+	}
+	return out, rows.Err()
+}
+
+const cdrColumns = `call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri, test_key, setup_ms, answer_ms,
+	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media`
+
+func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
+	var c CDR
+	var test int
+	var media string
+	err := row.Scan(&c.CallID, &c.SIPCallID, &c.KeyID, &c.TrunkID, &c.Direction, &c.From, &c.To, &test, &c.SetupMS,
+		&c.AnswerMS, &c.EndMS, &c.DurationMS, &c.BilledSeconds, &c.RatePerMinute, &c.CostMicros, &c.FinalCode,
+		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media)
+	if err != nil {
+		return c, err
+	}
+	c.TestKey = test != 0
+	if err := json.Unmarshal([]byte(media), &c.Media); err != nil {
+		return c, fmt.Errorf("cdr %s media: %w", c.CallID, err)
+	}
+	return c, nil
+}
+
+func (s *SQLiteStore) ListCDRs(ctx context.Context, f Filter) ([]CDR, error) {
+	q := `SELECT ` + cdrColumns + ` FROM cdrs WHERE 1=1`
+	var args []any
+	if f.KeyID != "" {
+		q += ` AND key_id = ?`
+		args = append(args, f.KeyID)
+	}
+	if !f.Since.IsZero() {
+		q += ` AND setup_ms >= ?`
+		args = append(args, f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		q += ` AND setup_ms < ?`
+		args = append(args, f.Until.UnixMilli())
+	}
+	if f.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, f.Status)
+	}
+	q += ` ORDER BY setup_ms DESC, call_id`
+	if f.Limit >= 0 {
+		limit := f.Limit
+		if limit == 0 || limit > 10000 {
+			limit = 1000
+		}
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list cdrs: %w", err)
+	}
+	defer rows.Close()
+	var out []CDR
+	for rows.Next() {
+		c, err := scanCDR(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list cdrs: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQLiteStore) GetCDR(ctx context.Context, callID string) (*CDR, error) {
+	c, err := scanCDR(s.db.QueryRowContext(ctx, `SELECT `+cdrColumns+` FROM cdrs WHERE call_id = ?`, callID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("cdr %s: %w", callID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get cdr %s: %w", callID, err)
+	}
+	return &c, nil
+}
