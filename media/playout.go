@@ -1,0 +1,148 @@
+package media
+
+import "sync"
+
+// Playout is the queue of application audio waiting to go to the carrier,
+// drained one packet per ptime by the session clock. Marks sit at positions
+// in the queue and are reported when the audio before them has been
+// played; Clear drops the queue at once (barge-in) and reports every
+// pending mark.
+//
+// Write, Mark and Clear come from the application's goroutine, Read from
+// the session clock; all are safe for concurrent use.
+type Playout struct {
+	mu      sync.Mutex
+	buf     []int16 // ring; len is the capacity
+	head    int     // index of the oldest queued sample
+	size    int     // queued samples
+	written int64   // samples ever queued
+	played  int64   // samples ever dequeued (or cleared)
+	marks   []pendingMark
+	fired   []string // marks due, handed out by Read / Clear
+	limit   int
+	Over    uint64 // samples refused because the queue was at its limit
+}
+
+type pendingMark struct {
+	at   int64 // stream position (written count) the mark follows
+	name string
+}
+
+// Queue sizes: start at 2 s and double on demand up to 120 s, which is
+// longer than any single utterance a voice agent sends ahead.
+const (
+	playoutInitial = 2 * ClockRate
+	playoutLimit   = 120 * ClockRate
+)
+
+// NewPlayout returns an empty queue.
+func NewPlayout() *Playout {
+	return &Playout{buf: make([]int16, playoutInitial), limit: playoutLimit}
+}
+
+// Queued is the audio waiting, in samples.
+func (p *Playout) Queued() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.size
+}
+
+// Write queues pcm. Audio past the queue limit is dropped and counted.
+func (p *Playout) Write(pcm []int16) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if need := p.size + len(pcm); need > len(p.buf) {
+		p.grow(need)
+	}
+	room := len(p.buf) - p.size
+	if len(pcm) > room {
+		p.Over += uint64(len(pcm) - room)
+		pcm = pcm[:room]
+	}
+	tail := (p.head + p.size) % len(p.buf)
+	n := copy(p.buf[tail:], pcm)
+	copy(p.buf, pcm[n:])
+	p.size += len(pcm)
+	p.written += int64(len(pcm))
+}
+
+func (p *Playout) grow(need int) {
+	c := len(p.buf)
+	for c < need && c < p.limit {
+		c *= 2
+	}
+	c = min(c, p.limit)
+	if c == len(p.buf) {
+		return
+	}
+	nb := make([]int16, c)
+	n := copy(nb, p.buf[p.head:min(len(p.buf), p.head+p.size)])
+	copy(nb[n:], p.buf[:p.size-n])
+	p.buf, p.head = nb, 0
+}
+
+// MaxPendingMarks bounds the marks one call keeps waiting for their audio.
+const MaxPendingMarks = 1024
+
+// Mark places a named mark after the audio queued so far. If nothing is
+// queued, the mark is due at once and the next TakeMarks hands it out. It
+// reports false, keeping nothing, when MaxPendingMarks are waiting.
+func (p *Playout) Mark(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.marks)+len(p.fired) >= MaxPendingMarks {
+		return false
+	}
+	if p.written <= p.played {
+		p.fired = append(p.fired, name)
+		return true
+	}
+	p.marks = append(p.marks, pendingMark{at: p.written, name: name})
+	return true
+}
+
+// Clear drops all queued audio and makes every pending mark due.
+func (p *Playout) Clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.played += int64(p.size)
+	p.head, p.size = 0, 0
+	for _, m := range p.marks {
+		p.fired = append(p.fired, m.name)
+	}
+	p.marks = p.marks[:0]
+}
+
+// Read fills dst with the next queued audio, padding with silence, and
+// returns how many samples were real audio.
+func (p *Playout) Read(dst []int16) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := min(len(dst), p.size)
+	first := copy(dst[:n], p.buf[p.head:min(len(p.buf), p.head+n)])
+	copy(dst[first:n], p.buf[:n-first])
+	clear(dst[n:])
+	p.head = (p.head + n) % len(p.buf)
+	p.size -= n
+	p.played += int64(n)
+	due := 0
+	for due < len(p.marks) && p.marks[due].at <= p.played {
+		p.fired = append(p.fired, p.marks[due].name)
+		due++
+	}
+	if due > 0 {
+		p.marks = append(p.marks[:0], p.marks[due:]...)
+	}
+	return n
+}
+
+// TakeMarks appends the names of marks that are due to dst and forgets
+// them; it returns dst. With a reused dst it does not allocate.
+func (p *Playout) TakeMarks(dst []string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	dst = append(dst, p.fired...)
+	clear(p.fired)
+	p.fired = p.fired[:0]
+	return dst
+}

@@ -1,0 +1,587 @@
+package media
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// ErrRTPTimeout ends a session when the far end has sent no RTP for the
+// configured time while it should be sending.
+var ErrRTPTimeout = errors.New("rtp timeout")
+
+// Listener receives a session's audio and events. Audio and MarkPlayed are
+// called from the session clock, DTMF from the RTP reader; none may block
+// or call Session.Close.
+type Listener interface {
+	// Audio is 20 ms of 8 kHz PCM from the carrier; pcm is reused after
+	// the call returns.
+	Audio(pcm []int16)
+	// DTMF is one key press ('0'-'9', '*', '#', 'A'-'D').
+	DTMF(digit byte)
+	// MarkPlayed reports that the audio queued before a mark was played.
+	MarkPlayed(name string)
+}
+
+// Direction is the media direction from the edge's side (RFC 3264).
+type Direction int
+
+const (
+	SendRecv Direction = iota
+	SendOnly           // the far end holds receive-only: we send, expect nothing
+	RecvOnly           // the far end put us on hold: we receive, send nothing
+	Inactive
+)
+
+func (d Direction) sends() bool    { return d == SendRecv || d == SendOnly }
+func (d Direction) receives() bool { return d == SendRecv || d == RecvOnly }
+
+// Config describes one call's media.
+type Config struct {
+	Codec Codec
+	// PtimeMS is the packetisation toward the carrier: 10 to 60 ms in
+	// steps of 10; 0 means 20.
+	PtimeMS int
+	// DTMFPayloadType is the telephone-event payload type; 0 means none.
+	DTMFPayloadType uint8
+	// Remote is where the far end's SDP says to send RTP; RemoteRTCP its
+	// RTCP (zero: Remote's port + 1). Both are replaced by the source of
+	// the first packets that arrive (symmetric RTP).
+	Remote     netip.AddrPort
+	RemoteRTCP netip.AddrPort
+	// RTPTimeout ends the session when no RTP arrives for this long while
+	// the far end should be sending; 0 means 30 s.
+	RTPTimeout time.Duration
+	// RTCPInterval between reports; 0 means 5 s.
+	RTCPInterval time.Duration
+	Listener     Listener
+	Log          *slog.Logger
+}
+
+// Session is one call's RTP/RTCP media.
+type Session struct {
+	cfg      Config
+	pool     *PortPool
+	port     int
+	rtpConn  *net.UDPConn
+	rtcpConn *net.UDPConn
+	epoch    time.Time
+	log      *slog.Logger
+
+	remote     atomic.Pointer[netip.AddrPort]
+	latched    atomic.Bool
+	remoteRTCP atomic.Pointer[netip.AddrPort]
+	rtcpLatch  atomic.Bool
+	dir        atomic.Int32
+	codecPT    atomic.Uint32 // payload type of the codec, both ways
+	dtmfPT     atomic.Uint32 // telephone-event payload type; 0 = none
+	lastRx     atomic.Int64  // ns since epoch of the last RTP packet
+
+	rxMu sync.Mutex // guards jb, rx, lastSR*
+	jb   *JitterBuffer
+	rx   rxStats
+	// From the far end's last sender report, for our reception report.
+	lastSR   uint32
+	lastSRAt time.Time
+
+	dtmf      DTMFDetector
+	dtmfCount atomic.Int64
+	badPkts   atomic.Uint64
+	playout   *Playout
+
+	// Sender state, owned by the clock goroutine.
+	ssrc    uint32
+	seq     uint16
+	ts      uint32
+	talking bool
+	sent    atomic.Uint64
+	octets  atomic.Uint64
+
+	statsMu      sync.Mutex
+	rttMS        float64
+	remoteLost   int64
+	remoteJitter float64
+
+	ended     chan struct{}
+	endErr    error
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	startOnce sync.Once
+	closeOnce sync.Once
+}
+
+// NewSession binds an RTP/RTCP port pair for a call. Start begins media;
+// Close releases the ports.
+func (p *PortPool) NewSession(cfg Config) (*Session, error) {
+	if cfg.PtimeMS == 0 {
+		cfg.PtimeMS = 20
+	}
+	if cfg.PtimeMS < 10 || cfg.PtimeMS > 60 || cfg.PtimeMS%10 != 0 {
+		cfg.PtimeMS = 20
+	}
+	if cfg.RTPTimeout == 0 {
+		cfg.RTPTimeout = 30 * time.Second
+	}
+	if cfg.RTCPInterval == 0 {
+		cfg.RTCPInterval = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	rtpConn, rtcpConn, port, err := p.open()
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		cfg: cfg, pool: p, port: port, rtpConn: rtpConn, rtcpConn: rtcpConn, log: cfg.Log,
+		epoch: time.Now(), jb: NewJitterBuffer(), playout: NewPlayout(),
+		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
+		ended: make(chan struct{}), stop: make(chan struct{}),
+	}
+	s.SetRemote(cfg.Remote, cfg.RemoteRTCP)
+	s.SetPayloadTypes(cfg.Codec.PayloadType, cfg.DTMFPayloadType)
+	return s, nil
+}
+
+// LocalPort is the RTP port to put in the SDP answer.
+func (s *Session) LocalPort() int { return s.port }
+
+// Codec is the negotiated codec.
+func (s *Session) Codec() Codec { return s.cfg.Codec }
+
+// SetRemote points media at a new address from an SDP offer (re-INVITE);
+// the session latches again on the first packets from the far end.
+func (s *Session) SetRemote(rtpAddr, rtcpAddr netip.AddrPort) {
+	if rtpAddr.IsValid() && !rtpAddr.Addr().IsUnspecified() {
+		a := rtpAddr
+		s.remote.Store(&a)
+		if !rtcpAddr.IsValid() {
+			rtcpAddr = netip.AddrPortFrom(rtpAddr.Addr(), rtpAddr.Port()+1)
+		}
+	}
+	if rtcpAddr.IsValid() && !rtcpAddr.Addr().IsUnspecified() {
+		b := rtcpAddr
+		s.remoteRTCP.Store(&b)
+	}
+	s.latched.Store(false)
+	s.rtcpLatch.Store(false)
+}
+
+// SetPayloadTypes changes the payload types of the codec and of
+// telephone-event, as a re-INVITE's answer may map them anew.
+func (s *Session) SetPayloadTypes(codec, dtmf uint8) {
+	s.codecPT.Store(uint32(codec))
+	s.dtmfPT.Store(uint32(dtmf))
+}
+
+// SetDirection changes who sends (hold and unhold by re-INVITE).
+func (s *Session) SetDirection(d Direction) {
+	old := Direction(s.dir.Swap(int32(d)))
+	if !old.receives() && d.receives() {
+		// The far end starts sending again: give it a fresh timeout.
+		s.lastRx.Store(int64(time.Since(s.epoch)))
+	}
+}
+
+// Direction is the current media direction.
+func (s *Session) Direction() Direction { return Direction(s.dir.Load()) }
+
+// Start begins reading, the playout clock and RTCP.
+func (s *Session) Start() {
+	s.startOnce.Do(func() {
+		s.lastRx.Store(s.now())
+		s.wg.Add(3)
+		go s.readRTP()
+		go s.readRTCP()
+		go s.clock()
+	})
+}
+
+// Play queues PCM (8 kHz) for the carrier.
+func (s *Session) Play(pcm []int16) { s.playout.Write(pcm) }
+
+// Mark reports name through the listener once the audio queued before it
+// has been played. Marks are handed out by the session clock only, so they
+// reach the listener in order, at most one tick after they are due. Past
+// MaxPendingMarks waiting marks, the mark is dropped and logged.
+func (s *Session) Mark(name string) {
+	if !s.playout.Mark(name) {
+		s.log.Warn("too many marks pending; mark dropped", "pending", MaxPendingMarks)
+	}
+}
+
+// Clear drops the queued audio at once (barge-in); pending marks are
+// reported at the next tick.
+func (s *Session) Clear() { s.playout.Clear() }
+
+// deliverMarks runs on the clock goroutine only.
+func (s *Session) deliverMarks(buf []string) []string {
+	buf = s.playout.TakeMarks(buf[:0])
+	for _, name := range buf {
+		s.cfg.Listener.MarkPlayed(name)
+	}
+	return buf
+}
+
+// Queued is the application audio waiting to be played, in samples.
+func (s *Session) Queued() int { return s.playout.Queued() }
+
+// Done closes when media ends on its own (RTP timeout); Err says why.
+func (s *Session) Done() <-chan struct{} { return s.ended }
+
+// Err is the reason Done closed.
+func (s *Session) Err() error {
+	select {
+	case <-s.ended:
+		return s.endErr
+	default:
+		return nil
+	}
+}
+
+// Close stops the session's goroutines and releases its ports. It is safe
+// to call more than once, but not from a Listener callback.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.rtpConn.Close()
+		s.rtcpConn.Close()
+		s.wg.Wait()
+		s.pool.release(s.port)
+	})
+	return nil
+}
+
+func (s *Session) now() int64 { return int64(time.Since(s.epoch)) }
+
+// samplesAt converts ns since epoch to 8 kHz timestamp units.
+func samplesAt(ns int64) int64 { return ns / (int64(time.Second) / ClockRate) }
+
+func (s *Session) readRTP() {
+	defer s.wg.Done()
+	buf := make([]byte, 1500)
+	rx := newRTPReceiver()
+	for {
+		n, from, err := s.rtpConn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.receiveRTP(rx, buf[:n], from, s.now())
+	}
+}
+
+// rtpReceiver is the reader goroutine's reusable state.
+type rtpReceiver struct {
+	pkt rtp.Packet
+	pcm []int16
+}
+
+func newRTPReceiver() *rtpReceiver { return &rtpReceiver{pcm: make([]int16, 1500)} }
+
+// receiveRTP handles one datagram from the RTP port: anything that is not
+// a version 2 RTP packet is counted and dropped.
+func (s *Session) receiveRTP(rx *rtpReceiver, b []byte, from netip.AddrPort, now int64) {
+	pkt := &rx.pkt
+	if err := pkt.Unmarshal(b); err != nil || pkt.Version != 2 {
+		s.badPkts.Add(1)
+		return
+	}
+	if !s.latched.Load() {
+		s.latch(from)
+	}
+	s.lastRx.Store(now)
+	arrival := samplesAt(now)
+	dtmfPT := uint8(s.dtmfPT.Load())
+	switch {
+	case pkt.PayloadType == uint8(s.codecPT.Load()):
+		k := min(len(pkt.Payload), len(rx.pcm))
+		s.cfg.Codec.Decode(rx.pcm[:k], pkt.Payload[:k])
+		s.rxMu.Lock()
+		s.rx.update(pkt.SSRC, pkt.SequenceNumber, pkt.Timestamp, arrival, len(b))
+		s.jb.Push(pkt.SSRC, pkt.Timestamp, rx.pcm[:k], arrival)
+		s.rxMu.Unlock()
+	case dtmfPT != 0 && pkt.PayloadType == dtmfPT:
+		s.rxMu.Lock()
+		s.rx.update(pkt.SSRC, pkt.SequenceNumber, pkt.Timestamp, arrival, len(b))
+		s.rxMu.Unlock()
+		if digit, ok := s.dtmf.Packet(pkt.Timestamp, pkt.Payload); ok {
+			s.dtmfCount.Add(1)
+			s.cfg.Listener.DTMF(digit)
+		}
+	default:
+		// Comfort noise and unknown payload types carry nothing we play.
+	}
+}
+
+func (s *Session) latch(from netip.AddrPort) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if cur := s.remote.Load(); cur == nil || *cur != from {
+		s.log.Debug("rtp latched", "remote", from)
+	}
+	s.remote.Store(&from)
+	s.latched.Store(true)
+	if !s.rtcpLatch.Load() {
+		r := netip.AddrPortFrom(from.Addr(), from.Port()+1)
+		s.remoteRTCP.Store(&r)
+	}
+}
+
+func (s *Session) clock() {
+	defer s.wg.Done()
+	inPeriod := 20 * time.Millisecond
+	outPeriod := time.Duration(s.cfg.PtimeMS) * time.Millisecond
+	outSamples := s.cfg.PtimeMS * ClockRate / 1000
+	var (
+		inFrame  [FrameSamples]int16
+		outPCM   = make([]int16, outSamples)
+		payload  = make([]byte, outSamples)
+		wire     = make([]byte, 12+outSamples)
+		marks    = make([]string, 0, 8)
+		pkt      rtp.Packet
+		nIn      int64
+		nOut     int64
+		nextRTCP = s.cfg.RTCPInterval / 5 // an early first report gets RTT going
+	)
+	pkt.Version = 2
+	pkt.SSRC = s.ssrc
+	first := true
+	start := time.Now()
+	timer := time.NewTimer(inPeriod)
+	defer timer.Stop()
+	for {
+		nextIn := time.Duration(nIn+1) * inPeriod
+		nextOut := time.Duration(nOut+1) * outPeriod
+		timer.Reset(time.Until(start.Add(min(nextIn, nextOut))))
+		select {
+		case <-s.stop:
+			return
+		case <-timer.C:
+		}
+		elapsed := time.Since(start)
+		// The carrier's packet goes first: its spacing on the wire is what
+		// the far end's jitter buffer sees; the app's frame can wait a
+		// few microseconds.
+		for k := 0; nextOut <= elapsed; k++ {
+			// After a stall (a paused process, a slow listener) catch up a
+			// few frames, then skip: the timeline stays true to the clock.
+			if k < 5 {
+				s.sendPacket(&pkt, outPCM, payload, wire, &first)
+			} else {
+				s.ts += uint32(outSamples)
+			}
+			nOut++
+			nextOut = time.Duration(nOut+1) * outPeriod
+		}
+		for k := 0; nextIn <= elapsed; k++ {
+			if k < 5 {
+				s.rxMu.Lock()
+				ok := s.jb.Pop(inFrame[:])
+				s.rxMu.Unlock()
+				if ok {
+					s.cfg.Listener.Audio(inFrame[:])
+				}
+			}
+			nIn++
+			nextIn = time.Duration(nIn+1) * inPeriod
+		}
+		marks = s.deliverMarks(marks)
+		if elapsed >= nextRTCP {
+			s.sendRTCP()
+			nextRTCP = elapsed + s.cfg.RTCPInterval
+		}
+		if s.Direction().receives() && time.Duration(s.now()-s.lastRx.Load()) > s.cfg.RTPTimeout {
+			s.endErr = ErrRTPTimeout
+			close(s.ended)
+			return
+		}
+	}
+}
+
+// sendPacket sends the next packet of playout audio, or comfort silence
+// when the queue is empty. The marker bit starts each talkspurt.
+func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte, first *bool) {
+	n := s.playout.Read(pcm)
+	samples := uint32(len(pcm))
+	if !s.Direction().sends() {
+		s.ts += samples
+		s.talking = false
+		return
+	}
+	remote := s.remote.Load()
+	if remote == nil {
+		s.ts += samples
+		return
+	}
+	s.cfg.Codec.Encode(payload, pcm)
+	pkt.PayloadType = uint8(s.codecPT.Load())
+	pkt.SequenceNumber = s.seq
+	pkt.Timestamp = s.ts
+	pkt.Marker = *first || (n > 0 && !s.talking)
+	pkt.Payload = payload
+	size, err := pkt.MarshalTo(wire)
+	if err == nil {
+		if _, err := s.rtpConn.WriteToUDPAddrPort(wire[:size], *remote); err == nil {
+			s.sent.Add(1)
+			s.octets.Add(uint64(len(payload)))
+		}
+	}
+	*first = false
+	s.seq++
+	s.ts += samples
+	s.talking = n > 0
+}
+
+// ntpTime is the 64-bit NTP timestamp of t.
+func ntpTime(t time.Time) uint64 {
+	const ntpEpochOffset = 2208988800
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return secs<<32 | frac
+}
+
+func (s *Session) sendRTCP() {
+	dst := s.remoteRTCP.Load()
+	if dst == nil {
+		return
+	}
+	now := time.Now()
+	s.rxMu.Lock()
+	var reports []rtcp.ReceptionReport
+	if s.rx.started {
+		lost := s.rx.lost()
+		if lost < 0 {
+			lost = 0
+		}
+		var dlsr uint32
+		if !s.lastSRAt.IsZero() {
+			dlsr = uint32(now.Sub(s.lastSRAt).Seconds() * 65536)
+		}
+		reports = append(reports, rtcp.ReceptionReport{
+			SSRC: s.rx.ssrc, FractionLost: s.rx.interval(), TotalLost: uint32(min(lost, 0x7FFFFF)),
+			LastSequenceNumber: s.rx.extMax(), Jitter: uint32(s.rx.jitter),
+			LastSenderReport: s.lastSR, Delay: dlsr,
+		})
+	}
+	s.rxMu.Unlock()
+	packets := []rtcp.Packet{
+		&rtcp.SenderReport{SSRC: s.ssrc, NTPTime: ntpTime(now), RTPTime: s.ts,
+			PacketCount: uint32(s.sent.Load()), OctetCount: uint32(s.octets.Load()), Reports: reports},
+		&rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: s.ssrc,
+			Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: "trunkgate"}}}}},
+	}
+	b, err := rtcp.Marshal(packets)
+	if err != nil {
+		return
+	}
+	_, _ = s.rtcpConn.WriteToUDPAddrPort(b, *dst)
+}
+
+func (s *Session) readRTCP() {
+	defer s.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := s.rtcpConn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.receiveRTCP(buf[:n], from, time.Now())
+	}
+}
+
+// receiveRTCP handles one datagram from the RTCP port.
+func (s *Session) receiveRTCP(b []byte, from netip.AddrPort, now time.Time) {
+	pkts, err := rtcp.Unmarshal(b)
+	if err != nil {
+		s.badPkts.Add(1)
+		return
+	}
+	if !s.rtcpLatch.Load() {
+		f := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		s.remoteRTCP.Store(&f)
+		s.rtcpLatch.Store(true)
+	}
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.SenderReport:
+			s.rxMu.Lock()
+			s.lastSR, s.lastSRAt = uint32(p.NTPTime>>16), now
+			s.rxMu.Unlock()
+			s.takeReports(p.Reports, now)
+		case *rtcp.ReceiverReport:
+			s.takeReports(p.Reports, now)
+		}
+	}
+}
+
+// takeReports reads what the far end says about our stream: its loss and
+// jitter, and the round trip from LSR/DLSR (RFC 3550 §6.4.1).
+func (s *Session) takeReports(reports []rtcp.ReceptionReport, now time.Time) {
+	for _, r := range reports {
+		if r.SSRC != s.ssrc {
+			continue
+		}
+		s.statsMu.Lock()
+		s.remoteLost = int64(r.TotalLost)
+		s.remoteJitter = float64(r.Jitter) / (ClockRate / 1000)
+		if r.LastSenderReport != 0 {
+			mid := uint32(ntpTime(now) >> 16)
+			rtt := mid - r.LastSenderReport - r.Delay
+			if int32(rtt) >= 0 {
+				s.rttMS = float64(rtt) * 1000 / 65536
+			}
+		}
+		s.statsMu.Unlock()
+	}
+}
+
+// Stats is a snapshot of the session's quality counters.
+type Stats struct {
+	PacketsIn      uint64
+	PacketsOut     uint64
+	PacketsLost    int64
+	Expected       int64
+	JitterMS       float64
+	RTTMS          float64
+	RemoteLost     int64
+	RemoteJitterMS float64
+	DTMFEvents     int
+	BadPackets     uint64
+	Jitter         JitterStats
+	PlayoutDelayMS float64 // the jitter buffer's current target
+	PlayoutOver    uint64  // application samples refused by a full queue
+}
+
+// Stats returns the counters now.
+func (s *Session) Stats() Stats {
+	s.rxMu.Lock()
+	st := Stats{
+		PacketsIn: s.rx.received, PacketsLost: max(0, s.rx.lost()), Expected: s.rx.expected(),
+		JitterMS: s.rx.jitter / (ClockRate / 1000), Jitter: s.jb.Stats,
+		PlayoutDelayMS: float64(s.jb.Target()) / (ClockRate / 1000),
+	}
+	s.rxMu.Unlock()
+	s.statsMu.Lock()
+	st.RTTMS, st.RemoteLost, st.RemoteJitterMS = s.rttMS, s.remoteLost, s.remoteJitter
+	s.statsMu.Unlock()
+	st.PacketsOut = s.sent.Load()
+	st.DTMFEvents = int(s.dtmfCount.Load())
+	st.BadPackets = s.badPkts.Load()
+	s.playout.mu.Lock()
+	st.PlayoutOver = s.playout.Over
+	s.playout.mu.Unlock()
+	return st
+}
