@@ -1,0 +1,293 @@
+// Package sip is trunkgate's SIP user agent: it listens on UDP and TCP with
+// sipgo, turns each new INVITE into an Invite for the call handler, keeps
+// the edge's own dialog store (Call-ID and tags), routes in-dialog requests
+// (ACK, BYE, re-INVITE) to their dialog, sends BYE with a Reason, and does
+// SDP offer/answer. It knows nothing of WebSockets, keys or SQL: the
+// handler decides, this package speaks the protocol.
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+)
+
+// InviteHandler takes new calls. HandleInvite runs on its own goroutine
+// and must finish the INVITE transaction with Reject, Refuse or Answer;
+// after Answer it may return while the call goes on.
+type InviteHandler interface {
+	HandleInvite(inv *Invite)
+}
+
+// Config of the user agent.
+type Config struct {
+	// Addr is host:port for both UDP and TCP; port 0 picks a free one.
+	Addr string
+	// ContactIP is the address put in Contact headers: the public address
+	// carriers reach the edge at.
+	ContactIP netip.Addr
+	Handler   InviteHandler
+	Log       *slog.Logger
+	// UserAgent is the User-Agent / Server header value.
+	UserAgent string
+}
+
+// Server is the SIP side of the edge.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	udp    net.PacketConn
+	tcp    net.Listener
+	port   int
+
+	mu      sync.Mutex
+	dialogs map[string]*Dialog
+}
+
+// Listen binds UDP and TCP on cfg.Addr (the same port for both).
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("sip: no invite handler")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "trunkgate"
+	}
+	// sipgo logs through the package default; route it to ours, where a
+	// level filter keeps its per-message debug lines out of production.
+	gosip.SetDefaultLogger(cfg.Log.With("component", "sipgo"))
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("sip address %q: %w", cfg.Addr, err)
+	}
+	udp, err := net.ListenPacket("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("sip listen udp %s: %w", cfg.Addr, err)
+	}
+	port := udp.LocalAddr().(*net.UDPAddr).Port
+	tcp, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("sip listen tcp %s: %w", cfg.Addr, err)
+	}
+	if !cfg.ContactIP.IsValid() {
+		cfg.ContactIP = netip.MustParseAddr("127.0.0.1")
+		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+			cfg.ContactIP = a
+		}
+	}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.ContactIP.String()))
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return nil, fmt.Errorf("sip user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(cfg.Log.With("component", "sipgo")))
+	if err != nil {
+		ua.Close()
+		udp.Close()
+		tcp.Close()
+		return nil, fmt.Errorf("sip server: %w", err)
+	}
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(cfg.ContactIP.String()), sipgo.WithClientPort(port))
+	if err != nil {
+		ua.Close()
+		udp.Close()
+		tcp.Close()
+		return nil, fmt.Errorf("sip client: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, ua: ua, srv: srv, client: client, udp: udp, tcp: tcp, port: port,
+		dialogs: map[string]*Dialog{}}
+	srv.OnInvite(s.guard(s.onInvite))
+	srv.OnAck(s.guard(s.onAck))
+	srv.OnBye(s.guard(s.onBye))
+	srv.OnCancel(s.guard(s.onCancel))
+	srv.OnOptions(s.guard(s.onOptions))
+	srv.OnInfo(s.guard(s.onInfo))
+	return s, nil
+}
+
+// guard keeps a panic while handling one request from taking down the
+// process and every other call with it: it is logged and answered 500.
+func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
+	return func(req *gosip.Request, tx gosip.ServerTransaction) {
+		defer func() {
+			if v := recover(); v != nil {
+				s.log.Error("panic handling SIP request", "method", req.Method.String(), "panic", fmt.Sprint(v),
+					"stack", string(debug.Stack()))
+				if !req.IsAck() {
+					s.respond(tx, req, 500, "Server Internal Error")
+				}
+			}
+		}()
+		h(req, tx)
+	}
+}
+
+// Port is the SIP port (UDP and TCP).
+func (s *Server) Port() int { return s.port }
+
+// Serve handles SIP until ctx ends, then closes the listeners.
+func (s *Server) Serve(ctx context.Context) error {
+	errs := make(chan error, 2)
+	go func() { errs <- s.srv.ServeUDP(s.udp) }()
+	go func() { errs <- s.srv.ServeTCP(s.tcp) }()
+	<-ctx.Done()
+	s.udp.Close()
+	s.tcp.Close()
+	<-errs
+	<-errs
+	s.ua.Close()
+	return nil
+}
+
+// LiveDialogs is the number of answered dialogs not yet ended.
+func (s *Server) LiveDialogs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.dialogs)
+}
+
+func (s *Server) contact(transport string) *gosip.ContactHeader {
+	c := &gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "trunkgate", Host: s.cfg.ContactIP.String(), Port: s.port}}
+	if transport != "" && transport != "UDP" && transport != "udp" {
+		c.Address.UriParams = gosip.NewParams()
+		c.Address.UriParams.Add("transport", "tcp")
+	}
+	return c
+}
+
+func dialogKey(callID, localTag, remoteTag string) string {
+	return callID + "\x00" + localTag + "\x00" + remoteTag
+}
+
+// lookup finds the dialog an in-dialog request belongs to.
+func (s *Server) lookup(req *gosip.Request) *Dialog {
+	callID, from, to := req.CallID(), req.From(), req.To()
+	if callID == nil || from == nil || to == nil {
+		return nil
+	}
+	local, _ := to.Params.Get("tag")
+	remote, _ := from.Params.Get("tag")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dialogs[dialogKey(callID.Value(), local, remote)]
+}
+
+func (s *Server) register(d *Dialog) {
+	s.mu.Lock()
+	s.dialogs[d.key] = d
+	s.mu.Unlock()
+}
+
+func (s *Server) unregister(d *Dialog) {
+	s.mu.Lock()
+	if s.dialogs[d.key] == d {
+		delete(s.dialogs, d.key)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) respond(tx gosip.ServerTransaction, req *gosip.Request, code int, phrase string) {
+	res := gosip.NewResponseFromRequest(req, code, phrase, nil)
+	res.AppendHeader(gosip.NewHeader("Server", s.cfg.UserAgent))
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("sip respond failed", "code", code, "method", req.Method.String(), "error", err)
+	}
+}
+
+func (s *Server) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
+	if to := req.To(); to != nil {
+		if tag, _ := to.Params.Get("tag"); tag != "" {
+			s.onReinvite(req, tx)
+			return
+		}
+	}
+	inv, err := newInvite(s, req, tx)
+	if err != nil {
+		s.log.Info("bad INVITE", "error", err, "source", req.Source())
+		s.respond(tx, req, 400, "Bad Request")
+		return
+	}
+	defer inv.finish()
+	s.cfg.Handler.HandleInvite(inv)
+}
+
+func (s *Server) onReinvite(req *gosip.Request, tx gosip.ServerTransaction) {
+	d := s.lookup(req)
+	if d == nil {
+		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	d.handleReinvite(req, tx)
+}
+
+func (s *Server) onAck(req *gosip.Request, tx gosip.ServerTransaction) {
+	if d := s.lookup(req); d != nil {
+		if cseq := req.CSeq(); cseq != nil {
+			d.ackReceived(cseq.SeqNo)
+		}
+	}
+}
+
+func (s *Server) onBye(req *gosip.Request, tx gosip.ServerTransaction) {
+	d := s.lookup(req)
+	if d == nil {
+		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	s.respond(tx, req, 200, "OK")
+	d.end(EndedByRemote)
+}
+
+// onCancel sees only CANCELs that matched no pending INVITE: sipgo's
+// transaction layer answers the others itself (200 to the CANCEL, 487 to
+// the INVITE) and the Invite's context tells the handler.
+func (s *Server) onCancel(req *gosip.Request, tx gosip.ServerTransaction) {
+	s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
+}
+
+func (s *Server) onOptions(req *gosip.Request, tx gosip.ServerTransaction) {
+	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(gosip.NewHeader("Allow", allowMethods))
+	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
+	res.AppendHeader(gosip.NewHeader("Server", s.cfg.UserAgent))
+	_ = tx.Respond(res)
+}
+
+// onInfo accepts in-dialog INFO (some carriers send DTMF as
+// application/dtmf-relay) and hands digits to the dialog.
+func (s *Server) onInfo(req *gosip.Request, tx gosip.ServerTransaction) {
+	d := s.lookup(req)
+	if d == nil {
+		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	s.respond(tx, req, 200, "OK")
+	if digit, ok := parseDTMFRelay(req); ok {
+		d.infoDTMF(digit)
+	}
+}
+
+const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+
+// Timers of RFC 3261 §17, for 2xx retransmission and ACK waiting.
+const (
+	timerT1 = 500 * time.Millisecond
+	timerT2 = 4 * time.Second
+)
