@@ -1,0 +1,59 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DialConfig is what the edge needs to reach an inbound call's application.
+type DialConfig struct {
+	URL           string
+	SigningSecret string // signs the request; empty sends no signature
+	Format        Format
+	Start         Start
+	Log           *slog.Logger
+	// Timeout bounds the handshake; 0 means 5 s.
+	Timeout time.Duration
+}
+
+// ErrDial wraps every failure to reach the application.
+var ErrDial = errors.New("AI application unreachable")
+
+// Dial opens the call's WebSocket to the application with a signed
+// request. The stream starts (connected, start) on Stream.Begin.
+func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	hdr := http.Header{}
+	hdr.Set("User-Agent", "trunkgate")
+	if cfg.SigningSecret != "" {
+		ts := strconv.FormatInt(time.Now().Unix(), 10)
+		hdr.Set("X-Trunkgate-Timestamp", ts)
+		hdr.Set("X-Trunkgate-Signature", Sign(cfg.SigningSecret, cfg.URL, ts))
+	}
+	hdr.Set("X-Trunkgate-Call-Sid", cfg.Start.CallSid)
+	conn, resp, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{HTTPHeader: hdr})
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("%w: HTTP %d", ErrDial, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrDial, err)
+	}
+	return newStream(conn, cfg.Format, cfg.Start, cfg.Log), nil
+}

@@ -1,0 +1,148 @@
+// Package bridge owns the WebSocket side of a call: the Twilio Media
+// Streams-shaped JSON protocol (and the binary L16 variant) that AI
+// applications speak, dialling the application for inbound calls with a
+// signed request, and the built-in demo echo application. It turns 8 kHz
+// PCM from media into frames and frames back into PCM, and knows nothing
+// of SIP or SQL.
+package bridge
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+)
+
+// Stream formats (DESIGN: the WebSocket media protocol).
+const (
+	FormatTwilio = "twilio" // JSON text frames, base64 μ-law, 8 kHz
+	FormatL16    = "l16"    // binary 16-bit little-endian PCM frames, JSON events
+)
+
+// Format is what a stream carries.
+type Format struct {
+	Kind       string // FormatTwilio or FormatL16
+	SampleRate int    // 8000, or 16000 for L16
+}
+
+// Start is what the application learns about the call in the start
+// message.
+type Start struct {
+	CallSid    string
+	AccountSid string
+	StreamSid  string
+	From       string
+	To         string
+	Direction  string
+	KeyID      string
+	TrunkID    string
+	Params     map[string]string
+}
+
+// NewSid makes a Twilio-shaped id: two-letter prefix and 32 hex digits.
+func NewSid(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("bridge: crypto/rand failed: " + err.Error())
+	}
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// AccountSid derives the stable "AC…" id of a key.
+func AccountSid(keyID string) string {
+	sum := sha256.Sum256([]byte("trunkgate-account:" + keyID))
+	return "AC" + hex.EncodeToString(sum[:16])
+}
+
+// Sign computes X-Trunkgate-Signature: hex HMAC-SHA256, keyed with the
+// key's signing secret, over the URL, a newline and X-Trunkgate-Timestamp.
+func Sign(secret, url, timestamp string) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(url))
+	mac.Write([]byte{'\n'})
+	mac.Write([]byte(timestamp))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// Verify checks a signature in constant time (the application's side).
+func Verify(secret, url, timestamp, signature string) bool {
+	want := Sign(secret, url, timestamp)
+	return hmac.Equal([]byte(want), []byte(signature))
+}
+
+func (f Format) mediaFormat() map[string]any {
+	if f.Kind == FormatL16 {
+		return map[string]any{"encoding": "audio/l16", "sampleRate": f.SampleRate, "channels": 1}
+	}
+	return map[string]any{"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+}
+
+// The messages below are rendered by the stream writer, which owns the
+// sequence counter. Control messages are rare and use encoding/json; the
+// media message is hand-rendered into a reused buffer: it is the
+// per-packet path.
+
+func seqString(n int64) string { return strconv.FormatInt(n, 10) }
+
+func renderConnected(seq int64) []byte {
+	b, _ := json.Marshal(map[string]any{"event": "connected", "protocol": "Call", "version": "1.0.0",
+		"sequenceNumber": seqString(seq)})
+	return b
+}
+
+func renderStart(seq int64, s *Start, f Format) []byte {
+	params := map[string]string{}
+	for k, v := range s.Params {
+		params[k] = v
+	}
+	// The call's identity wins over same-named trunk parameters.
+	params["from"], params["to"], params["direction"] = s.From, s.To, s.Direction
+	params["keyId"], params["trunkId"] = s.KeyID, s.TrunkID
+	b, _ := json.Marshal(map[string]any{
+		"event": "start", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"start": map[string]any{
+			"accountSid": s.AccountSid, "streamSid": s.StreamSid, "callSid": s.CallSid,
+			"tracks": []string{"inbound"}, "customParameters": params, "mediaFormat": f.mediaFormat(),
+		},
+	})
+	return b
+}
+
+func renderStop(seq int64, s *Start) []byte {
+	b, _ := json.Marshal(map[string]any{"event": "stop", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"stop": map[string]any{"accountSid": s.AccountSid, "callSid": s.CallSid}})
+	return b
+}
+
+func renderMark(seq int64, s *Start, name string) []byte {
+	b, _ := json.Marshal(map[string]any{"event": "mark", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"mark": map[string]any{"name": name}})
+	return b
+}
+
+func renderDTMF(seq int64, s *Start, digit byte) []byte {
+	b, _ := json.Marshal(map[string]any{"event": "dtmf", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"dtmf": map[string]any{"track": "inbound_track", "digit": string(digit)}})
+	return b
+}
+
+// AppendMedia renders a media message for one frame of μ-law audio into
+// dst and returns it. It does not allocate when dst has room (about 350
+// bytes for 20 ms).
+func AppendMedia(dst []byte, seq, chunk, timestampMS int64, streamSid string, ulaw []byte) []byte {
+	dst = append(dst, `{"event":"media","sequenceNumber":"`...)
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, `","media":{"track":"inbound","chunk":"`...)
+	dst = strconv.AppendInt(dst, chunk, 10)
+	dst = append(dst, `","timestamp":"`...)
+	dst = strconv.AppendInt(dst, timestampMS, 10)
+	dst = append(dst, `","payload":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, ulaw)
+	dst = append(dst, `"},"streamSid":"`...)
+	dst = append(dst, streamSid...)
+	dst = append(dst, `"}`...)
+	return dst
+}

@@ -1,0 +1,205 @@
+package bridge
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rawPeer is a WebSocket server done by hand on a TCP socket: after the
+// handshake it either discards what the edge sends or sends pre-built
+// frames, allocating nothing per frame, so a benchmark counts only the
+// edge's allocations.
+type rawPeer struct {
+	ln   net.Listener
+	conn chan net.Conn
+}
+
+func newRawPeer(tb testing.TB) *rawPeer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &rawPeer{ln: ln, conn: make(chan net.Conn, 1)}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			c.Close()
+			return
+		}
+		h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			base64.StdEncoding.EncodeToString(h[:])+"\r\n\r\n")
+		p.conn <- c
+	}()
+	tb.Cleanup(func() { ln.Close() })
+	return p
+}
+
+func (p *rawPeer) dial(tb testing.TB, format Format) *Stream {
+	s, err := Dial(context.Background(), DialConfig{URL: "ws://" + p.ln.Addr().String() + "/", Format: format,
+		Start: Start{CallSid: NewSid("CA"), StreamSid: NewSid("MZ")}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// serverFrame is an unmasked server-to-client text or binary frame.
+func serverFrame(opcode byte, payload []byte) []byte {
+	f := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, byte(n))
+	case n < 65536:
+		f = append(f, 126, byte(n>>8), byte(n))
+	default:
+		f = append(f, 127)
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	return append(f, payload...)
+}
+
+type countingPlayer struct{ samples atomic.Int64 }
+
+func (c *countingPlayer) Play(pcm []int16) { c.samples.Add(int64(len(pcm))) }
+func (c *countingPlayer) Mark(string)      {}
+func (c *countingPlayer) Clear()           {}
+
+// BenchmarkCarrierToApp is one 20 ms frame from the media clock to the
+// application's socket: queue, μ-law encode, JSON media message, WebSocket
+// frame, write.
+func BenchmarkCarrierToApp(b *testing.B) {
+	for _, f := range []Format{{Kind: FormatTwilio, SampleRate: 8000}, {Kind: FormatL16, SampleRate: 16000}} {
+		b.Run(f.Kind+"-"+itoa(f.SampleRate), func(b *testing.B) {
+			peer := newRawPeer(b)
+			s := peer.dial(b, f)
+			conn := <-peer.conn
+			var read atomic.Int64
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := conn.Read(buf)
+					read.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+			s.Begin(&countingPlayer{})
+			pcm := make([]int16, 160)
+			for i := range pcm {
+				pcm[i] = int16(i * 50)
+			}
+			// Warm up: connected, start, and the writer's buffers.
+			for i := range 100 {
+				s.Audio(pcm)
+				waitSent(b, s, int64(i+1))
+			}
+			s.Stats.FramesOut.Store(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				s.Audio(pcm)
+				waitSent(b, s, int64(i+1))
+			}
+			b.StopTimer()
+			if s.Stats.FramesDropped.Load() != 0 {
+				b.Fatalf("%d frames dropped", s.Stats.FramesDropped.Load())
+			}
+			conn.Close()
+			s.Close("done")
+		})
+	}
+}
+
+func waitSent(b *testing.B, s *Stream, n int64) {
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats.FramesOut.Load() < n {
+		if s.Stats.FramesDropped.Load() > 0 || time.Now().After(deadline) {
+			b.Fatalf("sent %d of %d frames, dropped %d", s.Stats.FramesOut.Load(), n, s.Stats.FramesDropped.Load())
+		}
+		runtime.Gosched()
+	}
+}
+
+// BenchmarkAppToCarrier is one 20 ms media message from the application's
+// socket to the playout queue: WebSocket frame read, JSON parse, base64
+// and μ-law decode, Play.
+func BenchmarkAppToCarrier(b *testing.B) {
+	peer := newRawPeer(b)
+	s := peer.dial(b, Format{Kind: FormatTwilio, SampleRate: 8000})
+	conn := <-peer.conn
+	go io.Copy(io.Discard, conn)
+	player := &countingPlayer{}
+	s.Begin(player)
+	msg := []byte(`{"event":"media","streamSid":"` + s.start.StreamSid + `","media":{"payload":"` +
+		base64.StdEncoding.EncodeToString(make([]byte, 160)) + `"}}`)
+	frame := serverFrame(1, msg)
+	batch := make([]byte, 0, len(frame)*64)
+	for range 64 {
+		batch = append(batch, frame...)
+	}
+	send := func(n int) {
+		for n >= 64 {
+			conn.Write(batch)
+			n -= 64
+		}
+		if n > 0 {
+			conn.Write(batch[:n*len(frame)])
+		}
+	}
+	send(100)
+	waitPlayed(b, player, 100*160)
+	b.ReportAllocs()
+	b.ResetTimer()
+	total := int64(100 * 160)
+	for b.Loop() {
+		send(1)
+		total += 160
+		waitPlayed(b, player, total)
+	}
+	b.StopTimer()
+	conn.Close()
+	s.Close("done")
+}
+
+func waitPlayed(b *testing.B, p *countingPlayer, n int64) {
+	deadline := time.Now().Add(5 * time.Second)
+	for p.samples.Load() < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("played %d of %d samples", p.samples.Load(), n)
+		}
+		runtime.Gosched()
+	}
+}
+
+func itoa(n int) string { return fmtInt(n) }
+
+func fmtInt(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
