@@ -1,0 +1,141 @@
+// Package metrics declares every Prometheus metric trunkgate exports, in
+// one place, and serves them. Key ids (never keys) label per-key series.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"trunkgate/refusal"
+)
+
+// ChannelUsage reports channel use per key at scrape time (keys.Admitter).
+type ChannelUsage interface {
+	ChannelUsage() []Channel
+}
+
+// Channel is one key's channel use.
+type Channel struct {
+	KeyID  string
+	Active int
+	Limit  int
+}
+
+// Metrics holds the edge's metrics.
+type Metrics struct {
+	reg        *prometheus.Registry
+	admissions *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
+	ended      *prometheus.CounterVec
+	setup      prometheus.Histogram
+	duration   prometheus.Histogram
+	framesOut  prometheus.Counter
+	framesDrop prometheus.Counter
+	lost       prometheus.Counter
+	draining   prometheus.Gauge
+}
+
+// New registers the metrics, the Go runtime collectors and a collector
+// that reads channel use from usage when scraped.
+func New(usage ChannelUsage) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_admissions_total", Help: "Calls admitted, by key id and direction.",
+		}, []string{"key_id", "direction"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_refusals_total", Help: "Calls refused, by key id (empty when no trunk matched) and reason.",
+		}, []string{"key_id", "reason"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_calls_ended_total", Help: "Answered calls ended, by key id and the side that hung up.",
+		}, []string{"key_id", "side"}),
+		setup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "trunkgate_call_setup_seconds", Help: "INVITE received to 200 OK sent.",
+			Buckets: []float64{.002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "trunkgate_call_duration_seconds", Help: "Answered call durations.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		framesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trunkgate_app_frames_sent_total", Help: "20 ms audio frames sent to AI applications.",
+		}),
+		framesDrop: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trunkgate_app_frames_dropped_total", Help: "Audio frames dropped because an AI application read too slowly.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trunkgate_rtp_packets_lost_total", Help: "RTP packets lost from carriers (RFC 3550 expected minus received).",
+		}),
+		draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "trunkgate_draining", Help: "1 while the edge drains for shutdown.",
+		}),
+	}
+	reg.MustRegister(m.admissions, m.refusals, m.ended, m.setup, m.duration, m.framesOut, m.framesDrop, m.lost, m.draining,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if usage != nil {
+		reg.MustRegister(&channelCollector{usage: usage})
+	}
+	return m
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Admitted counts an admission.
+func (m *Metrics) Admitted(keyID, direction string) {
+	m.admissions.WithLabelValues(keyID, direction).Inc()
+}
+
+// Refused counts a refusal.
+func (m *Metrics) Refused(keyID string, r refusal.Reason) {
+	m.refusals.WithLabelValues(keyID, r.Label()).Inc()
+}
+
+// Answered records a call's setup time.
+func (m *Metrics) Answered(setup time.Duration) { m.setup.Observe(setup.Seconds()) }
+
+// Ended records an answered call's end.
+func (m *Metrics) Ended(keyID, side string, d time.Duration, framesOut, framesDropped, lost int64) {
+	m.ended.WithLabelValues(keyID, side).Inc()
+	m.duration.Observe(d.Seconds())
+	m.framesOut.Add(float64(framesOut))
+	m.framesDrop.Add(float64(framesDropped))
+	if lost > 0 {
+		m.lost.Add(float64(lost))
+	}
+}
+
+// SetDraining flags the drain.
+func (m *Metrics) SetDraining(on bool) {
+	if on {
+		m.draining.Set(1)
+	} else {
+		m.draining.Set(0)
+	}
+}
+
+var (
+	channelsDesc = prometheus.NewDesc("trunkgate_channels_in_use", "Live calls holding a channel, by key id.", []string{"key_id"}, nil)
+	limitDesc    = prometheus.NewDesc("trunkgate_channels_limit", "max_channels of each key (0 = no limit).", []string{"key_id"}, nil)
+)
+
+type channelCollector struct{ usage ChannelUsage }
+
+func (c *channelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- channelsDesc
+	ch <- limitDesc
+}
+
+func (c *channelCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.usage.ChannelUsage() {
+		ch <- prometheus.MustNewConstMetric(channelsDesc, prometheus.GaugeValue, float64(u.Active), u.KeyID)
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(u.Limit), u.KeyID)
+	}
+}
