@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"trunkgate/api"
+	"trunkgate/billing"
+	"trunkgate/call"
+	"trunkgate/keys"
+	"trunkgate/trunks"
+)
+
+// backend is what operator commands need; the REST API or the database.
+type backend interface {
+	CreateKey(ctx context.Context, spec keys.CreateSpec) (api.CreatedKey, error)
+	ListKeys(ctx context.Context) ([]api.KeyView, error)
+	GetKey(ctx context.Context, id string) (api.KeyView, error)
+	SetLimits(ctx context.Context, id string, p keys.LimitsPatch) (api.KeyView, error)
+	Rotate(ctx context.Context, id string, grace time.Duration) (api.CreatedKey, error)
+	Revoke(ctx context.Context, id string) (int, error)
+	CreateTrunk(ctx context.Context, spec trunks.Spec) (*trunks.Trunk, error)
+	ListTrunks(ctx context.Context) ([]*trunks.Trunk, error)
+	GetTrunk(ctx context.Context, id string) (*trunks.Trunk, error)
+	DeleteTrunk(ctx context.Context, id string) error
+	ListCalls(ctx context.Context) ([]call.Info, error)
+	Hangup(ctx context.Context, id string) error
+	ListCDRs(ctx context.Context, q url.Values) ([]billing.CDR, error)
+	Audit(ctx context.Context, q url.Values) ([]keys.AuditEntry, error)
+	Close() error
+}
+
+// clientFlags are the flags every operator command shares.
+type clientFlags struct {
+	server string
+	db     string
+	json   bool
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "edge REST API URL (key in TRUNKGATE_ADMIN_KEY)")
+	fs.StringVar(&c.db, "db", "", "operate on this SQLite database directly instead of the REST API")
+	fs.BoolVar(&c.json, "json", false, "print JSON")
+}
+
+func (c *clientFlags) open(ctx context.Context) (backend, error) {
+	if c.db != "" {
+		return openDBBackend(ctx, c.db)
+	}
+	key := os.Getenv("TRUNKGATE_ADMIN_KEY")
+	if key == "" {
+		return nil, errors.New("set TRUNKGATE_ADMIN_KEY to an admin key (printed at the first serve), or use --db PATH")
+	}
+	return &httpBackend{base: strings.TrimRight(c.server, "/"), key: key, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// httpBackend talks to the REST API.
+type httpBackend struct {
+	base string
+	key  string
+	hc   *http.Client
+}
+
+func (h *httpBackend) Close() error { return nil }
+
+// do sends a request and decodes a JSON answer into out; API errors come
+// back as Go errors with the API's message.
+func (h *httpBackend) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := h.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach %s: %w (is the edge running? use --db to work offline)", h.base, err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if res.StatusCode >= 300 {
+		var e api.ErrorBody
+		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			return fmt.Errorf("%s (HTTP %d, %s)", e.Error.Message, res.StatusCode, e.Error.Code)
+		}
+		return fmt.Errorf("HTTP %d", res.StatusCode)
+	}
+	if out == nil || len(data) == 0 {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+func (h *httpBackend) CreateKey(ctx context.Context, spec keys.CreateSpec) (api.CreatedKey, error) {
+	var out api.CreatedKey
+	return out, h.do(ctx, "POST", "/v1/keys", spec, &out)
+}
+
+func (h *httpBackend) ListKeys(ctx context.Context) ([]api.KeyView, error) {
+	var out struct{ Keys []api.KeyView }
+	return out.Keys, h.do(ctx, "GET", "/v1/keys", nil, &out)
+}
+
+func (h *httpBackend) GetKey(ctx context.Context, id string) (api.KeyView, error) {
+	var out api.KeyView
+	return out, h.do(ctx, "GET", "/v1/keys/"+url.PathEscape(id), nil, &out)
+}
+
+func (h *httpBackend) SetLimits(ctx context.Context, id string, p keys.LimitsPatch) (api.KeyView, error) {
+	var out api.KeyView
+	return out, h.do(ctx, "PATCH", "/v1/keys/"+url.PathEscape(id)+"/limits", p, &out)
+}
+
+func (h *httpBackend) Rotate(ctx context.Context, id string, grace time.Duration) (api.CreatedKey, error) {
+	var out api.CreatedKey
+	secs := int64(grace / time.Second)
+	return out, h.do(ctx, "POST", "/v1/keys/"+url.PathEscape(id)+"/rotate", api.RotateRequest{GraceSeconds: &secs}, &out)
+}
+
+func (h *httpBackend) Revoke(ctx context.Context, id string) (int, error) {
+	var out struct {
+		LiveCallsEnded int `json:"live_calls_ended"`
+	}
+	return out.LiveCallsEnded, h.do(ctx, "POST", "/v1/keys/"+url.PathEscape(id)+"/revoke", nil, &out)
+}
+
+func (h *httpBackend) CreateTrunk(ctx context.Context, spec trunks.Spec) (*trunks.Trunk, error) {
+	var out trunks.Trunk
+	return &out, h.do(ctx, "POST", "/v1/trunks", spec, &out)
+}
+
+func (h *httpBackend) ListTrunks(ctx context.Context) ([]*trunks.Trunk, error) {
+	var out struct{ Trunks []*trunks.Trunk }
+	return out.Trunks, h.do(ctx, "GET", "/v1/trunks", nil, &out)
+}
+
+func (h *httpBackend) GetTrunk(ctx context.Context, id string) (*trunks.Trunk, error) {
+	var out trunks.Trunk
+	return &out, h.do(ctx, "GET", "/v1/trunks/"+url.PathEscape(id), nil, &out)
+}
+
+func (h *httpBackend) DeleteTrunk(ctx context.Context, id string) error {
+	return h.do(ctx, "DELETE", "/v1/trunks/"+url.PathEscape(id), nil, nil)
+}
+
+func (h *httpBackend) ListCalls(ctx context.Context) ([]call.Info, error) {
+	var out struct{ Calls []call.Info }
+	return out.Calls, h.do(ctx, "GET", "/v1/calls", nil, &out)
+}
+
+func (h *httpBackend) Hangup(ctx context.Context, id string) error {
+	return h.do(ctx, "POST", "/v1/calls/"+url.PathEscape(id)+"/hangup", nil, nil)
+}
+
+func (h *httpBackend) ListCDRs(ctx context.Context, q url.Values) ([]billing.CDR, error) {
+	var out struct{ CDRs []billing.CDR }
+	return out.CDRs, h.do(ctx, "GET", "/v1/cdrs?"+q.Encode(), nil, &out)
+}
+
+func (h *httpBackend) Audit(ctx context.Context, q url.Values) ([]keys.AuditEntry, error) {
+	var out struct{ Audit []keys.AuditEntry }
+	return out.Audit, h.do(ctx, "GET", "/v1/audit?"+q.Encode(), nil, &out)
+}
+
+// dbBackend works on the database file; the actor in the audit log is
+// "cli". Changes reach a running edge's caches only after it restarts, so
+// use it when the edge is down.
+type dbBackend struct{ e *edge }
+
+func openDBBackend(ctx context.Context, path string) (*dbBackend, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--db %s: %w", path, err)
+	}
+	e, err := openEdge(ctx, path, discardLogger())
+	if err != nil {
+		return nil, err
+	}
+	return &dbBackend{e: e}, nil
+}
+
+var cliActor = keys.Actor{KeyID: keys.ActorCLI, Source: "local"}
+
+func (d *dbBackend) Close() error {
+	d.e.audit.Close()
+	return d.e.db.Close()
+}
+
+func (d *dbBackend) view(k *keys.Key) api.KeyView { return api.KeyView{Key: k} }
+
+func (d *dbBackend) CreateKey(ctx context.Context, spec keys.CreateSpec) (api.CreatedKey, error) {
+	c, err := d.e.manager.Create(ctx, cliActor, spec)
+	if err != nil {
+		return api.CreatedKey{}, err
+	}
+	return api.CreatedKey{Key: d.view(c.Key), APIKey: c.Text, SigningSecret: c.SigningSecret}, nil
+}
+
+func (d *dbBackend) ListKeys(ctx context.Context) ([]api.KeyView, error) {
+	all, err := d.e.manager.List(ctx)
+	out := make([]api.KeyView, 0, len(all))
+	for _, k := range all {
+		out = append(out, d.view(k))
+	}
+	return out, err
+}
+
+func (d *dbBackend) GetKey(ctx context.Context, id string) (api.KeyView, error) {
+	k, err := d.e.manager.Get(ctx, id)
+	if err != nil {
+		return api.KeyView{}, err
+	}
+	return d.view(k), nil
+}
+
+func (d *dbBackend) SetLimits(ctx context.Context, id string, p keys.LimitsPatch) (api.KeyView, error) {
+	k, err := d.e.manager.SetLimits(ctx, cliActor, id, p)
+	if err != nil {
+		return api.KeyView{}, err
+	}
+	return d.view(k), nil
+}
+
+func (d *dbBackend) Rotate(ctx context.Context, id string, grace time.Duration) (api.CreatedKey, error) {
+	c, err := d.e.manager.Rotate(ctx, cliActor, id, grace)
+	if err != nil {
+		return api.CreatedKey{}, err
+	}
+	return api.CreatedKey{Key: d.view(c.Key), APIKey: c.Text}, nil
+}
+
+func (d *dbBackend) Revoke(ctx context.Context, id string) (int, error) {
+	return d.e.manager.Revoke(ctx, cliActor, id)
+}
+
+func (d *dbBackend) CreateTrunk(ctx context.Context, spec trunks.Spec) (*trunks.Trunk, error) {
+	t, err := d.e.trunks.Create(ctx, spec)
+	if err == nil {
+		_ = d.e.audit.Write(ctx, keys.AuditEntry{Actor: keys.ActorCLI, Action: "trunk.create", Target: t.ID,
+			Outcome: "ok", Detail: "key_id=" + t.KeyID, Source: "local"})
+	}
+	return t, err
+}
+
+func (d *dbBackend) ListTrunks(context.Context) ([]*trunks.Trunk, error) {
+	return d.e.trunks.List(), nil
+}
+
+func (d *dbBackend) GetTrunk(_ context.Context, id string) (*trunks.Trunk, error) {
+	t, ok := d.e.trunks.Get(id)
+	if !ok {
+		return nil, fmt.Errorf("trunk %s: %w", id, trunks.ErrNotFound)
+	}
+	return t, nil
+}
+
+func (d *dbBackend) DeleteTrunk(ctx context.Context, id string) error {
+	err := d.e.trunks.Delete(ctx, id)
+	if err == nil {
+		_ = d.e.audit.Write(ctx, keys.AuditEntry{Actor: keys.ActorCLI, Action: "trunk.delete", Target: id, Outcome: "ok", Source: "local"})
+	}
+	return err
+}
+
+var errNeedServer = errors.New("live calls exist only in a running edge: use --server, not --db")
+
+func (d *dbBackend) ListCalls(context.Context) ([]call.Info, error) { return nil, errNeedServer }
+func (d *dbBackend) Hangup(context.Context, string) error           { return errNeedServer }
+
+func (d *dbBackend) ListCDRs(ctx context.Context, q url.Values) ([]billing.CDR, error) {
+	f, err := cdrFilter(q)
+	if err != nil {
+		return nil, err
+	}
+	return d.e.cdrs.ListCDRs(ctx, f)
+}
+
+func (d *dbBackend) Audit(ctx context.Context, q url.Values) ([]keys.AuditEntry, error) {
+	f := keys.AuditFilter{Target: q.Get("target"), Action: q.Get("action")}
+	if v := q.Get("limit"); v != "" {
+		fmt.Sscan(v, &f.Limit)
+	}
+	return d.e.manager.AuditLog(ctx, f)
+}
+
+func cdrFilter(q url.Values) (billing.Filter, error) {
+	f := billing.Filter{KeyID: q.Get("key_id")}
+	if v := q.Get("since"); v != "" {
+		t, err := parseWhen(v)
+		if err != nil {
+			return f, err
+		}
+		f.Since = t
+	}
+	if v := q.Get("limit"); v != "" {
+		if _, err := fmt.Sscan(v, &f.Limit); err != nil {
+			return f, fmt.Errorf("--limit: %w", err)
+		}
+	}
+	return f, nil
+}
+
+func parseWhen(v string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q: want RFC 3339 time or YYYY-MM-DD", v)
+}

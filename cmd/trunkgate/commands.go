@@ -1,0 +1,509 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"trunkgate/api"
+	"trunkgate/billing"
+	"trunkgate/keys"
+	"trunkgate/trunks"
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0) }
+
+func withBackend(cf *clientFlags, f func(ctx context.Context, b backend) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := cf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return f(ctx, b)
+}
+
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected arguments %q", args)
+	}
+	return nil
+}
+
+func oneArg(args []string, what string) (string, error) {
+	if len(args) != 1 {
+		return "", fmt.Errorf("want exactly one %s, got %d arguments", what, len(args))
+	}
+	return args[0], nil
+}
+
+// --- keys ---
+
+// limitFlags are the limit flags of keys create and keys set; only the
+// flags given are applied.
+type limitFlags struct {
+	fs        *flag.FlagSet
+	channels  int
+	cps       float64
+	spendCap  int64
+	rate      int64
+	maxSecs   int
+	allowed   listFlag
+	blocked   listFlag
+	noAllowed bool
+	noBlocked bool
+}
+
+func (l *limitFlags) register(fs *flag.FlagSet) {
+	l.fs = fs
+	fs.IntVar(&l.channels, "max-channels", 0, "concurrent calls (0 = no limit)")
+	fs.Float64Var(&l.cps, "cps", 0, "new calls a second (0 = no limit)")
+	fs.Int64Var(&l.spendCap, "spend-cap", 0, "monthly spend cap in currency micros (0 = none)")
+	fs.Int64Var(&l.rate, "rate", 0, "rate per minute in currency micros")
+	fs.IntVar(&l.maxSecs, "max-call-seconds", 0, "longest call in seconds (0 = no limit)")
+	fs.Var(&l.allowed, "allow-prefix", "outbound destination prefix to allow (repeat or comma-separate)")
+	fs.Var(&l.blocked, "block-prefix", "outbound destination prefix to block (repeat or comma-separate)")
+	fs.BoolVar(&l.noAllowed, "clear-allowed", false, "remove every allowed prefix")
+	fs.BoolVar(&l.noBlocked, "clear-blocked", false, "remove every blocked prefix")
+}
+
+func (l *limitFlags) patch() keys.LimitsPatch {
+	var p keys.LimitsPatch
+	l.fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "max-channels":
+			p.MaxChannels = &l.channels
+		case "cps":
+			p.CPS = &l.cps
+		case "spend-cap":
+			p.MonthlySpendCap = &l.spendCap
+		case "rate":
+			p.RatePerMinute = &l.rate
+		case "max-call-seconds":
+			p.MaxCallSeconds = &l.maxSecs
+		case "allow-prefix":
+			v := []string(l.allowed)
+			p.AllowedPrefixes = &v
+		case "block-prefix":
+			v := []string(l.blocked)
+			p.BlockedPrefixes = &v
+		case "clear-allowed":
+			p.AllowedPrefixes = &[]string{}
+		case "clear-blocked":
+			p.BlockedPrefixes = &[]string{}
+		}
+	})
+	return p
+}
+
+func runKeys(args []string) error {
+	if len(args) == 0 {
+		return errors.New("keys: want create, list, show, set, rotate or revoke")
+	}
+	var cf clientFlags
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "create":
+		fs := newFlags("keys create", "keys create --name NAME [--live] [--scopes ...] [limits]")
+		cf.register(fs)
+		name := fs.String("name", "", "a label for the key")
+		live := fs.Bool("live", false, "a live key (reaches carriers); default is a test key")
+		var scopes listFlag
+		fs.Var(&scopes, "scopes", "scopes: calls:inbound, calls:outbound, usage:read, keys:admin (default calls:inbound,calls:outbound,usage:read)")
+		var lf limitFlags
+		lf.register(fs)
+		pos, err := parseFlags(fs, args)
+		if err == nil {
+			err = noArgs(pos)
+		}
+		if err != nil {
+			return err
+		}
+		if len(scopes) == 0 {
+			scopes = listFlag{"calls:inbound", "calls:outbound", "usage:read"}
+		}
+		limits, err := lf.patch().Apply(keys.DefaultLimits())
+		if err != nil {
+			return err
+		}
+		spec := keys.CreateSpec{Name: *name, Mode: keys.Test, Scopes: scopes, Limits: &limits}
+		if *live {
+			spec.Mode = keys.Live
+		}
+		return withBackend(&cf, func(ctx context.Context, b backend) error {
+			c, err := b.CreateKey(ctx, spec)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(c)
+			}
+			fmt.Printf("Created key %s (%s). Store the key now: it is shown only once.\n\n  %s\n\nSigning secret for X-Trunkgate-Signature:\n\n  %s\n\n",
+				c.Key.ID, c.Key.Mode, c.APIKey, c.SigningSecret)
+			return printKey(c.Key)
+		})
+	case "list":
+		fs := newFlags("keys list", "keys list")
+		cf.register(fs)
+		pos, err := parseFlags(fs, args)
+		if err == nil {
+			err = noArgs(pos)
+		}
+		if err != nil {
+			return err
+		}
+		return withBackend(&cf, func(ctx context.Context, b backend) error {
+			all, err := b.ListKeys(ctx)
+			if err != nil || cf.json {
+				if err == nil {
+					err = printJSON(all)
+				}
+				return err
+			}
+			w := table()
+			fmt.Fprintln(w, "ID\tNAME\tMODE\tSTATUS\tSCOPES\tCHANNELS\tCPS\tSPEND CAP\tCREATED")
+			for _, k := range all {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%g\t%d\t%s\n", k.ID, k.Name, k.Mode, k.Status, scopeList(k.Scopes),
+					k.ChannelsInUse, k.Limits.MaxChannels, k.Limits.CPS, k.Limits.MonthlySpendCap, k.CreatedAt.Format(time.RFC3339))
+			}
+			return w.Flush()
+		})
+	case "show", "set", "rotate", "revoke":
+		fs := newFlags("keys "+sub, "keys "+sub+" KEY_ID")
+		cf.register(fs)
+		var lf limitFlags
+		grace := keys.DefaultGrace
+		if sub == "set" {
+			lf.register(fs)
+		}
+		if sub == "rotate" {
+			fs.DurationVar(&grace, "grace", keys.DefaultGrace, "how long the old key keeps working")
+		}
+		pos, err := parseFlags(fs, args)
+		if err != nil {
+			return err
+		}
+		id, err := oneArg(pos, "key id")
+		if err != nil {
+			return err
+		}
+		return withBackend(&cf, func(ctx context.Context, b backend) error {
+			switch sub {
+			case "show":
+				k, err := b.GetKey(ctx, id)
+				if err != nil || cf.json {
+					if err == nil {
+						err = printJSON(k)
+					}
+					return err
+				}
+				return printKey(k)
+			case "set":
+				p := lf.patch()
+				if p.Empty() {
+					return errors.New("keys set: give at least one limit flag")
+				}
+				k, err := b.SetLimits(ctx, id, p)
+				if err != nil || cf.json {
+					if err == nil {
+						err = printJSON(k)
+					}
+					return err
+				}
+				fmt.Println("Limits changed; they apply to the next call.")
+				return printKey(k)
+			case "rotate":
+				c, err := b.Rotate(ctx, id, grace)
+				if err != nil || cf.json {
+					if err == nil {
+						err = printJSON(c)
+					}
+					return err
+				}
+				fmt.Printf("Rotated key %s. The new key (shown only once):\n\n  %s\n\nThe old key works until %s.\n",
+					id, c.APIKey, c.Key.PrevExpiresAt.Format(time.RFC3339))
+				return nil
+			default:
+				n, err := b.Revoke(ctx, id)
+				if err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(map[string]any{"id": id, "status": "revoked", "live_calls_ended": n})
+				}
+				fmt.Printf("Revoked key %s; %d live call(s) are being hung up.\n", id, n)
+				return nil
+			}
+		})
+	}
+	return fmt.Errorf("keys: unknown subcommand %q", sub)
+}
+
+func scopeList(s []keys.Scope) string {
+	parts := make([]string, len(s))
+	for i, x := range s {
+		parts[i] = string(x)
+	}
+	return strings.Join(parts, ",")
+}
+
+func printKey(k api.KeyView) error {
+	w := table()
+	l := k.Limits
+	fmt.Fprintf(w, "id\t%s\nname\t%s\nmode\t%s\nstatus\t%s\nscopes\t%s\n", k.ID, k.Name, k.Mode, k.Status, scopeList(k.Scopes))
+	fmt.Fprintf(w, "max_channels\t%d (in use: %d)\ncps\t%g\nmonthly_spend_cap\t%d\nrate_per_minute\t%d\nmax_call_seconds\t%d\n",
+		l.MaxChannels, k.ChannelsInUse, l.CPS, l.MonthlySpendCap, l.RatePerMinute, l.MaxCallSeconds)
+	fmt.Fprintf(w, "allowed_prefixes\t%s\nblocked_prefixes\t%s\ncreated\t%s\n", strings.Join(l.AllowedPrefixes, ","),
+		strings.Join(l.BlockedPrefixes, ","), k.CreatedAt.Format(time.RFC3339))
+	if !k.PrevExpiresAt.IsZero() {
+		fmt.Fprintf(w, "previous key valid until\t%s\n", k.PrevExpiresAt.Format(time.RFC3339))
+	}
+	return w.Flush()
+}
+
+// --- trunks ---
+
+func runTrunks(args []string) error {
+	if len(args) == 0 {
+		return errors.New("trunks: want create, list, show or delete")
+	}
+	var cf clientFlags
+	sub, args := args[0], args[1:]
+	fs := newFlags("trunks "+sub, "trunks "+sub)
+	cf.register(fs)
+	var spec trunks.Spec
+	var numbers, sources, params listFlag
+	if sub == "create" {
+		fs.StringVar(&spec.KeyID, "key", "", "id of the key that owns the trunk")
+		fs.StringVar(&spec.Name, "name", "", "a label")
+		fs.Var(&numbers, "number", "E.164 number the trunk takes calls for (repeat or comma-separate)")
+		fs.StringVar(&spec.AIURL, "ai-url", "", "ws:// or wss:// URL of the AI application")
+		fs.Var(&sources, "allow", "source CIDR carriers call from (repeat; 0.0.0.0/0 for any)")
+		fs.StringVar(&spec.Format, "format", "twilio", "stream format: twilio (JSON, μ-law) or l16 (binary PCM)")
+		fs.IntVar(&spec.SampleRate, "sample-rate", 8000, "L16 sample rate: 8000 or 16000")
+		fs.Var(&params, "param", "custom parameter NAME=VALUE for start.customParameters (repeat)")
+	}
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	return withBackend(&cf, func(ctx context.Context, b backend) error {
+		switch sub {
+		case "create":
+			spec.Numbers, spec.AllowedSources = numbers, sources
+			spec.Params = map[string]string{}
+			for _, p := range params {
+				k, v, ok := strings.Cut(p, "=")
+				if !ok {
+					return fmt.Errorf("--param %q: want NAME=VALUE", p)
+				}
+				spec.Params[k] = v
+			}
+			t, err := b.CreateTrunk(ctx, spec)
+			if err != nil || cf.json {
+				if err == nil {
+					err = printJSON(t)
+				}
+				return err
+			}
+			fmt.Printf("Created trunk %s.\n", t.ID)
+			return printTrunks([]*trunks.Trunk{t})
+		case "list":
+			all, err := b.ListTrunks(ctx)
+			if err != nil || cf.json {
+				if err == nil {
+					err = printJSON(all)
+				}
+				return err
+			}
+			return printTrunks(all)
+		case "show", "delete":
+			id, err := oneArg(pos, "trunk id")
+			if err != nil {
+				return err
+			}
+			if sub == "delete" {
+				if err := b.DeleteTrunk(ctx, id); err != nil {
+					return err
+				}
+				fmt.Printf("Deleted trunk %s.\n", id)
+				return nil
+			}
+			t, err := b.GetTrunk(ctx, id)
+			if err != nil || cf.json {
+				if err == nil {
+					err = printJSON(t)
+				}
+				return err
+			}
+			return printTrunks([]*trunks.Trunk{t})
+		}
+		return fmt.Errorf("trunks: unknown subcommand %q", sub)
+	})
+}
+
+func printTrunks(all []*trunks.Trunk) error {
+	w := table()
+	fmt.Fprintln(w, "ID\tKEY\tNUMBERS\tAI URL\tSOURCES\tFORMAT")
+	for _, t := range all {
+		src := make([]string, len(t.AllowedSources))
+		for i, p := range t.AllowedSources {
+			src[i] = p.String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s/%d\n", t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL,
+			strings.Join(src, ","), t.Format, t.SampleRate)
+	}
+	return w.Flush()
+}
+
+// --- calls, cdrs, audit ---
+
+func runCalls(args []string) error {
+	if len(args) == 0 {
+		return errors.New("calls: want list or hangup")
+	}
+	var cf clientFlags
+	sub, args := args[0], args[1:]
+	fs := newFlags("calls "+sub, "calls "+sub)
+	cf.register(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	return withBackend(&cf, func(ctx context.Context, b backend) error {
+		switch sub {
+		case "list":
+			calls, err := b.ListCalls(ctx)
+			if err != nil || cf.json {
+				if err == nil {
+					err = printJSON(calls)
+				}
+				return err
+			}
+			w := table()
+			fmt.Fprintln(w, "CALL\tKEY\tTRUNK\tFROM\tTO\tCODEC\tSECONDS\tPKTS IN/OUT\tLOST")
+			for _, c := range calls {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%d\n", c.CallID, c.KeyID, c.TrunkID, c.From, c.To, c.Codec,
+					c.DurationMS/1000, c.Media.PacketsIn, c.Media.PacketsOut, c.Media.PacketsLost)
+			}
+			return w.Flush()
+		case "hangup":
+			id, err := oneArg(pos, "call id")
+			if err != nil {
+				return err
+			}
+			if err := b.Hangup(ctx, id); err != nil {
+				return err
+			}
+			fmt.Printf("Hanging up %s.\n", id)
+			return nil
+		}
+		return fmt.Errorf("calls: unknown subcommand %q", sub)
+	})
+}
+
+func runCDRs(args []string) error {
+	var cf clientFlags
+	fs := newFlags("cdrs", "cdrs [--key ID] [--since TIME] [--limit N] [--json]")
+	cf.register(fs)
+	keyID := fs.String("key", "", "only this key's calls")
+	since := fs.String("since", "", "only calls set up since (RFC 3339 or YYYY-MM-DD)")
+	limit := fs.Int("limit", 100, "at most this many, newest first")
+	pos, err := parseFlags(fs, args)
+	if err == nil {
+		err = noArgs(pos)
+	}
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *keyID != "" {
+		q.Set("key_id", *keyID)
+	}
+	if *since != "" {
+		q.Set("since", *since)
+	}
+	q.Set("limit", strconv.Itoa(*limit))
+	return withBackend(&cf, func(ctx context.Context, b backend) error {
+		cdrs, err := b.ListCDRs(ctx, q)
+		if err != nil || cf.json {
+			if err == nil {
+				if cdrs == nil {
+					cdrs = []billing.CDR{}
+				}
+				err = printJSON(cdrs)
+			}
+			return err
+		}
+		w := table()
+		fmt.Fprintln(w, "CALL\tKEY\tFROM\tTO\tSETUP (UTC)\tCODE\tDURATION MS\tBILLED S\tCOST µ\tHUNG UP BY\tCAUSE")
+		for _, c := range cdrs {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", c.CallID, c.KeyID, c.From, c.To,
+				time.UnixMilli(c.SetupMS).UTC().Format("2006-01-02 15:04:05"), c.FinalCode, c.DurationMS, c.BilledSeconds,
+				c.CostMicros, c.HangupSide, c.HangupCause)
+		}
+		return w.Flush()
+	})
+}
+
+func runAudit(args []string) error {
+	var cf clientFlags
+	fs := newFlags("audit", "audit [--target ID] [--action NAME] [--limit N] [--json]")
+	cf.register(fs)
+	target := fs.String("target", "", "only entries about (or by) this key, trunk or call id")
+	action := fs.String("action", "", "only this action, e.g. key.revoke or call.refuse")
+	limit := fs.Int("limit", 100, "at most this many, newest first")
+	pos, err := parseFlags(fs, args)
+	if err == nil {
+		err = noArgs(pos)
+	}
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *target != "" {
+		q.Set("target", *target)
+	}
+	if *action != "" {
+		q.Set("action", *action)
+	}
+	q.Set("limit", strconv.Itoa(*limit))
+	return withBackend(&cf, func(ctx context.Context, b backend) error {
+		entries, err := b.Audit(ctx, q)
+		if err != nil || cf.json {
+			if err == nil {
+				if entries == nil {
+					entries = []keys.AuditEntry{}
+				}
+				err = printJSON(entries)
+			}
+			return err
+		}
+		w := table()
+		fmt.Fprintln(w, "TIME (UTC)\tACTOR\tACTION\tTARGET\tOUTCOME\tDETAIL\tSOURCE")
+		for _, e := range entries {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("2006-01-02 15:04:05.000"), e.Actor, e.Action,
+				e.Target, e.Outcome, e.Detail, e.Source)
+		}
+		return w.Flush()
+	})
+}

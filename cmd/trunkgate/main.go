@@ -1,0 +1,61 @@
+// Command trunkgate is the SIP trunking edge for voice AI: `serve` runs the
+// edge; `keys`, `trunks`, `calls`, `cdrs` and `audit` operate it through
+// its REST API (or the database directly with --db).
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `trunkgate — SIP trunking edge for voice AI
+
+Usage:
+  trunkgate serve [flags]                 run the edge (SIP, RTP, WebSocket, REST)
+  trunkgate keys create|list|show|set|rotate|revoke ...
+  trunkgate trunks create|list|show|delete ...
+  trunkgate calls list|hangup ...
+  trunkgate cdrs [flags]                  list call detail records
+  trunkgate audit [flags]                 list the audit log
+  trunkgate echo-app [--addr HOST:PORT]   run the demo echo AI app on its own
+
+Every flag has a TRUNKGATE_* environment variable (--sip-addr: TRUNKGATE_SIP_ADDR).
+Operator commands talk to --server with the key in TRUNKGATE_ADMIN_KEY,
+or, with --db PATH, to the database directly (for when the edge is down).
+Run "trunkgate <command> -h" for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "serve":
+		err = runServe(args)
+	case "keys":
+		err = runKeys(args)
+	case "trunks":
+		err = runTrunks(args)
+	case "calls":
+		err = runCalls(args)
+	case "cdrs":
+		err = runCDRs(args)
+	case "audit":
+		err = runAudit(args)
+	case "echo-app":
+		err = runEchoApp(args)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "trunkgate: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "trunkgate:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"trunkgate/api"
+	"trunkgate/billing"
+	"trunkgate/bridge"
+	"trunkgate/call"
+	"trunkgate/internal/sqlitedb"
+	"trunkgate/keys"
+	"trunkgate/media"
+	"trunkgate/metrics"
+	"trunkgate/sip"
+	"trunkgate/trunks"
+)
+
+type serveConfig struct {
+	sipAddr, httpAddr, rtpPorts, publicIP, dbPath string
+	demo                                          bool
+	demoNumber                                    string
+	rtpTimeout, drainTimeout, dialTimeout         time.Duration
+	checkpoint                                    time.Duration
+	logLevel, logFormat                           string
+	debugAddr                                     string
+}
+
+func runServe(args []string) error {
+	var c serveConfig
+	fs := newFlags("serve", "serve [flags]")
+	fs.StringVar(&c.sipAddr, "sip-addr", "127.0.0.1:5060", "SIP listen address, UDP and TCP (host:port)")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address: REST API, metrics, WebSocket")
+	fs.StringVar(&c.rtpPorts, "rtp-ports", "10000-20000", "RTP port range (even ports; RTCP on port+1)")
+	fs.StringVar(&c.publicIP, "public-ip", "", "address carriers reach the edge at, put in SDP and Contact (default: the SIP host, or 127.0.0.1)")
+	fs.StringVar(&c.dbPath, "db", "data/trunkgate.db", "SQLite database path")
+	fs.BoolVar(&c.demo, "demo", false, "seed a demo test key and trunk pointed at the built-in echo app")
+	fs.StringVar(&c.demoNumber, "demo-number", "+15550100", "the demo trunk's number")
+	fs.DurationVar(&c.rtpTimeout, "rtp-timeout", 30*time.Second, "hang up a call when no RTP arrives for this long")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long live calls may go on before the edge hangs them up")
+	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for an AI application's WebSocket handshake")
+	fs.DurationVar(&c.checkpoint, "checkpoint-interval", 5*time.Second, "how often live calls are checkpointed for crash recovery")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
+	if pos, err := parseFlags(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	log, err := newLogger(c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, c, log)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func parsePortRange(s string) (int, int, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("--rtp-ports %q: want MIN-MAX", s)
+	}
+	return a, b, nil
+}
+
+// edge is everything serve wires together.
+type edge struct {
+	db       *dbHandle
+	admitter *keys.Admitter
+	manager  *keys.Manager
+	audit    *keys.Auditor
+	trunks   *trunks.Directory
+	meter    *billing.Meter
+	cdrs     *billing.SQLiteStore
+}
+
+func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
+	sipHost, _, err := net.SplitHostPort(c.sipAddr)
+	if err != nil {
+		return fmt.Errorf("--sip-addr: %w", err)
+	}
+	publicIP, err := choosePublicIP(c.publicIP, sipHost)
+	if err != nil {
+		return err
+	}
+	minPort, maxPort, err := parsePortRange(c.rtpPorts)
+	if err != nil {
+		return err
+	}
+	bindIP := netip.IPv4Unspecified()
+	if a, err := netip.ParseAddr(sipHost); err == nil {
+		bindIP = a
+	}
+	ports, err := media.NewPortPool(bindIP, minPort, maxPort)
+	if err != nil {
+		return err
+	}
+
+	e, err := openEdge(ctx, c.dbPath, log)
+	if err != nil {
+		return err
+	}
+	defer e.db.Close()
+	defer e.audit.Close()
+	e.meter.SetCheckpointInterval(c.checkpoint)
+	recovered, err := e.meter.Recover(ctx)
+	if err != nil {
+		return fmt.Errorf("recover live calls: %w", err)
+	}
+	for _, cdr := range recovered {
+		log.Warn("closed a call left live by the last run, billed to its last checkpoint",
+			"call_id", cdr.CallID, "key_id", cdr.KeyID, "billed_seconds", cdr.BilledSeconds)
+	}
+	if err := bootstrapAdmin(ctx, e.manager, log); err != nil {
+		return err
+	}
+
+	httpLn, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", c.httpAddr, err)
+	}
+	defer httpLn.Close()
+	httpURL := "http://" + httpLn.Addr().String()
+
+	met := metrics.New(channelUsage{e.admitter})
+	calls := call.NewManager(call.Config{
+		Trunks: e.trunks, Admitter: e.admitter, Media: ports, Meter: e.meter, Audit: e.audit, Metrics: met,
+		MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
+	})
+	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log)})
+	if err != nil {
+		return err
+	}
+	restAPI := api.New(api.Config{
+		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, CDRs: e.cdrs,
+		Metrics: met.Handler(), Log: log,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/", restAPI)
+	var demo *demoInfo
+	if c.demo {
+		if demo, err = seedDemo(ctx, e, c.demoNumber, "ws://"+httpLn.Addr().String()+"/demo/echo", log); err != nil {
+			return err
+		}
+		mux.Handle("/demo/echo", &bridge.EchoApp{Log: log, Secret: demo.secretFor})
+	}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	if c.debugAddr != "" {
+		dbg, err := net.Listen("tcp", c.debugAddr)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		defer dbg.Close()
+		dmux := http.NewServeMux()
+		dmux.HandleFunc("/debug/pprof/", pprof.Index)
+		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go (&http.Server{Handler: dmux, ReadHeaderTimeout: 10 * time.Second}).Serve(dbg)
+	}
+	meterCtx, stopMeter := context.WithCancel(context.Background())
+	meterDone := make(chan struct{})
+	go func() {
+		defer close(meterDone)
+		e.meter.Run(meterCtx, spendCaps{e.admitter}, e.admitter)
+	}()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Serve(httpLn) }()
+	sipCtx, stopSIP := context.WithCancel(context.Background())
+	sipDone := make(chan error, 1)
+	go func() { sipDone <- sipSrv.Serve(sipCtx) }()
+	restAPI.SetReady(true)
+
+	sipHostPort := net.JoinHostPort(publicIP.String(), strconv.Itoa(sipSrv.Port()))
+	log.Info("trunkgate up", "sip", sipHostPort, "http", httpURL, "rtp_ports", fmt.Sprintf("%d-%d", minPort, maxPort),
+		"db", c.dbPath)
+	printBanner(os.Stdout, sipHostPort, httpURL, c, demo)
+
+	select {
+	case <-ctx.Done():
+	case err := <-httpDone:
+		stopSIP()
+		stopMeter()
+		return fmt.Errorf("http server: %w", err)
+	}
+
+	// Drain: refuse new calls (503), let live ones finish up to the
+	// deadline, then hang up the rest and write their CDRs.
+	log.Info("draining", "live_calls", calls.Live(), "deadline", c.drainTimeout)
+	e.admitter.SetDraining(true)
+	restAPI.SetDraining(true)
+	met.SetDraining(true)
+	drainCtx, cancel := context.WithTimeout(context.Background(), c.drainTimeout)
+	if err := calls.Wait(drainCtx); err != nil {
+		n := calls.HangupAll("edge draining")
+		log.Info("drain deadline reached; hanging up", "calls", n)
+		waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = calls.Wait(waitCtx)
+		cancelWait()
+	}
+	cancel()
+	stopSIP()
+	<-sipDone
+	stopMeter()
+	<-meterDone
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = httpSrv.Shutdown(shutdownCtx)
+	cancelShutdown()
+	log.Info("trunkgate stopped")
+	return nil
+}
+
+// sipLogger keeps sipgo's per-message logging at warn and above unless the
+// edge itself runs at debug, and caps it at a few lines a second: sipgo
+// logs every unparsable datagram, so garbage sent at line rate must not
+// become log lines at line rate.
+func sipLogger(log *slog.Logger) *slog.Logger {
+	h := log.Handler()
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		h = levelFloor{Handler: h, min: slog.LevelWarn}
+	}
+	return slog.New(&rateLimited{Handler: h, state: &rateState{perSecond: 10, burst: 50}})
+}
+
+// rateLimited passes at most perSecond records a second (burst burst) and
+// reports how many it dropped once it passes records again.
+type rateLimited struct {
+	slog.Handler
+	state *rateState
+}
+
+type rateState struct {
+	mu         sync.Mutex
+	perSecond  float64
+	burst      float64
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimited) Handle(ctx context.Context, rec slog.Record) error {
+	st := r.state
+	st.mu.Lock()
+	now := time.Now()
+	if st.last.IsZero() {
+		st.tokens = st.burst
+	}
+	st.tokens = min(st.burst, st.tokens+now.Sub(st.last).Seconds()*st.perSecond)
+	st.last = now
+	if st.tokens < 1 {
+		st.suppressed++
+		st.mu.Unlock()
+		return nil
+	}
+	st.tokens--
+	dropped := st.suppressed
+	st.suppressed = 0
+	st.mu.Unlock()
+	if dropped > 0 {
+		rec.AddAttrs(slog.Int("log_lines_suppressed", dropped))
+	}
+	return r.Handler.Handle(ctx, rec)
+}
+
+func (r *rateLimited) WithAttrs(a []slog.Attr) slog.Handler {
+	return &rateLimited{Handler: r.Handler.WithAttrs(a), state: r.state}
+}
+
+func (r *rateLimited) WithGroup(n string) slog.Handler {
+	return &rateLimited{Handler: r.Handler.WithGroup(n), state: r.state}
+}
+
+type levelFloor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (l levelFloor) Enabled(ctx context.Context, lv slog.Level) bool {
+	return lv >= l.min && l.Handler.Enabled(ctx, lv)
+}
+
+func (l levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFloor{Handler: l.Handler.WithAttrs(a), min: l.min}
+}
+
+func (l levelFloor) WithGroup(n string) slog.Handler {
+	return levelFloor{Handler: l.Handler.WithGroup(n), min: l.min}
+}
+
+func choosePublicIP(flagValue, sipHost string) (netip.Addr, error) {
+	if flagValue != "" {
+		a, err := netip.ParseAddr(flagValue)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("--public-ip: %w", err)
+		}
+		return a, nil
+	}
+	if a, err := netip.ParseAddr(sipHost); err == nil && !a.IsUnspecified() {
+		return a, nil
+	}
+	return netip.MustParseAddr("127.0.0.1"), nil
+}
+
+// channelUsage adapts the admitter to the metrics collector.
+type channelUsage struct{ a *keys.Admitter }
+
+func (u channelUsage) ChannelUsage() []metrics.Channel {
+	usage := u.a.Usage()
+	out := make([]metrics.Channel, len(usage))
+	for i, x := range usage {
+		out[i] = metrics.Channel{KeyID: x.KeyID, Active: x.Active, Limit: x.MaxChannels}
+	}
+	return out
+}
+
+// spendCaps tells the meter each key's cap.
+type spendCaps struct{ a *keys.Admitter }
+
+func (s spendCaps) SpendCap(keyID string) int64 {
+	k, err := s.a.Key(context.Background(), keyID)
+	if err != nil {
+		return 0
+	}
+	return k.Limits.MonthlySpendCap
+}
+
+// openEdge opens the database and the stores, caches and logs on it.
+func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error) {
+	db, err := openDB(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	meter, err := billing.NewMeter(ctx, db.cdrs, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	admitter := keys.NewAdmitter(db.keys, meter)
+	if err := admitter.Load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	audit := keys.NewAuditor(db.keys, log)
+	dir, err := trunks.NewDirectory(ctx, db.trunks)
+	if err != nil {
+		audit.Close()
+		db.Close()
+		return nil, err
+	}
+	return &edge{db: db, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
+		trunks: dir, meter: meter, cdrs: db.cdrs}, nil
+}
+
+// dbHandle is the database with each component's store on it.
+type dbHandle struct {
+	close  func() error
+	keys   *keys.SQLiteStore
+	trunks *trunks.SQLiteStore
+	cdrs   *billing.SQLiteStore
+}
+
+func (d *dbHandle) Close() error { return d.close() }
+
+func openDB(ctx context.Context, path string) (*dbHandle, error) {
+	db, err := sqlitedb.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keys.NewSQLiteStore(ctx, db)
+	if err == nil {
+		var ts *trunks.SQLiteStore
+		if ts, err = trunks.NewSQLiteStore(ctx, db); err == nil {
+			var cs *billing.SQLiteStore
+			if cs, err = billing.NewSQLiteStore(ctx, db); err == nil {
+				return &dbHandle{close: db.Close, keys: ks, trunks: ts, cdrs: cs}, nil
+			}
+		}
+	}
+	db.Close()
+	return nil, fmt.Errorf("database %s: %w", path, err)
+}
+
+// bootstrapAdmin makes sure an admin key exists. On an empty database it
+// imports TRUNKGATE_ADMIN_KEY or makes a new key and prints it once.
+func bootstrapAdmin(ctx context.Context, m *keys.Manager, log *slog.Logger) error {
+	all, err := m.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range all {
+		if k.Status == keys.Active && k.HasScope(keys.ScopeKeysAdmin) {
+			return nil
+		}
+	}
+	spec := keys.CreateSpec{Name: "bootstrap admin", Mode: keys.Live,
+		Scopes: []string{string(keys.ScopeKeysAdmin), string(keys.ScopeUsageRead)}}
+	by := keys.Actor{KeyID: keys.ActorSystem}
+	if text := os.Getenv("TRUNKGATE_ADMIN_KEY"); text != "" {
+		c, err := m.Import(ctx, by, text, spec)
+		if err != nil {
+			return fmt.Errorf("TRUNKGATE_ADMIN_KEY: %w", err)
+		}
+		log.Info("admin key imported from TRUNKGATE_ADMIN_KEY", "key_id", c.Key.ID)
+		return nil
+	}
+	c, err := m.Create(ctx, by, spec)
+	if err != nil {
+		return err
+	}
+	log.Info("created the bootstrap admin key; its text is printed once on stdout", "key_id", c.Key.ID)
+	fmt.Printf("\n== trunkgate: first start on an empty database ==\n"+
+		"Admin key (shown once, store it now; it is not logged):\n\n  export TRUNKGATE_ADMIN_KEY=%s\n\n", c.Text)
+	return nil
+}
+
+var errDemo = errors.New("demo setup")
