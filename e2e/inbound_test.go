@@ -1,0 +1,274 @@
+package e2e
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"trunkgate/keys"
+)
+
+const g711aPcap = "/usr/share/sip-tester/g711a.pcap"
+
+// setup starts an edge, an app, and a key with a trunk for number.
+func setup(t *testing.T, limits keys.Limits, number string, trunkExtra map[string]any) (*Edge, *App, CreatedKey) {
+	t.Helper()
+	e := StartEdge(t)
+	app := StartApp(t)
+	k := e.NewKey("e2e", limits)
+	e.NewTrunk(k.Key.ID, number, app.URL, trunkExtra)
+	return e, app, k
+}
+
+// TestInboundCallEndToEnd is the walking skeleton's promise: SIPp calls with
+// G.711 audio playing, the app hears that audio, the app's audio reaches the
+// carrier as RTP, the CDR bills the seconds, the lease is freed and no
+// goroutine outlives the calls.
+func TestInboundCallEndToEnd(t *testing.T) {
+	e, app, k := setup(t, keys.Limits{MaxChannels: 1}, "+15550101", map[string]any{"params": map[string]string{"agent": "support"}})
+	before := e.Goroutines()
+
+	// Call 1: SIPp plays g711a.pcap (A-law, 30 ms packets) for 3 s.
+	run := Call{Number: "+15550101", Steps: []Step{{Pcap: g711aPcap, PauseMS: 3000}}}.Start(t, e)
+	conn := app.Next(t)
+	connected := conn.Expect(t, "connected")
+	start := conn.Expect(t, "start")
+	if connected.SequenceNumber != "1" || start.SequenceNumber != "2" {
+		t.Errorf("sequence numbers %q, %q; want 1, 2", connected.SequenceNumber, start.SequenceNumber)
+	}
+	st := start.Start
+	if st == nil || !strings.HasPrefix(st.CallSid, "CA") || len(st.CallSid) != 34 || !strings.HasPrefix(st.StreamSid, "MZ") ||
+		!strings.HasPrefix(st.AccountSid, "AC") || start.StreamSid != st.StreamSid {
+		t.Fatalf("start ids: %+v", st)
+	}
+	if st.MediaFormat.Encoding != "audio/x-mulaw" || st.MediaFormat.SampleRate != 8000 || st.MediaFormat.Channels != 1 {
+		t.Errorf("mediaFormat %+v", st.MediaFormat)
+	}
+	p := st.CustomParameters
+	if p["to"] != "+15550101" || p["from"] != "+15557654321" || p["direction"] != "inbound" || p["keyId"] != k.Key.ID ||
+		p["trunkId"] == "" || p["agent"] != "support" {
+		t.Errorf("customParameters %v", p)
+	}
+	res := run.Wait(t).MustPass(t)
+	<-conn.Closed()
+
+	// The app heard what SIPp sent: align the pcap's audio with the
+	// frames and compare samples.
+	frames, msgs := conn.Media()
+	if len(frames) < 140 { // 3 s of 20 ms frames, give or take the edges
+		t.Fatalf("only %d media frames for a 3 s call", len(frames))
+	}
+	var heard []float64
+	for i, f := range frames {
+		if len(f) != 160 {
+			t.Fatalf("frame %d has %d bytes, want 160", i, len(f))
+		}
+		heard = append(heard, pcm(f, false)...)
+		if msgs[i].Media.Chunk != itoa(i+1) || msgs[i].Media.Track != "inbound" {
+			t.Fatalf("frame %d: chunk %q track %q", i, msgs[i].Media.Chunk, msgs[i].Media.Track)
+		}
+	}
+	pkts, err := pcapRTP(g711aPcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []float64
+	for _, p := range pkts {
+		sent = append(sent, pcm(p.Payload, true)...)
+	}
+	// 2 s of what SIPp sent, found in what the app heard.
+	needle := sent[8000:24000]
+	offset, corr := bestMatch(heard, needle, len(heard)-len(needle))
+	t.Logf("app audio matches the carrier's at offset %d samples, correlation %.4f, rms %.0f", offset, corr, rms(heard))
+	if corr < 0.98 {
+		t.Fatalf("the app's audio does not match what SIPp sent: best correlation %.3f", corr)
+	}
+
+	cdrs := e.WaitCDRs(k.Key.ID, 1)
+	c := cdrs[0]
+	wantBilled := int64(math.Ceil(float64(c.DurationMS) / 1000))
+	if c.BilledSeconds != wantBilled || c.DurationMS < 2900 || c.DurationMS > 4500 {
+		t.Errorf("CDR duration %d ms billed %d s, want ceil = %d", c.DurationMS, c.BilledSeconds, wantBilled)
+	}
+	if c.FinalCode != 200 || c.HangupSide != "carrier" || c.From != "+15557654321" || c.To != "+15550101" ||
+		c.CallID != st.CallSid || c.SIPCallID == "" || c.AnswerMS < c.SetupMS || c.EndMS-c.AnswerMS != c.DurationMS {
+		t.Errorf("CDR %+v", c)
+	}
+	if c.Media.PacketsIn < 90 || c.Media.PacketsOut < 140 {
+		t.Errorf("CDR media %+v", c.Media)
+	}
+	t.Logf("setup %d ms, answered→BYE %d ms, %d frames to the app", c.AnswerMS-c.SetupMS, c.DurationMS, len(frames))
+	_ = res
+
+	// Call 2 at max_channels = 1: the first call's lease is free. SIPp echoes
+	// RTP, so the tone the app sends comes back to the app only if SIPp
+	// received it as RTP.
+	run2 := Call{Number: "+15550101", RTPEcho: true, Steps: []Step{{PauseMS: 2500}}}.Start(t, e)
+	conn2 := app.Next(t)
+	start2 := conn2.Expect(t, "start")
+	conn2.SendAudio(t, start2.StreamSid, ulawTone(1000, 8000, 8000)) // 1 s of 1 kHz
+	run2.Wait(t).MustPass(t)
+	<-conn2.Closed()
+	frames2, _ := conn2.Media()
+	var back []float64
+	for _, f := range frames2 {
+		back = append(back, pcm(f, false)...)
+	}
+	loud := 0
+	for i := 0; i+160 <= len(back); i += 160 {
+		block := back[i : i+160]
+		if rms(block) > 2000 && toneShare(block, 1000, 8000) > 0.9 {
+			loud++
+		}
+	}
+	if loud < 40 { // of the 50 frames sent
+		t.Fatalf("only %d frames of the 1 kHz tone came back through SIPp's RTP echo", loud)
+	}
+	t.Logf("%d frames of the app's tone made the round trip app → edge → SIPp RTP → edge → app", loud)
+	if cdrs := e.WaitCDRs(k.Key.ID, 2); cdrs[0].FinalCode != 200 {
+		t.Fatalf("second call at max_channels=1 not answered: %+v", cdrs[0])
+	}
+	e.WaitGoroutines(before + 3)
+}
+
+func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(n)) }
+
+func fmtInt(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for n > 0 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+	}
+	return string(b)
+}
+
+// TestInboundRefusals: each refusal reaches SIPp with its exact code and
+// Reason.
+func TestInboundRefusals(t *testing.T) {
+	e := StartEdge(t)
+	app := StartApp(t)
+	k := e.NewKey("refusals", keys.Limits{MaxChannels: 1})
+	e.NewTrunk(k.Key.ID, "+15550200", app.URL, nil)
+	other := e.NewKey("wrong-source", keys.Limits{})
+	e.NewTrunk(other.Key.ID, "+15550201", app.URL, map[string]any{"allowed_sources": []string{"10.0.0.0/8"}})
+	revoked := e.NewKey("revoked", keys.Limits{})
+	e.NewTrunk(revoked.Key.ID, "+15550202", app.URL, nil)
+	e.MustAPI(200, "POST", "/v1/keys/"+revoked.Key.ID+"/revoke", nil, nil)
+	noScope := e.NewKey("no-inbound", keys.Limits{}, "usage:read")
+	e.NewTrunk(noScope.Key.ID, "+15550203", app.URL, nil)
+
+	tests := []struct {
+		name, number string
+		code         int
+		reason       string
+	}{
+		{"unknown number", "+15559999", 404, `SIP;cause=404;text="no trunk for this number"`},
+		{"source not allowed", "+15550201", 403, `SIP;cause=403;text="source address not allowed"`},
+		{"revoked key", "+15550202", 403, `SIP;cause=403;text="key revoked"`},
+		{"key lacks calls:inbound", "+15550203", 403, `SIP;cause=403;text="key lacks the scope"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := RunSIPp(t, e, Call{Number: tt.number, Expect: tt.code}).MustPass(t)
+			if got := res.Logged(t, `REASON=(.*) RETRY`)[1]; got != tt.reason {
+				t.Fatalf("Reason %s, want %s", got, tt.reason)
+			}
+		})
+	}
+
+	t.Run("channel cap", func(t *testing.T) {
+		first := Call{Number: "+15550200", Steps: []Step{{PauseMS: 3000}}}.Start(t, e)
+		conn := app.Next(t)
+		conn.Expect(t, "start")
+		res := RunSIPp(t, e, Call{Number: "+15550200", Expect: 486}).MustPass(t)
+		if got := res.Logged(t, `REASON=(.*) RETRY`)[1]; got != `SIP;cause=486;text="channel cap reached"` {
+			t.Fatalf("Reason %s", got)
+		}
+		first.Wait(t).MustPass(t)
+	})
+
+	t.Run("no common codec", func(t *testing.T) {
+		res := RunSIPp(t, e, Call{Number: "+15550200", Codecs: "18", Expect: 488}).MustPass(t)
+		if got := res.Logged(t, `REASON=(.*) RETRY`)[1]; !strings.Contains(got, "no common codec") {
+			t.Fatalf("Reason %s", got)
+		}
+	})
+
+	// Every refusal is in the audit log with its source, and counted.
+	var audit struct {
+		Audit []keys.AuditEntry
+	}
+	e.MustAPI(200, "GET", "/v1/audit?action=call.refuse", nil, &audit)
+	reasons := map[string]string{}
+	for _, a := range audit.Audit {
+		reasons[strings.Fields(a.Detail)[0]] = a.Source
+	}
+	for _, want := range []string{"reason=no_trunk", "reason=source_not_allowed", "reason=key_revoked", "reason=scope_missing", "reason=channel_cap"} {
+		if src, ok := reasons[want]; !ok || !strings.HasPrefix(src, "127.0.0.1:") {
+			t.Errorf("audit log lacks %s from 127.0.0.1 (have %v)", want, reasons)
+		}
+	}
+	if v, _ := e.Metric(`trunkgate_refusals_total{key_id="` + k.Key.ID + `",reason="channel_cap"}`); v != 1 {
+		t.Errorf("channel_cap refusals metric = %v, want 1", v)
+	}
+}
+
+// TestAppHangsUp: the app closing its WebSocket makes the edge send BYE.
+func TestAppHangsUp(t *testing.T) {
+	e, app, k := setup(t, keys.Limits{}, "+15550300", nil)
+	before := e.Goroutines()
+	run := Call{Number: "+15550300", Hangup: "callee", Steps: []Step{{Pcap: g711aPcap}}}.Start(t, e)
+	conn := app.Next(t)
+	conn.Expect(t, "start")
+	waitFor(t, 5*time.Second, "half a second of audio at the app", func() bool {
+		frames, _ := conn.Media()
+		return len(frames) >= 25
+	})
+	conn.Close()
+	res := run.Wait(t).MustPass(t)
+	if got := res.Logged(t, `BYE REASON=(.*)`)[1]; !strings.Contains(got, "app closed the stream") {
+		t.Fatalf("BYE Reason %q", got)
+	}
+	c := e.WaitCDRs(k.Key.ID, 1)[0]
+	if c.HangupSide != "app" || c.FinalCode != 200 || c.BilledSeconds != int64(math.Ceil(float64(c.DurationMS)/1000)) {
+		t.Fatalf("CDR %+v", c)
+	}
+	e.WaitGoroutines(before + 3)
+}
+
+// TestCancelBeforeAnswer: CANCEL while the edge is still dialling the app.
+func TestCancelBeforeAnswer(t *testing.T) {
+	e, app, k := setup(t, keys.Limits{MaxChannels: 1}, "+15550400", nil)
+	app.HandshakeDelay = 3 * time.Second
+	before := e.Goroutines()
+	RunSIPp(t, e, Call{Number: "+15550400", CancelAfterMS: 300}).MustPass(t)
+	c := e.WaitCDRs(k.Key.ID, 1)[0]
+	if c.FinalCode != 487 || c.BilledSeconds != 0 || c.AnswerMS != 0 || c.HangupSide != "carrier" {
+		t.Fatalf("CDR %+v", c)
+	}
+	// The lease is free again.
+	app.HandshakeDelay = 0
+	run := Call{Number: "+15550400", Steps: []Step{{PauseMS: 300}}}.Start(t, e)
+	app.Next(t).Expect(t, "start")
+	run.Wait(t).MustPass(t)
+	e.WaitGoroutines(before + 3)
+}
+
+// TestInboundOverTCP: the same call over SIP/TCP, answered with PCMU.
+func TestInboundOverTCP(t *testing.T) {
+	e, app, k := setup(t, keys.Limits{}, "+15550500", nil)
+	run := Call{Number: "+15550500", Transport: "t1", Codecs: "0 8 101", Steps: []Step{{PauseMS: 1000}}}.Start(t, e)
+	app.Next(t).Expect(t, "start")
+	res := run.Wait(t).MustPass(t)
+	if got := res.Logged(t, `ANSWER (.*)`)[1]; !strings.HasSuffix(got, "RTP/AVP 0") {
+		t.Fatalf("answer %q: want PCMU (0), the offer's first codec", got)
+	}
+	c := e.WaitCDRs(k.Key.ID, 1)[0]
+	if c.FinalCode != 200 || c.HangupSide != "carrier" || c.BilledSeconds < 1 {
+		t.Fatalf("CDR %+v", c)
+	}
+}
