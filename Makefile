@@ -1,0 +1,51 @@
+# trunkgate — the two commands a newcomer needs are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/trunkgate
+SIPP    := $(shell command -v sipp 2>/dev/null)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build run test deps vet bench loadtest call fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/trunkgate
+
+## run: start the edge on SQLite (data/trunkgate.db) with the demo key, trunk and echo app
+run: build
+	./$(BIN) serve --demo
+
+## call: place one demo call against `make run` with SIPp and check the echo came back
+call: deps
+	./scripts/demo-call.sh
+
+## test: install SIPp if missing, vet, check formatting, run every test with the race detector
+## (-p 1: one package at a time, so the end-to-end timing checks have the cores to themselves)
+test: deps vet
+	$(GO) test -race -count=1 -p 1 ./...
+
+deps:
+	@if ! command -v sipp >/dev/null 2>&1; then \
+		echo "installing SIPp (Debian package sip-tester)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sip-tester; \
+	fi
+
+vet:
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+## bench: Go micro-benchmarks, then whole-system load with SIPp (see docs/PERFORMANCE.md)
+bench: build deps
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	./scripts/loadtest.sh
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseAppMessage -fuzztime $(FUZZTIME) ./bridge
+	$(GO) test -run '^$$' -fuzz FuzzParseSDP -fuzztime $(FUZZTIME) ./sip
+	$(GO) test -run '^$$' -fuzz FuzzReceiveRTP -fuzztime $(FUZZTIME) ./media
+	$(GO) test -run '^$$' -fuzz FuzzReceiveRTCP -fuzztime $(FUZZTIME) ./media
+
+clean:
+	rm -rf bin data
