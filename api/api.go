@@ -82,10 +82,26 @@ func New(cfg Config) *API {
 	m.HandleFunc("GET /v1/cdrs", a.auth(keys.ScopeUsageRead, a.listCDRs))
 	m.HandleFunc("GET /v1/cdrs/{id}", a.auth(keys.ScopeUsageRead, a.getCDR))
 	m.HandleFunc("GET /v1/audit", a.auth(admin, a.listAudit))
-	m.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
-	})
+	m.HandleFunc("/v1/", a.noRoute)
 	return a
+}
+
+// noRoute answers what no route took: 405 with Allow when the path exists
+// under other methods, else 404; JSON either way, like every /v1 answer.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, method := range []string{"GET", "POST", "PATCH", "DELETE"} {
+		probe := &http.Request{Method: method, URL: r.URL, Host: r.Host}
+		if _, pattern := a.mux.Handler(probe); pattern != "" && pattern != "/v1/" {
+			allow = append(allow, method)
+		}
+	}
+	if len(allow) == 0 {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" not allowed here; use "+strings.Join(allow, ", "))
 }
 
 // SetReady flips /readyz once the edge serves SIP.
