@@ -46,6 +46,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseSDP -fuzztime $(FUZZTIME) ./sip
 	$(GO) test -run '^$$' -fuzz FuzzReceiveRTP -fuzztime $(FUZZTIME) ./media
 	$(GO) test -run '^$$' -fuzz FuzzReceiveRTCP -fuzztime $(FUZZTIME) ./media
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./keys
+	$(GO) test -run '^$$' -fuzz FuzzRequestBodies -fuzztime $(FUZZTIME) ./api
 
 clean:
 	rm -rf bin data
