@@ -129,6 +129,7 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"same number twice", "POST", "/v1/trunks", trunk(""), 409, "conflict"},
 		{"bad CIDR", "POST", "/v1/trunks", strings.Replace(trunk(""), "127.0.0.1/32", "127.0.0.1/33", 1), 400, "invalid"},
 		{"bad format", "POST", "/v1/trunks", strings.Replace(trunk(`,"format":"opus"`), "+15550100", "+15550101", 1), 400, "invalid"},
+		{"digest without password", "POST", "/v1/trunks", strings.Replace(trunk(`,"digest_username":"pbx"`), "+15550100", "+15550102", 1), 400, "invalid"},
 		{"unknown trunk", "GET", "/v1/trunks/tr_nothing", ``, 404, "not_found"},
 		{"hangup unknown call", "POST", "/v1/calls/CAnothing/hangup", ``, 404, "not_found"},
 		{"unknown CDR", "GET", "/v1/cdrs/CAnothing", ``, 404, "not_found"},

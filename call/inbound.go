@@ -35,6 +35,19 @@ func (m *Manager) HandleInvite(inv *sip.Invite) {
 		m.refuse(inv, trunk.KeyID, refusal.SourceNotAllowed, called)
 		return
 	}
+	if trunk.DigestUser != "" {
+		switch res := inv.CheckDigest(trunks.DigestRealm, trunk.DigestUser, trunk.DigestHA1); res {
+		case sip.DigestMissing, sip.DigestStale:
+			if err := inv.Challenge(trunks.DigestRealm, res == sip.DigestStale); err != nil {
+				m.log.Debug("challenge not sent", "error", err)
+			}
+			m.recordRefusal(inv, trunk.KeyID, refusal.DigestMissing, called)
+			return
+		case sip.DigestWrong:
+			m.refuse(inv, trunk.KeyID, refusal.DigestWrong, called)
+			return
+		}
+	}
 	offer, err := inv.Offer()
 	if err != nil {
 		m.log.Info("INVITE refused: no usable SDP offer", "sip_call_id", inv.CallID(), "error", err)
@@ -67,6 +80,11 @@ func (m *Manager) refuse(inv *sip.Invite, keyID string, r refusal.Reason, called
 	if err := inv.Refuse(r); err != nil {
 		m.log.Debug("refusal not sent", "error", err)
 	}
+	m.recordRefusal(inv, keyID, r, called)
+}
+
+// recordRefusal counts, audits and logs a refusal already answered.
+func (m *Manager) recordRefusal(inv *sip.Invite, keyID string, r refusal.Reason, called string) {
 	m.cfg.Metrics.Refused(keyID, r)
 	m.cfg.Audit.Record(keys.AuditEntry{
 		Actor: "sip", Action: "call.refuse", Target: keyID, Outcome: "denied",

@@ -38,7 +38,10 @@ func TestCLILifecycle(t *testing.T) {
 	}
 	keyID := id[1]
 	e.cli(t, "trunks", "create", "--key", keyID, "--number", "+15557000", "--ai-url", app.URL, "--allow", "127.0.0.1/32", "--param", "team=cli")
-	if out := e.cli(t, "trunks", "list"); !strings.Contains(out, "+15557000") {
+	e.cli(t, "trunks", "create", "--key", keyID, "--number", "+15557001", "--ai-url", app.URL, "--allow", "127.0.0.1/32",
+		"--digest-user", "pbx-7", "--digest-password", "cli-digest-pw")
+	if out := e.cli(t, "trunks", "list"); !strings.Contains(out, "+15557000") || !regexp.MustCompile(`\+15557001 .* pbx-7`).MatchString(out) ||
+		strings.Contains(out, "cli-digest-pw") {
 		t.Fatalf("trunks list:\n%s", out)
 	}
 	if out := e.cli(t, "keys", "show", keyID); !regexp.MustCompile(`max_channels\s+1 \(in use: 0\)`).MatchString(out) {

@@ -327,6 +327,21 @@ func (e *Edge) WaitCDRs(keyID string, n int) []CDR {
 	return cdrs
 }
 
+// Scrape is the whole /metrics text.
+func (e *Edge) Scrape() string {
+	e.t.Helper()
+	res, err := http.Get(e.HTTP + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b)
+}
+
 // Metric reads one sample from /metrics (name with its labels, as printed).
 func (e *Edge) Metric(series string) (float64, bool) {
 	e.t.Helper()

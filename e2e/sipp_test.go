@@ -37,7 +37,13 @@ type Call struct {
 	Transport string // "u1" (UDP, default) or "t1" (TCP)
 	RTPEcho   bool   // SIPp echoes the RTP it receives (-rtp_echo)
 	LocalIP   string // SIPp's address, default 127.0.0.1
+	// Auth, when set, answers the edge's 401 challenge with these digest
+	// credentials (the re-sent INVITE has CSeq 2).
+	Auth *Auth
 }
+
+// Auth is a carrier's digest username and password.
+type Auth struct{ User, Password string }
 
 // Step is one thing the caller does once answered.
 type Step struct {
@@ -58,7 +64,13 @@ type SIPpResult struct {
 	Ended    time.Time
 }
 
-var scenarioTemplate = template.Must(template.ParseFiles(filepathFromRoot("testdata/sipp/uac.xml.tmpl")))
+var scenarioTemplate = template.Must(template.New("uac.xml.tmpl").Funcs(template.FuncMap{
+	// invite gives the "invite" block the scenario, the CSeq and an
+	// optional SIPp [authentication] line.
+	"invite": func(d any, cseq int, auth string) map[string]any {
+		return map[string]any{"D": d, "CSeq": cseq, "Auth": auth}
+	},
+}).ParseFiles(filepathFromRoot("testdata/sipp/uac.xml.tmpl")))
 
 func filepathFromRoot(rel string) string {
 	_, err := os.Stat(rel)
@@ -125,7 +137,11 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 	if c.Name == "" {
 		c.Name = t.Name()
 	}
-	cseq := 2
+	inviteCSeq := 1
+	if c.Auth != nil {
+		inviteCSeq = 2
+	}
+	cseq := inviteCSeq + 1
 	for i := range c.Steps {
 		if c.Steps[i].Reinvite != "" {
 			c.Steps[i].CSeq = cseq
@@ -136,9 +152,10 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 	var buf bytes.Buffer
 	data := struct {
 		Call
-		SDPPort string
-		ByeCSeq int
-	}{Call: c, SDPPort: "[media_port]", ByeCSeq: cseq}
+		SDPPort    string
+		ByeCSeq    int
+		InviteCSeq int
+	}{Call: c, SDPPort: "[media_port]", ByeCSeq: cseq, InviteCSeq: inviteCSeq}
 	if c.SDPPort != 0 {
 		data.SDPPort = strconv.Itoa(c.SDPPort)
 	}

@@ -18,6 +18,8 @@ type Reason int
 const (
 	NoTrunk            Reason = iota + 1 // no trunk for the called number
 	SourceNotAllowed                     // source address not in the trunk's CIDRs
+	DigestMissing                        // trunk has digest credentials, INVITE has none (or a stale nonce): 401 challenge
+	DigestWrong                          // digest credentials do not match the trunk's
 	KeyUnknown                           // no such key, or a malformed one
 	KeyExpired                           // rotated key past its grace period
 	KeyRevoked                           // key revoked by an operator
@@ -42,6 +44,8 @@ type entry struct {
 var table = map[Reason]entry{
 	NoTrunk:            {404, "Not Found", 404, 0, "no trunk for this number", "no_trunk"},
 	SourceNotAllowed:   {403, "Forbidden", 403, 0, "source address not allowed", "source_not_allowed"},
+	DigestMissing:      {401, "Unauthorized", 401, 0, "digest credentials missing", "digest_missing"},
+	DigestWrong:        {403, "Forbidden", 403, 0, "digest credentials wrong", "digest_wrong"},
 	KeyUnknown:         {403, "Forbidden", 401, 0, "key unknown", "key_unknown"},
 	KeyExpired:         {403, "Forbidden", 401, 0, "key expired", "key_expired"},
 	KeyRevoked:         {403, "Forbidden", 401, 0, "key revoked", "key_revoked"},

@@ -19,6 +19,8 @@ func TestTable(t *testing.T) {
 	}{
 		{NoTrunk, 404, 404, 0, "no_trunk", `SIP;cause=404;text="no trunk for this number"`},
 		{SourceNotAllowed, 403, 403, 0, "source_not_allowed", `SIP;cause=403;text="source address not allowed"`},
+		{DigestMissing, 401, 401, 0, "digest_missing", `SIP;cause=401;text="digest credentials missing"`},
+		{DigestWrong, 403, 403, 0, "digest_wrong", `SIP;cause=403;text="digest credentials wrong"`},
 		{KeyUnknown, 403, 401, 0, "key_unknown", `SIP;cause=403;text="key unknown"`},
 		{KeyExpired, 403, 401, 0, "key_expired", `SIP;cause=403;text="key expired"`},
 		{KeyRevoked, 403, 401, 0, "key_revoked", `SIP;cause=403;text="key revoked"`},

@@ -53,6 +53,8 @@ type Server struct {
 	tcp    net.Listener
 	port   int
 
+	nonces *nonces // digest challenges
+
 	mu      sync.Mutex
 	dialogs map[string]*Dialog
 }
@@ -112,7 +114,7 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("sip client: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, ua: ua, srv: srv, client: client, udp: udp, tcp: tcp, port: port,
-		dialogs: map[string]*Dialog{}}
+		nonces: newNonces(), dialogs: map[string]*Dialog{}}
 	srv.OnInvite(s.guard(s.onInvite))
 	srv.OnAck(s.guard(s.onAck))
 	srv.OnBye(s.guard(s.onBye))

@@ -33,6 +33,9 @@ CREATE TABLE trunk_numbers (
 	trunk_id TEXT NOT NULL REFERENCES trunks(id) ON DELETE CASCADE
 );
 CREATE INDEX trunk_numbers_trunk ON trunk_numbers (trunk_id);
+`}, {Version: 2, SQL: `
+ALTER TABLE trunks ADD COLUMN digest_user TEXT NOT NULL DEFAULT '';
+ALTER TABLE trunks ADD COLUMN digest_ha1  TEXT NOT NULL DEFAULT '';
 `}}
 
 // NewSQLiteStore migrates the trunks schema (after the keys schema, which
@@ -65,9 +68,9 @@ func (s *SQLiteStore) Insert(ctx context.Context, t *Trunk) error {
 	if keyExists == 0 {
 		return fmt.Errorf("%w: key %s does not exist", ErrInvalid, t.KeyID)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params, created_ms)
-		VALUES (?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
-		t.Format, t.SampleRate, string(params), t.CreatedAt.UnixMilli()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1, created_ms)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
+		t.Format, t.SampleRate, string(params), t.DigestUser, t.DigestHA1, t.CreatedAt.UnixMilli()); err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
 	}
 	for _, n := range t.Numbers {
@@ -93,7 +96,7 @@ func (s *SQLiteStore) Delete(ctx context.Context, id string) error {
 }
 
 func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, created_ms FROM trunks ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1, created_ms FROM trunks ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list trunks: %w", err)
 	}
@@ -103,7 +106,7 @@ func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
 		var t Trunk
 		var sources, params string
 		var created int64
-		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &created); err != nil {
+		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &t.DigestUser, &t.DigestHA1, &created); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list trunks: %w", err)
 		}

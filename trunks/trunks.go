@@ -9,7 +9,9 @@ package trunks
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -50,8 +52,23 @@ type Trunk struct {
 	Format     string `json:"format"`
 	SampleRate int    `json:"sample_rate"`
 	// Params are passed to the app in start.customParameters.
-	Params    map[string]string `json:"params"`
-	CreatedAt time.Time         `json:"created_at"`
+	Params map[string]string `json:"params"`
+	// DigestUser, when set, makes carriers authenticate each INVITE with
+	// SIP digest (RFC 3261 §22) in DigestRealm. Only HA1, MD5 of
+	// "user:realm:password", is kept: what a digest server needs, and not
+	// the password itself. HA1 never leaves the edge.
+	DigestUser string    `json:"digest_username,omitempty"`
+	DigestHA1  string    `json:"-"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// DigestRealm is the realm of trunk digest challenges.
+const DigestRealm = "trunkgate"
+
+// DigestHA1 is hex MD5 of "user:realm:password" (RFC 2617 §3.2.2.2).
+func DigestHA1(user, realm, password string) string {
+	sum := md5.Sum([]byte(user + ":" + realm + ":" + password))
+	return hex.EncodeToString(sum[:])
 }
 
 // AllowsSource reports whether addr may send INVITEs on this trunk.
@@ -75,6 +92,29 @@ type Spec struct {
 	Format         string            `json:"format"`
 	SampleRate     int               `json:"sample_rate"`
 	Params         map[string]string `json:"params"`
+	// DigestUsername and DigestPassword turn on digest authentication of
+	// INVITEs; the password is write-only.
+	DigestUsername string `json:"digest_username"`
+	DigestPassword string `json:"digest_password"`
+}
+
+func (s Spec) digest(t *Trunk) error {
+	if s.DigestUsername == "" && s.DigestPassword == "" {
+		return nil
+	}
+	if s.DigestUsername == "" || s.DigestPassword == "" {
+		return fmt.Errorf("%w: digest_username and digest_password go together", ErrInvalid)
+	}
+	if len(s.DigestUsername) > 64 || strings.IndexFunc(s.DigestUsername, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.!~*'()&=+$,;?/", r))
+	}) >= 0 {
+		return fmt.Errorf("%w: digest_username must be 1-64 characters of letters, digits and -_.!~*'()&=+$,;?/", ErrInvalid)
+	}
+	if len(s.DigestPassword) < 8 || len(s.DigestPassword) > 128 || strings.IndexFunc(s.DigestPassword, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0 {
+		return fmt.Errorf("%w: digest_password must be 8-128 printable characters", ErrInvalid)
+	}
+	t.DigestUser, t.DigestHA1 = s.DigestUsername, DigestHA1(s.DigestUsername, DigestRealm, s.DigestPassword)
+	return nil
 }
 
 // build validates spec into a Trunk with a fresh id.
@@ -114,6 +154,9 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 			return nil, fmt.Errorf("%w: allowed_sources: %q is not a CIDR or address", ErrInvalid, c)
 		}
 		t.AllowedSources = append(t.AllowedSources, p)
+	}
+	if err := s.digest(t); err != nil {
+		return nil, err
 	}
 	switch t.Format {
 	case "", FormatTwilio:

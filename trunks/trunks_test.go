@@ -28,6 +28,20 @@ func validSpec() Spec {
 	return Spec{KeyID: "AAAAAAAAAAAA", Numbers: []string{"+15550100"}, AIURL: "wss://agent.example/s", AllowedSources: []string{"198.51.100.0/24", "203.0.113.7"}}
 }
 
+// TestDigestHA1: RFC 2617 §3.5's example; the trunk keeps HA1, not the
+// password.
+func TestDigestHA1(t *testing.T) {
+	if got := DigestHA1("Mufasa", "testrealm@host.com", "Circle Of Life"); got != "939e7578ed9e3c518a452acee763bce9" {
+		t.Fatalf("HA1 %s", got)
+	}
+	s := validSpec()
+	s.DigestUsername, s.DigestPassword = "pbx-1", "long enough"
+	tr, err := s.build(time.Now())
+	if err != nil || tr.DigestUser != "pbx-1" || tr.DigestHA1 != DigestHA1("pbx-1", DigestRealm, "long enough") {
+		t.Fatalf("%+v, %v", tr, err)
+	}
+}
+
 func TestSpecValidation(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -47,6 +61,12 @@ func TestSpecValidation(t *testing.T) {
 		{"unknown format", func(s *Spec) { s.Format = "opus" }, false},
 		{"newline name", func(s *Spec) { s.Name = "a\nb" }, false},
 		{"huge param", func(s *Spec) { s.Params = map[string]string{"k": string(make([]byte, 2000))} }, false},
+		{"digest", func(s *Spec) { s.DigestUsername, s.DigestPassword = "pbx-1", "long enough" }, true},
+		{"digest user only", func(s *Spec) { s.DigestUsername = "pbx-1" }, false},
+		{"digest password only", func(s *Spec) { s.DigestPassword = "long enough" }, false},
+		{"digest password short", func(s *Spec) { s.DigestUsername, s.DigestPassword = "pbx-1", "short" }, false},
+		{"digest user quoted", func(s *Spec) { s.DigestUsername, s.DigestPassword = `a"b`, "long enough" }, false},
+		{"digest password newline", func(s *Spec) { s.DigestUsername, s.DigestPassword = "pbx-1", "long\r\nenough" }, false},
 	}
 	for _, tt := range tests {
 		s := validSpec()
@@ -95,6 +115,7 @@ func TestDirectory(t *testing.T) {
 	spec := validSpec()
 	spec.Numbers = []string{"+15550100", "1 555 0101"}
 	spec.Params = map[string]string{"lang": "en"}
+	spec.DigestUsername, spec.DigestPassword = "pbx-1", "long enough"
 	tr, err := dir.Create(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +139,8 @@ func TestDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, ok := again.ByNumber("+15550101")
-	if !ok || got.AIURL != spec.AIURL || got.Params["lang"] != "en" || len(got.AllowedSources) != 2 || len(got.Numbers) != 2 {
+	if !ok || got.AIURL != spec.AIURL || got.Params["lang"] != "en" || len(got.AllowedSources) != 2 || len(got.Numbers) != 2 ||
+		got.DigestUser != "pbx-1" || got.DigestHA1 != tr.DigestHA1 {
 		t.Fatalf("reloaded %+v", got)
 	}
 	if err := dir.Delete(ctx, tr.ID); err != nil {

@@ -301,6 +301,8 @@ func runTrunks(args []string) error {
 		fs.StringVar(&spec.Format, "format", "twilio", "stream format: twilio (JSON, μ-law) or l16 (binary PCM)")
 		fs.IntVar(&spec.SampleRate, "sample-rate", 8000, "L16 sample rate: 8000 or 16000")
 		fs.Var(&params, "param", "custom parameter NAME=VALUE for start.customParameters (repeat)")
+		fs.StringVar(&spec.DigestUsername, "digest-user", "", "carriers must authenticate INVITEs with SIP digest as this user")
+		fs.StringVar(&spec.DigestPassword, "digest-password", "", "digest password (or TRUNKGATE_DIGEST_PASSWORD, which stays out of ps)")
 	}
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -310,6 +312,9 @@ func runTrunks(args []string) error {
 		switch sub {
 		case "create":
 			spec.Numbers, spec.AllowedSources = numbers, sources
+			if spec.DigestUsername != "" && spec.DigestPassword == "" {
+				spec.DigestPassword = os.Getenv("TRUNKGATE_DIGEST_PASSWORD")
+			}
 			spec.Params = map[string]string{}
 			for _, p := range params {
 				k, v, ok := strings.Cut(p, "=")
@@ -363,14 +368,18 @@ func runTrunks(args []string) error {
 
 func printTrunks(all []*trunks.Trunk) error {
 	w := table()
-	fmt.Fprintln(w, "ID\tKEY\tNUMBERS\tAI URL\tSOURCES\tFORMAT")
+	fmt.Fprintln(w, "ID\tKEY\tNUMBERS\tAI URL\tSOURCES\tFORMAT\tDIGEST USER")
 	for _, t := range all {
 		src := make([]string, len(t.AllowedSources))
 		for i, p := range t.AllowedSources {
 			src[i] = p.String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s/%d\n", t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL,
-			strings.Join(src, ","), t.Format, t.SampleRate)
+		digest := t.DigestUser
+		if digest == "" {
+			digest = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s/%d\t%s\n", t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL,
+			strings.Join(src, ","), t.Format, t.SampleRate, digest)
 	}
 	return w.Flush()
 }
