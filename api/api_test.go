@@ -7,13 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"trunkgate/billing"
 	"trunkgate/call"
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqlitedb/sqlitedbtest"
 	"trunkgate/keys"
 	"trunkgate/trunks"
 )
@@ -36,11 +35,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "api.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := sqlitedbtest.Open(t)
 	ks, err := keys.NewSQLiteStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)

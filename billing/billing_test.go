@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqlitedb/sqlitedbtest"
 	"trunkgate/refusal"
 )
 
@@ -39,11 +38,7 @@ func TestBilledSecondsAndCost(t *testing.T) {
 
 func newStore(t *testing.T) *SQLiteStore {
 	t.Helper()
-	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "b.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := sqlitedbtest.Open(t)
 	s, err := NewSQLiteStore(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)

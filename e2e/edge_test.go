@@ -275,6 +275,10 @@ func (e *Edge) NewTrunk(keyID, number, aiURL string, extra map[string]any) strin
 	return tr.ID
 }
 
+// ceilSeconds is what a call of ms milliseconds is billed: whole seconds,
+// rounded up.
+func ceilSeconds(ms int64) int64 { return (ms + 999) / 1000 }
+
 // CDR is the part of a CDR the tests read.
 type CDR struct {
 	CallID        string `json:"call_id"`

@@ -271,7 +271,7 @@ func TestInboundOverTCP(t *testing.T) {
 		t.Fatalf("answer %q: want PCMU (0), the offer's first codec", got)
 	}
 	c := e.WaitCDRs(k.Key.ID, 1)[0]
-	if c.FinalCode != 200 || c.HangupSide != "carrier" || c.BilledSeconds < 1 {
+	if c.FinalCode != 200 || c.HangupSide != "carrier" || c.BilledSeconds < 1 || c.BilledSeconds != ceilSeconds(c.DurationMS) {
 		t.Fatalf("CDR %+v", c)
 	}
 }
@@ -305,7 +305,7 @@ func TestDigestAuth(t *testing.T) {
 		if chal := res.Logged(t, `CHALLENGE=(.*)`)[1]; !strings.Contains(chal, `realm="trunkgate"`) {
 			t.Fatalf("challenge %s", chal)
 		}
-		if c := e.WaitCDRs(k.Key.ID, 1)[0]; c.FinalCode != 200 || c.BilledSeconds < 1 {
+		if c := e.WaitCDRs(k.Key.ID, 1)[0]; c.FinalCode != 200 || c.BilledSeconds < 1 || c.BilledSeconds != ceilSeconds(c.DurationMS) {
 			t.Fatalf("CDR %+v", c)
 		}
 	})

@@ -362,7 +362,7 @@ func TestDrain(t *testing.T) {
 	if err := json.Unmarshal(out, &cdrs); err != nil || len(cdrs) != 1 {
 		t.Fatalf("CDRs after drain: %s %v", out, err)
 	}
-	if c := cdrs[0]; c.Status != "done" || c.HangupCause != "edge draining" || c.BilledSeconds < 2 {
+	if c := cdrs[0]; c.Status != "done" || c.HangupCause != "edge draining" || c.BilledSeconds < 2 || c.BilledSeconds != ceilSeconds(c.DurationMS) {
 		t.Fatalf("CDR %+v", c)
 	}
 }

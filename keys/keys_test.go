@@ -5,24 +5,19 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqlitedb/sqlitedbtest"
 	"trunkgate/refusal"
 )
 
 func newStore(t testing.TB) *SQLiteStore {
 	t.Helper()
-	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := sqlitedbtest.Open(t)
 	s, err := NewSQLiteStore(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)

@@ -5,11 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqlitedb/sqlitedbtest"
 )
 
 func TestNormaliseNumber(t *testing.T) {
@@ -89,11 +88,7 @@ func TestSpecValidation(t *testing.T) {
 
 func openDB(t *testing.T) *sql.DB {
 	t.Helper()
-	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "t.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := sqlitedbtest.Open(t)
 	// trunks reference keys; a minimal keys table stands in for the keys store.
 	if _, err := db.Exec(`CREATE TABLE keys (id TEXT PRIMARY KEY); INSERT INTO keys VALUES ('AAAAAAAAAAAA')`); err != nil {
 		t.Fatal(err)

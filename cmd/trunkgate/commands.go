@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"trunkgate/api"
-	"trunkgate/billing"
 	"trunkgate/keys"
 	"trunkgate/trunks"
 )
@@ -27,6 +27,22 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printedJSON finishes a command whose result is err or, with --json, v
+// printed as JSON (an empty list as [], never null). It reports whether
+// the command is done; if not, the caller prints v as text.
+func (cf *clientFlags) printedJSON(v any, err error) (bool, error) {
+	if err != nil {
+		return true, err
+	}
+	if !cf.json {
+		return false, nil
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []struct{}{}
+	}
+	return true, printJSON(v)
 }
 
 func table() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0) }
@@ -173,10 +189,7 @@ func runKeys(args []string) error {
 		}
 		return withBackend(&cf, func(ctx context.Context, b backend) error {
 			all, err := b.ListKeys(ctx)
-			if err != nil || cf.json {
-				if err == nil {
-					err = printJSON(all)
-				}
+			if done, err := cf.printedJSON(all, err); done {
 				return err
 			}
 			w := table()
@@ -210,10 +223,7 @@ func runKeys(args []string) error {
 			switch sub {
 			case "show":
 				k, err := b.GetKey(ctx, id)
-				if err != nil || cf.json {
-					if err == nil {
-						err = printJSON(k)
-					}
+				if done, err := cf.printedJSON(k, err); done {
 					return err
 				}
 				return printKey(k)
@@ -223,20 +233,14 @@ func runKeys(args []string) error {
 					return errors.New("keys set: give at least one limit flag")
 				}
 				k, err := b.SetLimits(ctx, id, p)
-				if err != nil || cf.json {
-					if err == nil {
-						err = printJSON(k)
-					}
+				if done, err := cf.printedJSON(k, err); done {
 					return err
 				}
 				fmt.Println("Limits changed; they apply to the next call.")
 				return printKey(k)
 			case "rotate":
 				c, err := b.Rotate(ctx, id, grace)
-				if err != nil || cf.json {
-					if err == nil {
-						err = printJSON(c)
-					}
+				if done, err := cf.printedJSON(c, err); done {
 					return err
 				}
 				fmt.Printf("Rotated key %s. The new key (shown only once):\n\n  %s\n\nThe old key works until %s.\n",
@@ -324,20 +328,14 @@ func runTrunks(args []string) error {
 				spec.Params[k] = v
 			}
 			t, err := b.CreateTrunk(ctx, spec)
-			if err != nil || cf.json {
-				if err == nil {
-					err = printJSON(t)
-				}
+			if done, err := cf.printedJSON(t, err); done {
 				return err
 			}
 			fmt.Printf("Created trunk %s.\n", t.ID)
 			return printTrunks([]*trunks.Trunk{t})
 		case "list":
 			all, err := b.ListTrunks(ctx)
-			if err != nil || cf.json {
-				if err == nil {
-					err = printJSON(all)
-				}
+			if done, err := cf.printedJSON(all, err); done {
 				return err
 			}
 			return printTrunks(all)
@@ -354,10 +352,7 @@ func runTrunks(args []string) error {
 				return nil
 			}
 			t, err := b.GetTrunk(ctx, id)
-			if err != nil || cf.json {
-				if err == nil {
-					err = printJSON(t)
-				}
+			if done, err := cf.printedJSON(t, err); done {
 				return err
 			}
 			return printTrunks([]*trunks.Trunk{t})
@@ -402,10 +397,7 @@ func runCalls(args []string) error {
 		switch sub {
 		case "list":
 			calls, err := b.ListCalls(ctx)
-			if err != nil || cf.json {
-				if err == nil {
-					err = printJSON(calls)
-				}
+			if done, err := cf.printedJSON(calls, err); done {
 				return err
 			}
 			w := table()
@@ -454,13 +446,7 @@ func runCDRs(args []string) error {
 	q.Set("limit", strconv.Itoa(*limit))
 	return withBackend(&cf, func(ctx context.Context, b backend) error {
 		cdrs, err := b.ListCDRs(ctx, q)
-		if err != nil || cf.json {
-			if err == nil {
-				if cdrs == nil {
-					cdrs = []billing.CDR{}
-				}
-				err = printJSON(cdrs)
-			}
+		if done, err := cf.printedJSON(cdrs, err); done {
 			return err
 		}
 		w := table()
@@ -498,13 +484,7 @@ func runAudit(args []string) error {
 	q.Set("limit", strconv.Itoa(*limit))
 	return withBackend(&cf, func(ctx context.Context, b backend) error {
 		entries, err := b.Audit(ctx, q)
-		if err != nil || cf.json {
-			if err == nil {
-				if entries == nil {
-					entries = []keys.AuditEntry{}
-				}
-				err = printJSON(entries)
-			}
+		if done, err := cf.printedJSON(entries, err); done {
 			return err
 		}
 		w := table()
