@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,35 +52,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// freePort finds a port free on both UDP and TCP.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
-var rtpRangeSeq atomic.Int32
-
-// rtpRange gives each edge (and each SIPp) its own even port range.
-func rtpRange() (int, int) {
-	n := int(rtpRangeSeq.Add(1))
-	lo := 20000 + (n%100)*200
-	return lo, lo + 198
-}
-
 type edgeOpts struct {
 	args []string
 	env  []string
@@ -102,18 +71,21 @@ func StartTimingEdge(t *testing.T, extraArgs ...string) *Edge {
 	return startEdge(t, timingEdgeBinary(t), extraArgs...)
 }
 
+// upLine is the edge's log line that gives its real SIP and HTTP addresses.
+var upLine = regexp.MustCompile(`msg="trunkgate up" sip=127\.0\.0\.1:(\d+) http=(http://127\.0\.0\.1:\d+)`)
+
 func startEdge(t *testing.T, binary string, extraArgs ...string) *Edge {
 	t.Helper()
 	dir := t.TempDir()
 	_, admin := keys.NewText(keys.Live)
-	lo, hi := rtpRange()
-	e := &Edge{t: t, SIPPort: freePort(t), AdminKey: admin, DB: filepath.Join(dir, "edge.db"),
+	lo, hi := rtpRange(t)
+	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"),
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	httpPort := freePort(t)
-	e.HTTP = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	// SIP and HTTP bind port 0: the kernel picks free ports, and the edge
+	// says which in its "trunkgate up" line.
 	args := append([]string{"serve",
-		"--sip-addr", fmt.Sprintf("127.0.0.1:%d", e.SIPPort),
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--sip-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0",
 		"--rtp-ports", fmt.Sprintf("%d-%d", lo, hi),
 		"--db", e.DB, "--log-level", "debug", "--drain-timeout", "2s",
 	}, extraArgs...)
@@ -129,6 +101,22 @@ func startEdge(t *testing.T, binary string, extraArgs ...string) *Edge {
 	}()
 	t.Cleanup(e.Stop)
 	deadline := time.Now().Add(30 * time.Second)
+	for e.HTTP == "" {
+		if m := upLine.FindStringSubmatch(e.stderr.String()); m != nil {
+			e.SIPPort, _ = strconv.Atoi(m[1])
+			e.HTTP = m[2]
+			break
+		}
+		select {
+		case <-e.exited:
+			t.Fatalf("trunkgate exited at start:\n%s", e.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trunkgate never said where it listens:\n%s", e.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for {
 		res, err := http.Get(e.HTTP + "/readyz")
 		if err == nil {

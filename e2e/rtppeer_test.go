@@ -39,7 +39,7 @@ func NewRTPPeer(t *testing.T) *RTPPeer {
 	t.Helper()
 	var conn *net.UDPConn
 	for range 100 {
-		lo, _ := rtpRange()
+		lo := portRange(t, 2)
 		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: lo})
 		if err == nil {
 			conn = c

@@ -83,8 +83,7 @@ func filepathFromRoot(rel string) string {
 // sippPorts hands each SIPp run its own SIP and media ports.
 func sippPorts(t *testing.T) (sipPort, mediaPort int) {
 	sipPort = freePort(t)
-	lo, _ := rtpRange()
-	return sipPort, lo
+	return sipPort, portRange(t, 4) // audio RTP and RTCP, and SIPp's video pair
 }
 
 // RunSIPp renders the call's scenario and runs SIPp against the edge for
