@@ -1,8 +1,10 @@
 // Package refusal names every reason trunkgate refuses or ends a call and
-// maps each one to its SIP response, its HTTP status and its metric label.
-// It is the single table behind DESIGN.md's "Refusals" section: admission
-// code returns a Reason as an error, and the SIP and HTTP edges translate
-// it here and nowhere else.
+// maps each one to its SIP response, its HTTP status, the Q.850 cause of
+// the BYE that ends a call for it, the WebSocket close code the AI
+// application sees, and its metric label. It is the single table behind
+// DESIGN.md's "Refusals" section: admission and call code return a Reason
+// as an error, and the SIP, HTTP and WebSocket edges translate it here and
+// nowhere else.
 package refusal
 
 import (
@@ -10,11 +12,13 @@ import (
 	"fmt"
 )
 
-// Reason is why a call was refused. It implements error so that admission
-// can return it directly or wrapped with %w; callers recover it with As.
+// Reason is why a call was refused or ended by the edge. It implements
+// error so that admission can return it directly or wrapped with %w;
+// callers recover it with As.
 type Reason int
 
-// The reasons, in the order of DESIGN.md's refusal table.
+// The reasons: first DESIGN.md's refusal table, then the other refusals
+// of call setup, then the ways an answered call ends.
 const (
 	NoTrunk            Reason = iota + 1 // no trunk for the called number
 	SourceNotAllowed                     // source address not in the trunk's CIDRs
@@ -30,6 +34,28 @@ const (
 	SpendCap                             // monthly spend cap reached
 	Draining                             // edge is shutting down
 	Overloaded                           // edge out of capacity (ports, memory)
+
+	InvalidNumber      // to or from is not an E.164 number
+	NoOutboundTrunk    // the key has no outbound trunk (or not the one asked for)
+	CallerIDNotAllowed // the app's from is not one of the key's numbers
+	TrunkChannelCap    // the outbound trunk's own max_channels calls already up
+	NoCommonCodec      // the offer (or the carrier's answer) has no PCMU/PCMA
+	AppUnreachable     // the AI application's WebSocket handshake failed
+	NoAnswer           // the callee rang past the ring timeout
+	NoGateway          // every gateway of the trunk failed (timeout, 408, 5xx, transport)
+	Canceled           // the caller (inbound CANCEL) or the app (closed before answer) gave up
+	NoAck              // the 200 OK was never acknowledged
+	Internal           // a bug or a failure inside the edge
+
+	CallerHangup   // the carrier's side sent BYE (the caller, on inbound calls)
+	CalleeHangup   // the carrier's side sent BYE (the callee, on outbound calls)
+	AppHangup      // the AI application closed its WebSocket
+	AppFailed      // the AI application's WebSocket failed
+	RTPTimeout     // no RTP from the carrier for the RTP timeout
+	MaxDuration    // the key's max_call_seconds passed
+	OperatorHangup // an operator hung the call up (REST, CLI)
+
+	lastReason = OperatorHangup
 )
 
 type entry struct {
@@ -39,30 +65,56 @@ type entry struct {
 	retryAfter int // seconds; 0 = no Retry-After header
 	text       string
 	label      string
+	// q850 is the cause of the BYE the edge sends when it ends an answered
+	// call for this reason (RFC 3326); 0 means 16, normal call clearing.
+	q850 int
+	// normal marks the ends of an answered call that are ordinary hang-ups:
+	// the application's WebSocket closes with 1000, not 4000 + SIP code.
+	normal bool
 }
 
 var table = map[Reason]entry{
-	NoTrunk:            {404, "Not Found", 404, 0, "no trunk for this number", "no_trunk"},
-	SourceNotAllowed:   {403, "Forbidden", 403, 0, "source address not allowed", "source_not_allowed"},
-	DigestMissing:      {401, "Unauthorized", 401, 0, "digest credentials missing", "digest_missing"},
-	DigestWrong:        {403, "Forbidden", 403, 0, "digest credentials wrong", "digest_wrong"},
-	KeyUnknown:         {403, "Forbidden", 401, 0, "key unknown", "key_unknown"},
-	KeyExpired:         {403, "Forbidden", 401, 0, "key expired", "key_expired"},
-	KeyRevoked:         {403, "Forbidden", 401, 0, "key revoked", "key_revoked"},
-	ScopeMissing:       {403, "Forbidden", 403, 0, "key lacks the scope", "scope_missing"},
-	DestinationBlocked: {403, "Forbidden", 403, 0, "destination blocked", "destination_blocked"},
-	ChannelCap:         {486, "Busy Here", 429, 1, "channel cap reached", "channel_cap"},
-	CallRate:           {503, "Service Unavailable", 429, 1, "call rate exceeded", "call_rate"},
-	SpendCap:           {402, "Payment Required", 402, 0, "monthly spend cap reached", "spend_cap"},
-	Draining:           {503, "Service Unavailable", 503, 5, "edge draining", "draining"},
-	Overloaded:         {503, "Service Unavailable", 503, 1, "edge overloaded", "overloaded"},
+	NoTrunk:            {404, "Not Found", 404, 0, "no trunk for this number", "no_trunk", 0, false},
+	SourceNotAllowed:   {403, "Forbidden", 403, 0, "source address not allowed", "source_not_allowed", 0, false},
+	DigestMissing:      {401, "Unauthorized", 401, 0, "digest credentials missing", "digest_missing", 0, false},
+	DigestWrong:        {403, "Forbidden", 403, 0, "digest credentials wrong", "digest_wrong", 0, false},
+	KeyUnknown:         {403, "Forbidden", 401, 0, "key unknown", "key_unknown", 0, false},
+	KeyExpired:         {403, "Forbidden", 401, 0, "key expired", "key_expired", 0, false},
+	KeyRevoked:         {403, "Forbidden", 401, 0, "key revoked", "key_revoked", 0, false},
+	ScopeMissing:       {403, "Forbidden", 403, 0, "key lacks the scope", "scope_missing", 0, false},
+	DestinationBlocked: {403, "Forbidden", 403, 0, "destination blocked", "destination_blocked", 0, false},
+	ChannelCap:         {486, "Busy Here", 429, 1, "channel cap reached", "channel_cap", 0, false},
+	CallRate:           {503, "Service Unavailable", 429, 1, "call rate exceeded", "call_rate", 0, false},
+	SpendCap:           {402, "Payment Required", 402, 0, "monthly spend cap reached", "spend_cap", 0, false},
+	Draining:           {503, "Service Unavailable", 503, 5, "edge draining", "draining", 41, false},
+	Overloaded:         {503, "Service Unavailable", 503, 1, "edge overloaded", "overloaded", 41, false},
+
+	InvalidNumber:      {484, "Address Incomplete", 400, 0, "invalid number", "invalid_number", 0, false},
+	NoOutboundTrunk:    {404, "Not Found", 404, 0, "key has no outbound trunk", "no_outbound_trunk", 0, false},
+	CallerIDNotAllowed: {403, "Forbidden", 403, 0, "caller id not allowed", "caller_id_not_allowed", 0, false},
+	TrunkChannelCap:    {486, "Busy Here", 429, 1, "trunk channel cap reached", "trunk_channel_cap", 0, false},
+	NoCommonCodec:      {488, "Not Acceptable Here", 400, 0, "no common codec (PCMU, PCMA)", "no_common_codec", 0, false},
+	AppUnreachable:     {480, "Temporarily Unavailable", 502, 0, "AI application unreachable", "app_unreachable", 0, false},
+	NoAnswer:           {480, "Temporarily Unavailable", 504, 0, "no answer", "no_answer", 0, false},
+	NoGateway:          {503, "Service Unavailable", 502, 0, "no gateway answered", "no_gateway", 0, false},
+	Canceled:           {487, "Request Terminated", 499, 0, "canceled", "canceled", 0, false},
+	NoAck:              {408, "Request Timeout", 504, 0, "no ACK", "no_ack", 0, false},
+	Internal:           {500, "Server Internal Error", 500, 0, "internal error", "internal", 41, false},
+
+	CallerHangup:   {200, "OK", 200, 0, "caller hung up", "caller_hangup", 0, true},
+	CalleeHangup:   {200, "OK", 200, 0, "callee hung up", "callee_hangup", 0, true},
+	AppHangup:      {200, "OK", 200, 0, "app closed the stream", "app_hangup", 0, true},
+	AppFailed:      {200, "OK", 200, 0, "app stream failed", "app_failed", 41, true},
+	RTPTimeout:     {408, "Request Timeout", 504, 0, "rtp timeout", "rtp_timeout", 102, true},
+	MaxDuration:    {200, "OK", 200, 0, "max call duration", "max_duration", 0, true},
+	OperatorHangup: {200, "OK", 200, 0, "operator hangup", "operator_hangup", 0, true},
 }
 
 func (r Reason) entry() entry {
 	if e, ok := table[r]; ok {
 		return e
 	}
-	return entry{500, "Server Internal Error", 500, 0, "internal error", "internal"}
+	return table[Internal]
 }
 
 // Error returns the human text that also goes into SIP Reason headers and
@@ -76,7 +128,8 @@ func (r Reason) Text() string { return r.entry().text }
 // "code" of JSON errors.
 func (r Reason) Label() string { return r.entry().label }
 
-// SIP returns the status code and reason phrase for a refused INVITE.
+// SIP returns the status code and reason phrase for a refused INVITE. For
+// the ends of an answered call it is 200, the call's final response.
 func (r Reason) SIP() (code int, phrase string) {
 	e := r.entry()
 	return e.sipCode, e.sipPhrase
@@ -106,6 +159,46 @@ func (r Reason) ReasonHeader() string {
 	return fmt.Sprintf("SIP;cause=%d;text=%q", code, r.Text())
 }
 
+// Q850 is the ISDN cause of the BYE that ends an answered call for r.
+func (r Reason) Q850() int {
+	if c := r.entry().q850; c != 0 {
+		return c
+	}
+	return 16 // normal call clearing
+}
+
+// ByeReason renders the Reason header of the edge's BYE (RFC 3326), e.g.
+// `Q.850;cause=16;text="key revoked"`.
+func (r Reason) ByeReason() string {
+	return fmt.Sprintf("Q.850;cause=%d;text=%q", r.Q850(), r.Text())
+}
+
+// Normal reports whether r is an ordinary end of an answered call.
+func (r Reason) Normal() bool { return r.entry().normal }
+
+// WebSocket close codes toward the AI application (DESIGN: Outbound calls).
+const (
+	CloseNormal = 1000 // a normal hang-up
+	closeBase   = 4000 // 4000 + the SIP final code of a failure
+)
+
+// CloseCode is the WebSocket close code for a call that ends for r.
+func (r Reason) CloseCode() int {
+	if r.Normal() {
+		return CloseNormal
+	}
+	return CloseCodeForSIP(r.entry().sipCode)
+}
+
+// CloseCodeForSIP is the close code for a call that failed with a SIP
+// final code, the carrier's or the edge's: 4486 busy, 4404 invalid number.
+func CloseCodeForSIP(code int) int {
+	if code < 300 || code > 699 {
+		return CloseNormal
+	}
+	return closeBase + code
+}
+
 // As extracts the Reason from err, if err is or wraps one.
 func As(err error) (Reason, bool) {
 	var r Reason
@@ -118,7 +211,7 @@ func As(err error) (Reason, bool) {
 // All lists every reason, for tests and metric pre-registration.
 func All() []Reason {
 	out := make([]Reason, 0, len(table))
-	for r := NoTrunk; r <= Overloaded; r++ {
+	for r := NoTrunk; r <= lastReason; r++ {
 		out = append(out, r)
 	}
 	return out
