@@ -25,10 +25,18 @@ import (
 	"trunkgate/trunks"
 )
 
-// Calls is the live-call registry (call.Manager).
+// Calls runs calls (call.Manager).
 type Calls interface {
 	List() []call.Info
-	Hangup(callID, reason string) error
+	Get(callID string) (call.Info, bool)
+	Hangup(callID string) error
+	PlaceStream(w http.ResponseWriter, r *http.Request, req call.OutboundRequest) error
+	Place(ctx context.Context, req call.OutboundRequest) (string, error)
+}
+
+// Gateways reports gateway health (trunks.Health).
+type Gateways interface {
+	Status() []trunks.GatewayStatus
 }
 
 // CDRs reads call records (billing.SQLiteStore).
@@ -44,6 +52,7 @@ type Config struct {
 	Audit    *keys.Auditor
 	Trunks   *trunks.Directory
 	Calls    Calls
+	Gateways Gateways
 	CDRs     CDRs
 	Metrics  http.Handler
 	Log      *slog.Logger
@@ -78,7 +87,11 @@ func New(cfg Config) *API {
 	m.HandleFunc("GET /v1/trunks/{id}", a.auth(admin, a.getTrunk))
 	m.HandleFunc("DELETE /v1/trunks/{id}", a.auth(admin, a.deleteTrunk))
 	m.HandleFunc("GET /v1/calls", a.auth(admin, a.listCalls))
+	m.HandleFunc("POST /v1/calls", a.auth(keys.ScopeCallsOutbound, a.placeCall))
+	m.HandleFunc("GET /v1/calls/stream", a.auth(keys.ScopeCallsOutbound, a.streamCall))
+	m.HandleFunc("GET /v1/calls/{id}", a.auth("", a.getCall))
 	m.HandleFunc("POST /v1/calls/{id}/hangup", a.auth(admin, a.hangupCall))
+	m.HandleFunc("GET /v1/gateways", a.auth(admin, a.listGateways))
 	m.HandleFunc("GET /v1/cdrs", a.auth(keys.ScopeUsageRead, a.listCDRs))
 	m.HandleFunc("GET /v1/cdrs/{id}", a.auth(keys.ScopeUsageRead, a.getCDR))
 	m.HandleFunc("GET /v1/audit", a.auth(admin, a.listAudit))
@@ -148,6 +161,10 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets the stream endpoint's WebSocket upgrade reach the
+// connection (http.ResponseController and coder/websocket look for it).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 type principal struct {
 	key    *keys.Key
 	source string
@@ -184,7 +201,7 @@ func (a *API) auth(scope keys.Scope, h handler) http.HandlerFunc {
 			writeError(w, reason.HTTP(), reason.Label(), reason.Text())
 			return
 		}
-		if !key.HasScope(scope) {
+		if scope != "" && !key.HasScope(scope) {
 			a.denied(r, key.ID, "scope_missing:"+string(scope))
 			writeError(w, http.StatusForbidden, refusal.ScopeMissing.Label(), fmt.Sprintf("key lacks the scope %s", scope))
 			return
@@ -240,7 +257,7 @@ type ErrorBody struct {
 func writeError(w http.ResponseWriter, status int, code, message string) {
 	var body ErrorBody
 	body.Error.Code, body.Error.Message = code, keys.Redact(message)
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+	if (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, status, body)
@@ -425,29 +442,6 @@ func (a *API) auditTrunk(ctx context.Context, p principal, action string, t *tru
 	if werr := a.cfg.Audit.Write(ctx, e); werr != nil {
 		a.cfg.Log.Error("audit write failed", "action", action, "error", werr)
 	}
-}
-
-// --- calls ---
-
-func (a *API) listCalls(w http.ResponseWriter, r *http.Request, p principal) {
-	writeJSON(w, 200, map[string]any{"calls": a.cfg.Calls.List()})
-}
-
-func (a *API) hangupCall(w http.ResponseWriter, r *http.Request, p principal) {
-	id := r.PathValue("id")
-	err := a.cfg.Calls.Hangup(id, "operator hangup")
-	e := keys.AuditEntry{Actor: p.key.ID, Action: "call.hangup", Target: id, Outcome: "ok", Source: p.source}
-	if err != nil {
-		e.Outcome, e.Detail = "error", err.Error()
-	}
-	if werr := a.cfg.Audit.Write(r.Context(), e); werr != nil {
-		a.cfg.Log.Error("audit write failed", "error", werr)
-	}
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"call_id": id, "status": "hanging up"})
 }
 
 // --- CDRs and audit ---

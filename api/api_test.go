@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -14,14 +15,22 @@ import (
 	"trunkgate/call"
 	"trunkgate/internal/sqlitedb/sqlitedbtest"
 	"trunkgate/keys"
+	"trunkgate/refusal"
 	"trunkgate/trunks"
 )
 
 // noCalls is a live-call registry with nothing up.
 type noCalls struct{}
 
-func (noCalls) List() []call.Info { return nil }
-func (noCalls) Hangup(id, _ string) error {
+func (noCalls) List() []call.Info            { return nil }
+func (noCalls) Get(string) (call.Info, bool) { return call.Info{}, false }
+func (noCalls) Place(context.Context, call.OutboundRequest) (string, error) {
+	return "", refusal.NoOutboundTrunk
+}
+func (noCalls) PlaceStream(http.ResponseWriter, *http.Request, call.OutboundRequest) error {
+	return refusal.NoOutboundTrunk
+}
+func (noCalls) Hangup(id string) error {
 	return fmt.Errorf("call %s: %w", id, call.ErrNoCall)
 }
 

@@ -24,14 +24,22 @@ const (
 // CDR is one call's detail record. Times are milliseconds since the Unix
 // epoch, UTC; money is currency micros.
 type CDR struct {
-	CallID        string `json:"call_id"`
-	SIPCallID     string `json:"sip_call_id"`
-	KeyID         string `json:"key_id"`
-	TrunkID       string `json:"trunk_id"`
-	Direction     string `json:"direction"`
-	From          string `json:"from"`
-	To            string `json:"to"`
-	TestKey       bool   `json:"test_key"`
+	CallID    string `json:"call_id"`
+	SIPCallID string `json:"sip_call_id"`
+	KeyID     string `json:"key_id"`
+	TrunkID   string `json:"trunk_id"`
+	Direction string `json:"direction"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	TestKey   bool   `json:"test_key"`
+	// Sandbox marks a test key's outbound call, carried by the built-in
+	// sandbox carrier.
+	Sandbox bool `json:"sandbox"`
+	// Gateway is the carrier gateway that carried an outbound call (the
+	// last one tried, if none answered).
+	Gateway string `json:"gateway,omitempty"`
+	// Transport is the SIP transport toward the carrier: UDP or TCP.
+	Transport     string `json:"transport,omitempty"`
 	SetupMS       int64  `json:"setup_ms"`
 	AnswerMS      int64  `json:"answer_ms"`
 	EndMS         int64  `json:"end_ms"`

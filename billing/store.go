@@ -70,6 +70,10 @@ CREATE TABLE cdrs (
 CREATE INDEX cdrs_key_end ON cdrs (key_id, end_ms);
 CREATE INDEX cdrs_status ON cdrs (status);
 CREATE INDEX cdrs_setup ON cdrs (setup_ms);
+`}, {Version: 2, SQL: `
+ALTER TABLE cdrs ADD COLUMN sandbox   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cdrs ADD COLUMN gateway   TEXT NOT NULL DEFAULT '';
+ALTER TABLE cdrs ADD COLUMN transport TEXT NOT NULL DEFAULT '';
 `}}
 
 // NewSQLiteStore migrates the billing schema and returns the store.
@@ -98,10 +102,11 @@ func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
 		test_key, setup_ms, answer_ms, end_ms, checkpoint_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros,
-		final_code, hangup_side, hangup_cause, status, codec, media) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.CallID, c.SIPCallID, c.KeyID, c.TrunkID, c.Direction, c.From, c.To, boolInt(c.TestKey), c.SetupMS, c.AnswerMS,
 		c.EndMS, checkpoint, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode, c.HangupSide,
-		c.HangupCause, c.Status, c.Codec, string(media))
+		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport)
 	if err != nil {
 		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
 	}
@@ -113,10 +118,11 @@ func (s *SQLiteStore) FinishCDR(ctx context.Context, c *CDR) error {
 	if err != nil {
 		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?, billed_seconds=?,
-		rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?, media=? WHERE call_id=?`,
-		c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
-		c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.CallID)
+	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET sip_call_id=?, answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?,
+		billed_seconds=?, rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?,
+		media=?, gateway=?, transport=? WHERE call_id=?`,
+		c.SIPCallID, c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
+		c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.CallID)
 	if err != nil {
 		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
 	}
@@ -195,19 +201,20 @@ func (s *SQLiteStore) MonthSpend(ctx context.Context, monthStart time.Time) (map
 }
 
 const cdrColumns = `call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri, test_key, setup_ms, answer_ms,
-	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media`
+	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media,
+	sandbox, gateway, transport`
 
 func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
 	var c CDR
-	var test int
+	var test, sandbox int
 	var media string
 	err := row.Scan(&c.CallID, &c.SIPCallID, &c.KeyID, &c.TrunkID, &c.Direction, &c.From, &c.To, &test, &c.SetupMS,
 		&c.AnswerMS, &c.EndMS, &c.DurationMS, &c.BilledSeconds, &c.RatePerMinute, &c.CostMicros, &c.FinalCode,
-		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media)
+		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport)
 	if err != nil {
 		return c, err
 	}
-	c.TestKey = test != 0
+	c.TestKey, c.Sandbox = test != 0, sandbox != 0
 	if err := json.Unmarshal([]byte(media), &c.Media); err != nil {
 		return c, fmt.Errorf("cdr %s media: %w", c.CallID, err)
 	}

@@ -69,10 +69,29 @@ func TestControlMessages(t *testing.T) {
 	}
 	var stop struct {
 		Event string
-		Stop  struct{ AccountSid, CallSid string }
+		Stop  struct {
+			AccountSid, CallSid, Reason string
+			SIPCode                     int `json:"sipCode"`
+		}
 	}
-	if err := json.Unmarshal(renderStop(9, s), &stop); err != nil || stop.Event != "stop" || stop.Stop.CallSid != "CA1" {
+	if err := json.Unmarshal(renderStop(9, s, End{Reason: "busy", SIPCode: 486}), &stop); err != nil || stop.Event != "stop" ||
+		stop.Stop.CallSid != "CA1" || stop.Stop.Reason != "busy" || stop.Stop.SIPCode != 486 {
 		t.Fatalf("stop = %+v, %v", stop, err)
+	}
+	// connected is Twilio's: no sequence number, nothing else.
+	if got := string(renderConnected()); got != `{"event":"connected","protocol":"Call","version":"1.0.0"}` {
+		t.Fatalf("connected = %s", got)
+	}
+	var progress struct {
+		Event, SequenceNumber string
+		Progress              struct {
+			Status  string
+			SIPCode int `json:"sipCode"`
+		}
+	}
+	if err := json.Unmarshal(renderProgress(2, s, "ringing", 180), &progress); err != nil || progress.Event != "progress" ||
+		progress.SequenceNumber != "2" || progress.Progress.Status != "ringing" || progress.Progress.SIPCode != 180 {
+		t.Fatalf("progress = %+v, %v", progress, err)
 	}
 }
 

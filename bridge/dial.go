@@ -17,6 +17,7 @@ type DialConfig struct {
 	URL           string
 	SigningSecret string // signs the request; empty sends no signature
 	Format        Format
+	Options       Options
 	Start         Start
 	Log           *slog.Logger
 	// Timeout bounds the handshake; 0 means 5 s.
@@ -55,5 +56,5 @@ func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrDial, err)
 	}
-	return newStream(conn, cfg.Format, cfg.Start, cfg.Log), nil
+	return newStream(conn, cfg.Format, cfg.Options, cfg.Start, cfg.Log), nil
 }

@@ -87,10 +87,10 @@ func (f Format) mediaFormat() map[string]any {
 
 func seqString(n int64) string { return strconv.FormatInt(n, 10) }
 
-func renderConnected(seq int64) []byte {
-	b, _ := json.Marshal(map[string]any{"event": "connected", "protocol": "Call", "version": "1.0.0",
-		"sequenceNumber": seqString(seq)})
-	return b
+// renderConnected is Twilio's first message: it carries no sequence
+// number; start is "1".
+func renderConnected() []byte {
+	return []byte(`{"event":"connected","protocol":"Call","version":"1.0.0"}`)
 }
 
 func renderStart(seq int64, s *Start, f Format) []byte {
@@ -111,9 +111,26 @@ func renderStart(seq int64, s *Start, f Format) []byte {
 	return b
 }
 
-func renderStop(seq int64, s *Start) []byte {
+// renderStop adds reason and sipCode to Twilio's stop: fields Twilio
+// clients ignore, which tell every application why the call ended.
+func renderStop(seq int64, s *Start, end End) []byte {
+	stop := map[string]any{"accountSid": s.AccountSid, "callSid": s.CallSid}
+	if end.Reason != "" {
+		stop["reason"] = end.Reason
+	}
+	if end.SIPCode != 0 {
+		stop["sipCode"] = end.SIPCode
+	}
 	b, _ := json.Marshal(map[string]any{"event": "stop", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
-		"stop": map[string]any{"accountSid": s.AccountSid, "callSid": s.CallSid}})
+		"stop": stop})
+	return b
+}
+
+// renderProgress is the opt-in call progress of outbound calls (DESIGN:
+// progress=1): "ringing" on 180, "early_media" on 183.
+func renderProgress(seq int64, s *Start, status string, sipCode int) []byte {
+	b, _ := json.Marshal(map[string]any{"event": "progress", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"progress": map[string]any{"status": status, "sipCode": sipCode}})
 	return b
 }
 

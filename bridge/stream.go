@@ -2,20 +2,19 @@ package bridge
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
 	"trunkgate/media"
+	"trunkgate/refusal"
 )
 
 // Player is where the application's audio goes: media.Session.
@@ -25,15 +24,29 @@ type Player interface {
 	Clear()
 }
 
+// Options are a stream's opt-in extensions of the Twilio protocol.
+type Options struct {
+	// Progress sends progress events (ringing, early media) before start
+	// on outbound calls (DESIGN: progress=1).
+	Progress bool
+}
+
 // Stream is one call's WebSocket to its AI application. It implements
 // media.Listener: carrier audio in, and marks and DTMF as events.
+//
+// A stream goes through three steps: Connect sends connected and starts
+// reading the application (an outbound call's stream connects as soon as
+// the handshake is done, while the far end still rings); Begin sends start
+// and lets audio flow both ways (at answer); Close sends stop with the
+// reason and closes the socket with a code that says why.
 type Stream struct {
 	conn   *websocket.Conn
 	format Format
+	opts   Options
 	start  Start
 	log    *slog.Logger
-	player Player
-	began  time.Time
+
+	player atomic.Pointer[playerRef] // nil until Begin
 
 	// Carrier audio: fixed slots cycle between free and audio, so a frame
 	// costs no allocation; when the application falls behind, frames are
@@ -47,48 +60,96 @@ type Stream struct {
 	events []event
 	wake   chan struct{}
 
-	stopWriter chan struct{}
-	writerDone chan struct{}
-	readerDone chan struct{}
-	done       chan struct{}
-	doneOnce   sync.Once
-	closeOnce  sync.Once
-	begun      atomic.Bool
-	closing    atomic.Bool
-	byApp      atomic.Bool
+	stopWriter  chan struct{}
+	writerDone  chan struct{}
+	readerDone  chan struct{}
+	done        chan struct{}
+	doneOnce    sync.Once
+	connectOnce sync.Once
+	closeOnce   sync.Once
+	connected   atomic.Bool
+	closing     atomic.Bool
+	byApp       atomic.Bool
 
 	warned sync.Map // what has been logged once for this call
 
-	Stats StreamStats
+	// firstFrame is the media clock frame of the first audio sent: media
+	// timestamps count from it (chunk n at (n-1)·20 ms while no frame is
+	// missing). Only the media clock's goroutine touches it, through Audio.
+	firstFrame int64
+	anyFrame   bool
+
+	stats streamStats
 }
 
-// StreamStats counts a stream's traffic.
-type StreamStats struct {
-	FramesOut     atomic.Int64 // carrier audio frames sent to the application
-	FramesDropped atomic.Int64 // frames dropped because the application read too slowly
-	FramesIn      atomic.Int64 // audio messages from the application
-	SamplesIn     atomic.Int64 // 8 kHz samples played from the application
-	Marks         atomic.Int64
-	Clears        atomic.Int64
+type playerRef struct{ p Player }
+
+// streamStats counts a stream's traffic.
+type streamStats struct {
+	framesOut     atomic.Int64
+	framesDropped atomic.Int64
+	framesIn      atomic.Int64
+	samplesIn     atomic.Int64
+	marks         atomic.Int64
+	clears        atomic.Int64
+}
+
+// Counters is a snapshot of a stream's traffic.
+type Counters struct {
+	FramesOut     int64 // carrier audio frames sent to the application
+	FramesDropped int64 // frames dropped because the application read too slowly
+	FramesIn      int64 // audio messages from the application
+	SamplesIn     int64 // 8 kHz samples played from the application
+	Marks         int64
+	Clears        int64
+}
+
+// Counters returns the stream's counts now.
+func (s *Stream) Counters() Counters {
+	return Counters{
+		FramesOut: s.stats.framesOut.Load(), FramesDropped: s.stats.framesDropped.Load(),
+		FramesIn: s.stats.framesIn.Load(), SamplesIn: s.stats.samplesIn.Load(),
+		Marks: s.stats.marks.Load(), Clears: s.stats.clears.Load(),
+	}
 }
 
 type audioSlot struct {
 	pcm [media.FrameSamples]int16
-	ms  int64 // when the frame was produced, ms since stream start
+	ms  int64 // the frame's media timestamp, ms since the media clock started
 }
 
 type eventKind uint8
 
 const (
-	evMark eventKind = iota + 1
+	evStart eventKind = iota + 1
+	evProgress
+	evMark
 	evDTMF
 	evStop
 )
 
 type event struct {
 	kind  eventKind
-	name  string
+	name  string // mark name, progress status
 	digit byte
+	code  int // progress SIP code
+	end   End // stop
+}
+
+// End is how a stream ends: what stop says and how the socket closes.
+type End struct {
+	Reason    string // stop.reason: the refusal table's text or the carrier's reason
+	SIPCode   int    // stop.sipCode: the call's SIP final code (200 when it was answered)
+	CloseCode int    // the WebSocket close code (1000, or 4000 + SIP code)
+}
+
+// EndFor is the End of a call that the edge ends or refuses for r.
+func EndFor(r refusal.Reason, answered bool) End {
+	code, _ := r.SIP()
+	if answered {
+		code = 200
+	}
+	return End{Reason: r.Text(), SIPCode: code, CloseCode: r.CloseCode()}
 }
 
 const (
@@ -100,11 +161,13 @@ const (
 	// maxEvents pending toward the application: an application that has
 	// stopped reading its socket for this long has failed.
 	maxEvents = 4096
+	// closeGrace is how long Close waits for stop to be written.
+	closeGrace = time.Second
 )
 
-func newStream(conn *websocket.Conn, format Format, start Start, log *slog.Logger) *Stream {
+func newStream(conn *websocket.Conn, format Format, opts Options, start Start, log *slog.Logger) *Stream {
 	s := &Stream{
-		conn: conn, format: format, start: start, log: log,
+		conn: conn, format: format, opts: opts, start: start, log: log,
 		free: make(chan *audioSlot, audioSlots), audio: make(chan *audioSlot, audioSlots),
 		wake: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}), done: make(chan struct{}),
@@ -116,14 +179,36 @@ func newStream(conn *websocket.Conn, format Format, start Start, log *slog.Logge
 	return s
 }
 
-// Begin sends connected and start, then runs the stream: application audio
-// goes to player until the stream closes.
+// StreamSid is the stream's "MZ…" id.
+func (s *Stream) StreamSid() string { return s.start.StreamSid }
+
+// Connect sends connected and starts reading the application. It is safe
+// to call more than once.
+func (s *Stream) Connect() {
+	s.connectOnce.Do(func() {
+		s.connected.Store(true)
+		go s.writer()
+		go s.reader()
+	})
+}
+
+// Begin sends start and lets audio flow: the application's audio goes to
+// player until the stream closes. It connects first if Connect was not
+// called.
 func (s *Stream) Begin(player Player) {
-	s.player = player
-	s.began = time.Now()
-	s.begun.Store(true)
-	go s.writer()
-	go s.reader()
+	s.player.Store(&playerRef{p: player})
+	s.event(event{kind: evStart})
+	s.Connect()
+}
+
+// Progress tells an application that opted in (Options.Progress) that the
+// far end rings ("ringing", 180) or sends early media ("early_media",
+// 183). Without the opt-in it sends nothing: a Twilio client sees
+// connected then start.
+func (s *Stream) Progress(status string, sipCode int) {
+	if s.opts.Progress {
+		s.event(event{kind: evProgress, name: status, code: sipCode})
+	}
 }
 
 // Done is closed when the WebSocket is gone: the application closed it,
@@ -136,17 +221,22 @@ func (s *Stream) ClosedByApp() bool { return s.byApp.Load() }
 
 func (s *Stream) finish() { s.doneOnce.Do(func() { close(s.done) }) }
 
-// Audio queues 20 ms of carrier audio for the application (media.Listener).
-func (s *Stream) Audio(pcm []int16) {
+// Audio queues 20 ms of carrier audio for the application
+// (media.Listener). Its media timestamp is 20 ms per clock frame since the
+// first frame: a step of more than 20 ms means frames really were missing.
+func (s *Stream) Audio(pcm []int16, frame int64) {
 	var slot *audioSlot
 	select {
 	case slot = <-s.free:
 	default:
-		s.Stats.FramesDropped.Add(1)
+		s.stats.framesDropped.Add(1)
 		return
 	}
+	if !s.anyFrame {
+		s.firstFrame, s.anyFrame = frame, true
+	}
 	copy(slot.pcm[:], pcm)
-	slot.ms = time.Since(s.began).Milliseconds()
+	slot.ms = (frame - s.firstFrame) * (media.FrameSamples * 1000 / media.ClockRate)
 	s.audio <- slot // never blocks: there are only audioSlots slots
 }
 
@@ -172,19 +262,22 @@ func (s *Stream) event(e event) {
 	}
 }
 
+// writer owns the socket's writes and the sequence numbers: connected
+// carries none, start is "1" (as Twilio sends them).
 func (s *Stream) writer() {
 	defer close(s.writerDone)
 	defer s.survive("writer")
 	ctx := context.Background() // the connection is closed to stop a write
 	var (
-		seq   int64
-		chunk int64
-		buf   = make([]byte, 0, 512)
-		ulaw  = make([]byte, media.FrameSamples)
-		l16   = make([]byte, 0, 4*media.FrameSamples)
-		wide  = make([]int16, 2*media.FrameSamples)
-		up    media.Upsampler
-		evs   []event
+		seq     int64
+		chunk   int64
+		started bool
+		buf     = make([]byte, 0, 512)
+		ulaw    = make([]byte, media.FrameSamples)
+		l16     = make([]byte, 0, 4*media.FrameSamples)
+		wide    = make([]int16, 2*media.FrameSamples)
+		up      media.Upsampler
+		evs     []event
 	)
 	write := func(typ websocket.MessageType, p []byte) bool {
 		if err := s.conn.Write(ctx, typ, p); err != nil {
@@ -197,7 +290,7 @@ func (s *Stream) writer() {
 		seq++
 		return write(websocket.MessageText, render(seq))
 	}
-	if !text(renderConnected) || !text(func(n int64) []byte { return renderStart(n, &s.start, s.format) }) {
+	if !write(websocket.MessageText, renderConnected()) {
 		return
 	}
 	flushEvents := func() (stopped bool, ok bool) {
@@ -207,12 +300,17 @@ func (s *Stream) writer() {
 		s.evMu.Unlock()
 		for _, e := range evs {
 			switch e.kind {
+			case evStart:
+				started = true
+				ok = text(func(n int64) []byte { return renderStart(n, &s.start, s.format) })
+			case evProgress:
+				ok = started || text(func(n int64) []byte { return renderProgress(n, &s.start, e.name, e.code) })
 			case evMark:
 				ok = text(func(n int64) []byte { return renderMark(n, &s.start, e.name) })
 			case evDTMF:
 				ok = text(func(n int64) []byte { return renderDTMF(n, &s.start, e.digit) })
 			case evStop:
-				return true, text(func(n int64) []byte { return renderStop(n, &s.start) })
+				return true, text(func(n int64) []byte { return renderStop(n, &s.start, e.end) })
 			}
 			if !ok {
 				return false, false
@@ -245,7 +343,7 @@ func (s *Stream) writer() {
 			if !ok {
 				return
 			}
-			s.Stats.FramesOut.Add(1)
+			s.stats.framesOut.Add(1)
 		case <-s.wake:
 			if stopped, ok := flushEvents(); stopped || !ok {
 				return
@@ -267,115 +365,6 @@ func (s *Stream) survive(where string) {
 	}
 }
 
-func (s *Stream) reader() {
-	defer close(s.readerDone)
-	defer s.finish()
-	defer s.survive("reader")
-	ctx := context.Background()
-	var (
-		buf  = make([]byte, 0, 4096)
-		msg  AppMessage
-		ulaw = make([]byte, 0, 1024)
-		pcm  = make([]int16, decodeChunk)
-		half = make([]int16, decodeChunk/2)
-		down media.Downsampler
-	)
-	for {
-		typ, r, err := s.conn.Reader(ctx)
-		if err != nil {
-			s.byApp.Store(!s.closing.Load())
-			return
-		}
-		buf, err = readAll(buf[:0], r)
-		if err != nil {
-			s.byApp.Store(!s.closing.Load())
-			return
-		}
-		if typ == websocket.MessageBinary {
-			if s.format.Kind != FormatL16 {
-				s.warnOnce("binary", "binary frame ignored in twilio format")
-				continue
-			}
-			if s.format.SampleRate == 16000 && len(buf)%4 != 0 {
-				s.warnOnce("l16-odd", "L16 16 kHz frame with an odd number of samples; the last one is dropped")
-			}
-			// In pieces, so that a message of any size fits the buffers.
-			for off := 0; off+1 < len(buf); off += 2 * decodeChunk {
-				n := min(decodeChunk, (len(buf)-off)/2)
-				for i := range n {
-					pcm[i] = int16(binary.LittleEndian.Uint16(buf[off+2*i:]))
-				}
-				samples := pcm[:n]
-				if s.format.SampleRate == 16000 {
-					samples = down.Process(half, samples[:n&^1])
-				}
-				s.play(samples)
-			}
-			continue
-		}
-		if err := ParseAppMessage(buf, &msg); err != nil {
-			s.warnOnce("malformed", "malformed message from application ignored", "error", err)
-			continue
-		}
-		if string(msg.StreamSid) != s.start.StreamSid {
-			s.warnOnce("streamSid", "message with missing or wrong streamSid accepted")
-		}
-		switch string(msg.Event) {
-		case "media":
-			ulaw = ulaw[:0]
-			ulaw, err = base64.StdEncoding.AppendDecode(ulaw, msg.Payload)
-			if err != nil {
-				s.warnOnce("payload", "media payload is not base64; ignored")
-				continue
-			}
-			for off := 0; off < len(ulaw); off += decodeChunk {
-				n := min(decodeChunk, len(ulaw)-off)
-				media.DecodeUlaw(pcm[:n], ulaw[off:off+n])
-				s.play(pcm[:n])
-			}
-		case "mark":
-			if len(msg.MarkName) > maxMarkName {
-				s.warnOnce("mark-name", "mark name longer than 256 bytes ignored", "bytes", len(msg.MarkName))
-				continue
-			}
-			s.Stats.Marks.Add(1)
-			s.player.Mark(string(msg.MarkName))
-		case "clear":
-			s.Stats.Clears.Add(1)
-			s.player.Clear()
-		default:
-			s.warnOnce("event:"+string(msg.Event), "unknown event from application ignored", "event", string(msg.Event))
-		}
-	}
-}
-
-func (s *Stream) play(pcm []int16) {
-	if len(pcm) == 0 {
-		return
-	}
-	s.Stats.FramesIn.Add(1)
-	s.Stats.SamplesIn.Add(int64(len(pcm)))
-	s.player.Play(pcm)
-}
-
-// readAll reads a message into buf, growing it only when a message is
-// larger than any before.
-func readAll(buf []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
-
 func (s *Stream) warnOnce(key, msg string, args ...any) {
 	if _, seen := s.warned.LoadOrStore(key, true); seen {
 		return
@@ -383,26 +372,44 @@ func (s *Stream) warnOnce(key, msg string, args ...any) {
 	s.log.Warn(msg, append([]any{"call_sid", s.start.CallSid}, args...)...)
 }
 
-// Close sends stop, closes the WebSocket normally and waits for the
-// stream's goroutines. It is safe to call more than once.
-func (s *Stream) Close(reason string) {
+// Close sends stop (with end's reason and SIP code), closes the WebSocket
+// with end's close code and waits for the stream's goroutines. It is safe
+// to call more than once; only the first end counts.
+func (s *Stream) Close(end End) {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
-		if !s.begun.Load() {
+		if !s.connected.Load() {
 			s.conn.CloseNow()
 			s.finish()
 			return
 		}
-		s.event(event{kind: evStop})
+		s.event(event{kind: evStop, end: end})
 		select {
 		case <-s.writerDone:
-		case <-time.After(time.Second):
+		case <-time.After(closeGrace):
 		}
 		close(s.stopWriter)
-		_ = s.conn.Close(websocket.StatusNormalClosure, reason)
+		code := websocket.StatusCode(end.CloseCode)
+		if code == 0 {
+			code = websocket.StatusNormalClosure
+		}
+		_ = s.conn.Close(code, closeReason(end.Reason))
 		s.conn.CloseNow()
 		<-s.writerDone
 		<-s.readerDone
 		s.finish()
 	})
+}
+
+// closeReason fits a reason into a close frame (at most 123 bytes),
+// cutting on a character boundary.
+func closeReason(r string) string {
+	if len(r) <= 123 {
+		return r
+	}
+	n := 123
+	for n > 0 && !utf8.RuneStart(r[n]) {
+		n--
+	}
+	return r[:n]
 }

@@ -108,31 +108,30 @@ func BenchmarkCarrierToApp(b *testing.B) {
 			}
 			// Warm up: connected, start, and the writer's buffers.
 			for i := range 100 {
-				s.Audio(pcm)
+				s.Audio(pcm, int64(i))
 				waitSent(b, s, int64(i+1))
 			}
-			s.Stats.FramesOut.Store(0)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				s.Audio(pcm)
-				waitSent(b, s, int64(i+1))
+				s.Audio(pcm, int64(100+i))
+				waitSent(b, s, int64(100+i+1))
 			}
 			b.StopTimer()
-			if s.Stats.FramesDropped.Load() != 0 {
-				b.Fatalf("%d frames dropped", s.Stats.FramesDropped.Load())
+			if d := s.Counters().FramesDropped; d != 0 {
+				b.Fatalf("%d frames dropped", d)
 			}
 			conn.Close()
-			s.Close("done")
+			s.Close(End{})
 		})
 	}
 }
 
 func waitSent(b *testing.B, s *Stream, n int64) {
 	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats.FramesOut.Load() < n {
-		if s.Stats.FramesDropped.Load() > 0 || time.Now().After(deadline) {
-			b.Fatalf("sent %d of %d frames, dropped %d", s.Stats.FramesOut.Load(), n, s.Stats.FramesDropped.Load())
+	for c := s.Counters(); c.FramesOut < n; c = s.Counters() {
+		if c.FramesDropped > 0 || time.Now().After(deadline) {
+			b.Fatalf("sent %d of %d frames, dropped %d", c.FramesOut, n, c.FramesDropped)
 		}
 		runtime.Gosched()
 	}
@@ -176,7 +175,7 @@ func BenchmarkAppToCarrier(b *testing.B) {
 	}
 	b.StopTimer()
 	conn.Close()
-	s.Close("done")
+	s.Close(End{})
 }
 
 func waitPlayed(b *testing.B, p *countingPlayer, n int64) {

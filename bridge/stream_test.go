@@ -29,7 +29,7 @@ func TestLargeApplicationMessages(t *testing.T) {
 			s.Begin(player)
 			defer func() {
 				conn.Close() // the raw peer does no close handshake
-				s.Close("done")
+				s.Close(End{})
 			}()
 			if _, err := conn.Write(tt.frame); err != nil {
 				t.Fatal(err)

@@ -1,9 +1,13 @@
 // Package call ties one call's parts together — the SIP dialog, the RTP
 // media session, the WebSocket stream to the AI application, the key's
-// channel lease and the billing meter — and runs the inbound call flow:
-// match the trunk, check the source, admit, dial the application, answer,
-// and tear everything down the same way however the call ends. Each part
-// is reached only through the small interfaces below.
+// channel lease and the billing meter — and runs both call flows: inbound
+// (match the trunk, check the source, admit, dial the application, answer)
+// and outbound (admit the application's request, dial the trunk's gateways
+// with failover, start the stream at answer). Both share one lifecycle
+// (lifecycle.go): a call is registered at admission, goes live at answer,
+// and is torn down and recorded the same way however it ends — a panic
+// included. Each part is reached only through the small interfaces below;
+// adapt.go turns the concrete parts into them.
 package call
 
 import (
@@ -13,7 +17,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -26,19 +29,77 @@ import (
 	"trunkgate/trunks"
 )
 
-// TrunkFinder matches a called number to its trunk (trunks.Directory).
+// Dialog is an established call's SIP side (*sip.Dialog).
+type Dialog interface {
+	// Done closes when the far end hung up (or Hangup returned).
+	Done() <-chan struct{}
+	// Hangup sends BYE with a Reason header value and waits for its answer.
+	Hangup(ctx context.Context, reason string) error
+	// OnDTMF receives digits the far end sends as SIP INFO.
+	OnDTMF(f func(digit byte))
+}
+
+// Media is the call's RTP session (*media.Session).
+type Media interface {
+	bridge.Player
+	LocalPort() int
+	SetRemote(rtp, rtcp netip.AddrPort)
+	SetPayloadTypes(codec, dtmf uint8)
+	SetDirection(d media.Direction)
+	// SetCodec sets the codec and ptime the far end answered with; before
+	// Start.
+	SetCodec(c media.Codec, ptimeMS int)
+	Start()
+	Close() error
+	// Done closes when media ends on its own (RTP timeout); Err says why.
+	Done() <-chan struct{}
+	Err() error
+	Stats() media.Stats
+	Queued() int
+}
+
+// MediaFactory opens RTP sessions (media.PortPool, through Ports).
+type MediaFactory interface {
+	NewSession(cfg media.Config) (Media, error)
+}
+
+// Stream is the call's WebSocket to its AI application (*bridge.Stream).
+type Stream interface {
+	media.Listener
+	Begin(player bridge.Player)
+	Progress(status string, sipCode int)
+	Done() <-chan struct{}
+	ClosedByApp() bool
+	Close(end bridge.End)
+	Counters() bridge.Counters
+}
+
+// AppDialer opens an inbound call's stream to its application (bridge.Dial,
+// through Apps).
+type AppDialer interface {
+	Dial(ctx context.Context, cfg bridge.DialConfig) (Stream, error)
+}
+
+// Lease is an admitted call's hold on a channel of its key (*keys.Lease).
+type Lease interface {
+	// Key is the key as it was at admission.
+	Key() *keys.Key
+	// Context is done when the edge orders the call to end (revocation,
+	// spend cap); its cause is the refusal.Reason.
+	Context() context.Context
+	Release()
+}
+
+// Admitter admits calls against keys (keys.Admitter, through Admission).
+type Admitter interface {
+	Admit(ctx context.Context, req keys.Request) (Lease, error)
+}
+
+// TrunkFinder finds trunks (trunks.Directory).
 type TrunkFinder interface {
 	ByNumber(number string) (*trunks.Trunk, bool)
-}
-
-// Admitter admits calls against keys (keys.Admitter).
-type Admitter interface {
-	Admit(ctx context.Context, req keys.Request) (*keys.Lease, error)
-}
-
-// MediaFactory opens RTP sessions (media.PortPool).
-type MediaFactory interface {
-	NewSession(cfg media.Config) (*media.Session, error)
+	Outbound(keyID, trunkID string) (*trunks.Trunk, bool)
+	Numbers(keyID string) []string
 }
 
 // Meter bills answered calls (billing.Meter).
@@ -65,10 +126,22 @@ type Config struct {
 	Trunks   TrunkFinder
 	Admitter Admitter
 	Media    MediaFactory
+	Apps     AppDialer
 	Meter    Meter
 	Audit    Auditor
 	Metrics  Metrics
-	// MediaIP is the address put in SDP answers.
+	// Carrier places outbound calls (sip.Server); nil: inbound only.
+	Carrier Carrier
+	// Sandbox is the built-in carrier of test keys' outbound calls.
+	Sandbox *trunks.Trunk
+	// Gateways tracks gateway health for failover.
+	Gateways *trunks.Health
+	// BlockedPrefixes are destinations no key may call (toll fraud).
+	BlockedPrefixes []string
+	// RingTimeout is how long an outbound call may ring when its trunk
+	// sets no ring timeout of its own; 0 means 30 s.
+	RingTimeout time.Duration
+	// MediaIP is the address put in SDP offers and answers.
 	MediaIP    netip.Addr
 	RTPTimeout time.Duration
 	// DialTimeout bounds the WebSocket handshake with the application.
@@ -76,18 +149,15 @@ type Config struct {
 	Log         *slog.Logger
 }
 
-// Manager runs calls and keeps the list of live ones.
+// Manager runs calls and keeps every call from admission to its CDR.
 type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	live   map[string]*Call                  // answered
-	setups map[*Call]context.CancelCauseFunc // admitted, not answered yet
-	// active counts calls from admission to their CDR; idle is closed
-	// whenever it is zero (Wait).
-	active int
-	idle   chan struct{}
+	mu    sync.Mutex
+	calls map[string]*Call // admitted, not yet recorded
+	// idle is closed whenever calls is empty (Wait).
+	idle chan struct{}
 }
 
 // NewManager makes a Manager; it is the sip.InviteHandler of the edge.
@@ -95,125 +165,130 @@ func NewManager(cfg Config) *Manager {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.RingTimeout == 0 {
+		cfg.RingTimeout = 30 * time.Second
+	}
 	idle := make(chan struct{})
 	close(idle)
-	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*Call{}, setups: map[*Call]context.CancelCauseFunc{}, idle: idle}
-}
-
-func (m *Manager) callStarted() {
-	m.mu.Lock()
-	if m.active == 0 {
-		m.idle = make(chan struct{})
-	}
-	m.active++
-	m.mu.Unlock()
-}
-
-func (m *Manager) callDone() {
-	m.mu.Lock()
-	m.active--
-	if m.active == 0 {
-		close(m.idle)
-	}
-	m.mu.Unlock()
-}
-
-func (m *Manager) beginSetup(c *Call, cancel context.CancelCauseFunc) {
-	m.mu.Lock()
-	m.setups[c] = cancel
-	m.mu.Unlock()
-}
-
-func (m *Manager) endSetup(c *Call) {
-	m.mu.Lock()
-	delete(m.setups, c)
-	m.mu.Unlock()
+	return &Manager{cfg: cfg, log: cfg.Log, calls: map[string]*Call{}, idle: idle}
 }
 
 var _ sip.InviteHandler = (*Manager)(nil)
 
-// Info describes a live call for operators.
+// SetCarrier gives the manager the SIP user agent outbound calls go
+// through. The user agent needs the manager as its handler, so one of the
+// two comes second; call it before the edge takes calls.
+func (m *Manager) SetCarrier(c Carrier) { m.cfg.Carrier = c }
+
+// HighCostPrefixes is the edge's default block list of outbound
+// destinations (--blocked-prefixes): satellite and international
+// networks and the small-island and premium ranges that international
+// revenue share fraud (IRSF) pumps traffic to. An operator who needs one
+// of them sets the flag to a list without it.
+var HighCostPrefixes = []string{
+	"+870", "+881", "+882", "+883", "+979", // Inmarsat, GMSS satellite, international networks, premium rate
+	"+53",                                          // Cuba
+	"+239", "+246", "+247", "+252", "+290", "+500", // São Tomé, Diego Garcia, Ascension, Somalia, St Helena, Falklands
+	"+674", "+675", "+677", "+678", "+681", "+682", "+683", // Nauru, PNG, Solomon Is., Vanuatu, Wallis, Cook Is., Niue
+	"+686", "+688", "+690", "+691", "+692", // Kiribati, Tuvalu, Tokelau, Micronesia, Marshall Is.
+}
+
+// Info describes a call for operators and for GET /v1/calls/{id}.
 type Info struct {
 	CallID     string         `json:"call_id"`
 	SIPCallID  string         `json:"sip_call_id"`
 	KeyID      string         `json:"key_id"`
 	TrunkID    string         `json:"trunk_id"`
+	Gateway    string         `json:"gateway,omitempty"`
 	Direction  string         `json:"direction"`
+	State      string         `json:"state"`
 	From       string         `json:"from"`
 	To         string         `json:"to"`
 	Codec      string         `json:"codec"`
 	SetupAt    time.Time      `json:"setup_at"`
-	AnswerAt   time.Time      `json:"answer_at"`
+	AnswerAt   time.Time      `json:"answer_at,omitzero"`
 	DurationMS int64          `json:"duration_ms"`
 	Media      billing.Media  `json:"media"`
 	Stream     map[string]int `json:"stream"`
 }
 
-// List returns the live calls, oldest first.
+// Call states, as Info shows them.
+const (
+	StateSetup    = "setup"    // admitted; dialling the application or the carrier
+	StateRinging  = "ringing"  // the far end sent 180/183
+	StateAnswered = "answered" // live
+)
+
+// List returns the answered calls, oldest first.
 func (m *Manager) List() []Info {
-	m.mu.Lock()
-	calls := make([]*Call, 0, len(m.live))
-	for _, c := range m.live {
-		calls = append(calls, c)
-	}
-	m.mu.Unlock()
-	out := make([]Info, 0, len(calls))
-	for _, c := range calls {
-		out = append(out, c.info())
+	out := []Info{}
+	for _, c := range m.snapshot() {
+		if info := c.info(); info.State == StateAnswered {
+			out = append(out, info)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].SetupAt.Before(out[j].SetupAt) })
+	return out
+}
+
+// Get describes one call that is being set up or is live.
+func (m *Manager) Get(callID string) (Info, bool) {
+	m.mu.Lock()
+	c, ok := m.calls[callID]
+	m.mu.Unlock()
+	if !ok {
+		return Info{}, false
+	}
+	return c.info(), true
+}
+
+func (m *Manager) snapshot() []*Call {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Call, 0, len(m.calls))
+	for _, c := range m.calls {
+		out = append(out, c)
+	}
 	return out
 }
 
 // ErrNoCall is returned for an id that is not a live call.
 var ErrNoCall = errors.New("no such live call")
 
-// Hangup ends a live call from the edge with a BYE carrying reason.
-func (m *Manager) Hangup(callID, reason string) error {
+// Hangup ends a call by an operator's order: a live call gets BYE, a call
+// still being set up is abandoned (CANCEL or a refusal).
+func (m *Manager) Hangup(callID string) error {
 	m.mu.Lock()
-	c, ok := m.live[callID]
+	c, ok := m.calls[callID]
 	m.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("call %s: %w", callID, ErrNoCall)
 	}
-	c.requestHangup(reason)
+	c.stop(refusal.OperatorHangup)
 	return nil
 }
 
-// HangupAll ends every live call with a BYE carrying reason, and refuses
-// with 503 (draining) the calls still being set up: the end of a drain.
-func (m *Manager) HangupAll(reason string) int {
-	m.mu.Lock()
-	calls := make([]*Call, 0, len(m.live))
-	for _, c := range m.live {
-		calls = append(calls, c)
-	}
-	for _, cancel := range m.setups {
-		cancel(refusal.Draining)
-	}
-	n := len(calls) + len(m.setups)
-	m.mu.Unlock()
+// HangupAll ends every call with r (live calls get BYE, calls being set
+// up are refused or canceled) and returns how many: the end of a drain.
+func (m *Manager) HangupAll(r refusal.Reason) int {
+	calls := m.snapshot()
 	for _, c := range calls {
-		c.requestHangup(reason)
+		c.stop(r)
 	}
-	return n
+	return len(calls)
 }
 
 // Live is the number of answered calls not yet ended.
-func (m *Manager) Live() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.live)
-}
+func (m *Manager) Live() int { return len(m.List()) }
 
 // Wait blocks until every admitted call, answered or still being set up,
 // has ended and been recorded, or ctx ends.
 func (m *Manager) Wait(ctx context.Context) error {
 	for {
 		m.mu.Lock()
-		idle, active := m.idle, m.active
+		idle, n := m.idle, len(m.calls)
 		m.mu.Unlock()
-		if active == 0 {
+		if n == 0 {
 			return nil
 		}
 		select {
@@ -224,48 +299,34 @@ func (m *Manager) Wait(ctx context.Context) error {
 	}
 }
 
-// Call is one live call.
-type Call struct {
-	m      *Manager
-	id     string
-	trunk  *trunks.Trunk
-	lease  *keys.Lease
-	dialog *sip.Dialog
-	media  *media.Session
-	stream *bridge.Stream
-	neg    sip.Negotiated
-	sdpID  string
-
-	mu         sync.Mutex
-	cdr        billing.CDR
-	sdpVersion uint64
-
-	hangup chan string
+func (m *Manager) register(c *Call) {
+	m.mu.Lock()
+	if len(m.calls) == 0 {
+		m.idle = make(chan struct{})
+	}
+	m.calls[c.id] = c
+	m.mu.Unlock()
 }
 
-func (c *Call) requestHangup(reason string) {
-	select {
-	case c.hangup <- reason:
-	default: // already asked
+func (m *Manager) unregister(c *Call) {
+	m.mu.Lock()
+	if m.calls[c.id] == c {
+		delete(m.calls, c.id)
+		if len(m.calls) == 0 {
+			close(m.idle)
+		}
 	}
+	m.mu.Unlock()
 }
 
-func (c *Call) info() Info {
-	c.mu.Lock()
-	cdr := c.cdr
-	c.mu.Unlock()
-	st := c.media.Stats()
-	answer := time.UnixMilli(cdr.AnswerMS).UTC()
-	return Info{
-		CallID: c.id, SIPCallID: cdr.SIPCallID, KeyID: cdr.KeyID, TrunkID: cdr.TrunkID, Direction: cdr.Direction,
-		From: cdr.From, To: cdr.To, Codec: cdr.Codec, SetupAt: time.UnixMilli(cdr.SetupMS).UTC(), AnswerAt: answer,
-		DurationMS: time.Since(answer).Milliseconds(), Media: mediaStats(st),
-		Stream: map[string]int{
-			"frames_out": int(c.stream.Stats.FramesOut.Load()), "frames_dropped": int(c.stream.Stats.FramesDropped.Load()),
-			"frames_in": int(c.stream.Stats.FramesIn.Load()), "marks": int(c.stream.Stats.Marks.Load()),
-			"clears": int(c.stream.Stats.Clears.Load()), "queued_samples": c.media.Queued(),
-		},
-	}
+// refused counts, audits and logs a refusal already answered.
+func (m *Manager) refused(keyID string, r refusal.Reason, source, detail string) {
+	m.cfg.Metrics.Refused(keyID, r)
+	m.cfg.Audit.Record(keys.AuditEntry{
+		Actor: "sip", Action: "call.refuse", Target: keyID, Outcome: "denied",
+		Detail: "reason=" + r.Label() + " " + detail, Source: source,
+	})
+	m.log.Info("call refused", "reason", r.Label(), "key_id", keyID, "source", source)
 }
 
 func mediaStats(st media.Stats) billing.Media {
@@ -278,16 +339,4 @@ func mediaStats(st media.Stats) billing.Media {
 		JitterMS: st.JitterMS, RTTMS: st.RTTMS, RemoteLost: st.RemoteLost, RemoteJitter: st.RemoteJitterMS,
 		DTMFEvents: st.DTMFEvents,
 	}
-}
-
-// reason header values for BYEs the edge sends (RFC 3326, Q.850 causes).
-func byeReason(cause string) string {
-	code := 16 // normal call clearing
-	switch cause {
-	case "rtp timeout":
-		code = 102 // recovery on timer expiry
-	case "edge draining":
-		code = 41 // temporary failure
-	}
-	return "Q.850;cause=" + strconv.Itoa(code) + ";text=" + strconv.Quote(cause)
 }

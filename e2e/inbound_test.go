@@ -37,8 +37,9 @@ func TestInboundCallEndToEnd(t *testing.T) {
 	conn := app.Next(t)
 	connected := conn.Expect(t, "connected")
 	start := conn.Expect(t, "start")
-	if connected.SequenceNumber != "1" || start.SequenceNumber != "2" {
-		t.Errorf("sequence numbers %q, %q; want 1, 2", connected.SequenceNumber, start.SequenceNumber)
+	// As Twilio sends them: connected carries no sequence number, start is "1".
+	if connected.SequenceNumber != "" || start.SequenceNumber != "1" {
+		t.Errorf("sequence numbers %q, %q; want none, 1", connected.SequenceNumber, start.SequenceNumber)
 	}
 	st := start.Start
 	if st == nil || !strings.HasPrefix(st.CallSid, "CA") || len(st.CallSid) != 34 || !strings.HasPrefix(st.StreamSid, "MZ") ||
@@ -70,6 +71,12 @@ func TestInboundCallEndToEnd(t *testing.T) {
 		heard = append(heard, pcm(f, false)...)
 		if msgs[i].Media.Chunk != itoa(i+1) || msgs[i].Media.Track != "inbound" {
 			t.Fatalf("frame %d: chunk %q track %q", i, msgs[i].Media.Chunk, msgs[i].Media.Track)
+		}
+		// Stamped from the media clock: chunk n at (n-1)·20 ms, no frame
+		// missing, whatever the wall clock did (a 19 or 21 ms step reads
+		// as lost audio to the OpenAI Agents SDK's Twilio transport).
+		if msgs[i].Media.Timestamp != itoa(20*i) {
+			t.Fatalf("frame %d: timestamp %q, want %d", i, msgs[i].Media.Timestamp, 20*i)
 		}
 	}
 	pkts, err := pcapRTP(g711aPcap)

@@ -25,6 +25,10 @@ type Request struct {
 	KeyID       string
 	Direction   Direction
 	Destination string // the dialled number, checked against prefix rules on outbound calls
+	// TrunkID and TrunkChannels put the call under its trunk's own channel
+	// cap as well as the key's (0 = none): outbound trunks have one.
+	TrunkID       string
+	TrunkChannels int
 }
 
 // SpendReader tells admission how much a key has spent this calendar month,
@@ -43,8 +47,9 @@ type Admitter struct {
 	now      func() time.Time
 	draining atomic.Bool
 
-	mu   sync.Mutex
-	keys map[string]*keyState
+	mu     sync.Mutex
+	keys   map[string]*keyState
+	trunks map[string]int // live calls per trunk with a channel cap
 }
 
 type keyState struct {
@@ -56,7 +61,7 @@ type keyState struct {
 
 // NewAdmitter makes an admitter over store; spend may be nil (no caps).
 func NewAdmitter(store Store, spend SpendReader) *Admitter {
-	return &Admitter{store: store, spend: spend, now: time.Now, keys: map[string]*keyState{}}
+	return &Admitter{store: store, spend: spend, now: time.Now, keys: map[string]*keyState{}, trunks: map[string]int{}}
 }
 
 // SetSpendReader wires billing in after construction (billing needs keys'
@@ -161,13 +166,20 @@ func (a *Admitter) Admit(ctx context.Context, req Request) (*Lease, error) {
 	if limit := k.Limits.MaxChannels; limit > 0 && st.active >= limit {
 		return nil, refusal.ChannelCap
 	}
+	if req.TrunkChannels > 0 && a.trunks[req.TrunkID] >= req.TrunkChannels {
+		return nil, refusal.TrunkChannelCap
+	}
 	if !st.bucket.take(a.now(), k.Limits.CPS) {
 		return nil, refusal.CallRate
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{Key: k, Direction: req.Direction, a: a, ctx: ctx, cancel: cancel}
+	l := &Lease{key: k, Direction: req.Direction, a: a, ctx: ctx, cancel: cancel}
 	st.active++
 	st.leases[l] = struct{}{}
+	if req.TrunkChannels > 0 {
+		l.trunkID = req.TrunkID
+		a.trunks[req.TrunkID]++
+	}
 	return l, nil
 }
 
@@ -222,16 +234,19 @@ func (a *Admitter) Active(keyID string) int {
 // Release it when it ends, whatever way it ends; Done closes when the edge
 // orders the call to end (key revoked, spend cap), with Cause saying why.
 type Lease struct {
-	// Key is the key as it was at admission: limits for this call are read
-	// from here (max_call_seconds, rate).
-	Key       *Key
+	key       *Key
 	Direction Direction
 
 	a        *Admitter
+	trunkID  string // counted against this trunk's cap, if set
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	released atomic.Bool
 }
+
+// Key is the key as it was at admission: limits for this call are read
+// from here (max_call_seconds, rate).
+func (l *Lease) Key() *Key { return l.key }
 
 // Done is closed when the call must end.
 func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
@@ -256,10 +271,15 @@ func (l *Lease) Release() {
 	a := l.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if st, ok := a.keys[l.Key.ID]; ok {
+	if st, ok := a.keys[l.key.ID]; ok {
 		if _, held := st.leases[l]; held {
 			delete(st.leases, l)
 			st.active--
+		}
+	}
+	if l.trunkID != "" {
+		if a.trunks[l.trunkID]--; a.trunks[l.trunkID] <= 0 {
+			delete(a.trunks, l.trunkID)
 		}
 	}
 }

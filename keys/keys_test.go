@@ -243,6 +243,30 @@ func TestAdmitRefusals(t *testing.T) {
 	if _, err := f.admitter.Admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound}); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
+	// A trunk's own cap holds on top of the key's, and is freed with the lease.
+	trunkReq := Request{KeyID: outbound.Key.ID, Direction: Outbound, Destination: "+15550100", TrunkID: "tr_1", TrunkChannels: 1}
+	tl, err := f.admitter.Admit(ctx, trunkReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admitter.Admit(ctx, trunkReq); !errors.Is(err, refusal.TrunkChannelCap) {
+		t.Fatalf("second call on a 1-channel trunk: %v, want trunk channel cap", err)
+	}
+	other := trunkReq
+	other.TrunkID = "tr_2"
+	ol, err := f.admitter.Admit(ctx, other)
+	if err != nil {
+		t.Fatalf("another trunk of the key: %v", err)
+	}
+	tl.Release()
+	if tl, err = f.admitter.Admit(ctx, trunkReq); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	tl.Release()
+	ol.Release()
+	if tl.Key().ID != outbound.Key.ID {
+		t.Fatalf("lease key %s", tl.Key().ID)
+	}
 	f.admitter.SetDraining(true)
 	if _, err := f.admitter.Admit(ctx, Request{KeyID: outbound.Key.ID, Direction: Outbound, Destination: "+1555"}); !errors.Is(err, refusal.Draining) {
 		t.Fatalf("draining: %v", err)

@@ -23,8 +23,11 @@ var ErrRTPTimeout = errors.New("rtp timeout")
 // or call Session.Close.
 type Listener interface {
 	// Audio is 20 ms of 8 kHz PCM from the carrier; pcm is reused after
-	// the call returns.
-	Audio(pcm []int16)
+	// the call returns. frame is the media clock's 20 ms tick since Start
+	// (frame n starts n·20 ms into the session): stamps taken from it step
+	// by exactly 20 ms between consecutive frames and by more only where
+	// the clock really had no audio to give.
+	Audio(pcm []int16, frame int64)
 	// DTMF is one key press ('0'-'9', '*', '#', 'A'-'D').
 	DTMF(digit byte)
 	// MarkPlayed reports that the audio queued before a mark was played.
@@ -173,6 +176,17 @@ func (s *Session) SetRemote(rtpAddr, rtcpAddr netip.AddrPort) {
 	}
 	s.latched.Store(false)
 	s.rtcpLatch.Store(false)
+}
+
+// SetCodec sets the codec and packetisation the far end answered with,
+// on a session whose offer listed several (outbound calls). It must come
+// before Start.
+func (s *Session) SetCodec(c Codec, ptimeMS int) {
+	s.cfg.Codec = c
+	if ptimeMS >= 10 && ptimeMS <= 60 && ptimeMS%10 == 0 {
+		s.cfg.PtimeMS = ptimeMS
+	}
+	s.codecPT.Store(uint32(c.PayloadType))
 }
 
 // SetPayloadTypes changes the payload types of the codec and of
@@ -389,7 +403,7 @@ func (s *Session) clock() {
 				ok := s.jb.Pop(inFrame[:])
 				s.rxMu.Unlock()
 				if ok {
-					s.cfg.Listener.Audio(inFrame[:])
+					s.cfg.Listener.Audio(inFrame[:], nIn)
 				}
 			}
 			nIn++

@@ -15,6 +15,7 @@ import (
 type recorder struct {
 	mu     sync.Mutex
 	frames [][]int16
+	ticks  []int64 // the media clock frame of each frame
 	digits []byte
 	marks  []string
 	got    chan struct{}
@@ -22,9 +23,10 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{got: make(chan struct{}, 1000)} }
 
-func (r *recorder) Audio(pcm []int16) {
+func (r *recorder) Audio(pcm []int16, frame int64) {
 	r.mu.Lock()
 	r.frames = append(r.frames, slices.Clone(pcm))
+	r.ticks = append(r.ticks, frame)
 	r.mu.Unlock()
 	select {
 	case r.got <- struct{}{}:
@@ -170,6 +172,17 @@ func TestSessionLatchesAndPaces(t *testing.T) {
 		_, _, marks := rec.snapshot()
 		return slices.Equal(marks, []string{"end-of-tone"})
 	})
+	// Once the carrier's audio starts, the clock hands the listener a frame
+	// on every tick: their frame numbers (the media timestamps the app
+	// sees) step by exactly one.
+	rec.mu.Lock()
+	ticks := slices.Clone(rec.ticks)
+	rec.mu.Unlock()
+	for i := 1; i < len(ticks); i++ {
+		if ticks[i] != ticks[i-1]+1 {
+			t.Fatalf("frame %d is clock frame %d after %d: the clock skipped or repeated", i, ticks[i], ticks[i-1])
+		}
+	}
 	// The carrier's audio reached the listener.
 	waitFor(t, time.Second, "inbound frames", func() bool {
 		frames, _, _ := rec.snapshot()

@@ -3,6 +3,9 @@ package sip
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,9 +14,9 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 )
 
-// ReinviteFunc answers a re-INVITE's offer inside a dialog (hold, unhold,
-// refresh) with an SDP answer; an error keeps the old session and
-// answers 488.
+// ReinviteFunc answers a re-INVITE's (or UPDATE's) offer inside a dialog
+// (hold, unhold, refresh) with an SDP answer; an error keeps the old
+// session and answers 488.
 type ReinviteFunc func(offer *SDP) (answer []byte, err error)
 
 // Who ended a dialog.
@@ -22,18 +25,35 @@ const (
 	EndedByLocal  = "local"
 )
 
-// Dialog is an answered call's SIP side (UAS role).
+// Dialog is an established call's SIP side, in either role: the edge
+// answered the INVITE (UAS, inbound calls) or sent it (UAC, outbound
+// calls). It keeps the dialog state of RFC 3261 §12 itself — Call-ID,
+// tags, local and remote URIs, CSeq numbers, the route set and the remote
+// target, which target-refresh requests (re-INVITE, UPDATE) move — and
+// builds every in-dialog request from it.
 type Dialog struct {
 	srv       *Server
 	key       string
-	invite    *gosip.Request // the initial INVITE: route set, remote target, tags
-	answer    *gosip.Response
+	callID    string
+	localTag  string
+	remoteTag string
+	// from and to are the From and To of the edge's requests: the edge's
+	// identity with its tag, and the far end's with its tag.
+	from      *gosip.FromHeader
+	to        *gosip.ToHeader
+	transport string // "UDP" or "TCP"
+	// source is the far end's transport address the dialog was set up
+	// with: over TCP, requests of a UAS dialog without a route set go back
+	// on that connection (a PBX's Contact port often does not listen).
+	source    string
+	uac       bool
 	localSeq  atomic.Uint32
-	remoteSeq atomic.Uint32
+	remoteSeq atomic.Uint32 // 0 until the far end sends a request (UAC)
 
 	mu         sync.Mutex
+	target     gosip.Uri   // remote target: the far end's Contact
+	routes     []gosip.Uri // route set, in the order requests carry it
 	lastSDP    []byte
-	sdpVersion uint64
 	onReinvite ReinviteFunc
 	onDTMF     func(digit byte)
 	acks       map[uint32]chan struct{}
@@ -43,24 +63,96 @@ type Dialog struct {
 	endedBy string
 }
 
-func newDialog(inv *Invite, answer *gosip.Response, sdp []byte, onReinvite ReinviteFunc) *Dialog {
-	remoteTag, _ := inv.req.From().Params.Get("tag")
+// newUASDialog is the dialog of an INVITE the edge answers with res
+// (RFC 3261 §12.1.1): the route set is the INVITE's Record-Route, in
+// order; the remote target its Contact.
+func newUASDialog(inv *Invite, res *gosip.Response, sdp []byte, onReinvite ReinviteFunc) *Dialog {
+	req := inv.req
+	remoteTag, _ := req.From().Params.Get("tag")
+	from := res.To().AsFrom()
+	to := req.From().AsTo()
 	d := &Dialog{
-		srv: inv.srv, key: dialogKey(inv.CallID(), inv.localTag, remoteTag), invite: inv.req, answer: answer,
-		lastSDP: sdp, onReinvite: onReinvite, acks: map[uint32]chan struct{}{}, done: make(chan struct{}),
+		srv: inv.srv, callID: inv.CallID(), localTag: inv.localTag, remoteTag: remoteTag, from: &from, to: &to,
+		transport: inv.Transport(), source: req.Source(), target: *req.Contact().Address.Clone(),
+		routes: recordRoutes(req), lastSDP: sdp, onReinvite: onReinvite,
+		acks: map[uint32]chan struct{}{}, done: make(chan struct{}),
 	}
-	d.remoteSeq.Store(inv.req.CSeq().SeqNo)
+	d.key = dialogKey(d.callID, d.localTag, d.remoteTag)
+	d.remoteSeq.Store(req.CSeq().SeqNo)
 	d.localSeq.Store(1)
 	return d
 }
 
+// newUACDialog is the dialog an INVITE the edge sent established with the
+// 2xx res (RFC 3261 §12.1.2): the route set is the 2xx's Record-Route in
+// reverse; the remote target its Contact.
+func newUACDialog(s *Server, invite *gosip.Request, res *gosip.Response, onReinvite ReinviteFunc) (*Dialog, error) {
+	contact := res.Contact()
+	if contact == nil {
+		return nil, fmt.Errorf("2xx without Contact")
+	}
+	remoteTag, _ := res.To().Params.Get("tag")
+	localTag, _ := invite.From().Params.Get("tag")
+	from := cloneFrom(invite.From())
+	to := cloneTo(res.To())
+	routes := recordRoutes(res)
+	slices.Reverse(routes)
+	d := &Dialog{
+		srv: s, callID: invite.CallID().Value(), localTag: localTag, remoteTag: remoteTag, from: from, to: to,
+		transport: strings.ToUpper(invite.Transport()), source: res.Source(), uac: true,
+		target: *contact.Address.Clone(), routes: routes, lastSDP: invite.Body(), onReinvite: onReinvite,
+		acks: map[uint32]chan struct{}{}, done: make(chan struct{}),
+	}
+	d.key = dialogKey(d.callID, d.localTag, d.remoteTag)
+	d.localSeq.Store(invite.CSeq().SeqNo)
+	return d, nil
+}
+
+func cloneFrom(h *gosip.FromHeader) *gosip.FromHeader {
+	return gosip.HeaderClone(h).(*gosip.FromHeader)
+}
+func cloneTo(h *gosip.ToHeader) *gosip.ToHeader { return gosip.HeaderClone(h).(*gosip.ToHeader) }
+
+func recordRoutes(m gosip.Message) []gosip.Uri {
+	var out []gosip.Uri
+	for _, h := range m.GetHeaders("Record-Route") {
+		switch rr := h.(type) {
+		case *gosip.RecordRouteHeader:
+			out = append(out, *rr.Address.Clone())
+		default:
+			var u gosip.Uri
+			if _, err := gosip.ParseAddressValue(h.Value(), &u, nil); err == nil {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
 // CallID is the SIP Call-ID.
-func (d *Dialog) CallID() string { return d.invite.CallID().Value() }
+func (d *Dialog) CallID() string { return d.callID }
+
+// Transport is "UDP" or "TCP".
+func (d *Dialog) Transport() string { return d.transport }
+
+// RemoteTarget is where in-dialog requests go (the far end's Contact).
+func (d *Dialog) RemoteTarget() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.target.String()
+}
 
 // OnDTMF sets the receiver of digits sent as SIP INFO.
 func (d *Dialog) OnDTMF(f func(digit byte)) {
 	d.mu.Lock()
 	d.onDTMF = f
+	d.mu.Unlock()
+}
+
+// OnReinvite sets who answers the far end's offers in this dialog.
+func (d *Dialog) OnReinvite(f ReinviteFunc) {
+	d.mu.Lock()
+	d.onReinvite = f
 	d.mu.Unlock()
 }
 
@@ -100,6 +192,32 @@ func (d *Dialog) ended() bool {
 	}
 }
 
+// takeRemoteSeq accepts a request's CSeq if it is above the last one
+// (RFC 3261 §12.2.2): lower or equal is out of order.
+func (d *Dialog) takeRemoteSeq(seq uint32) bool {
+	for {
+		old := d.remoteSeq.Load()
+		if old != 0 && seq <= old {
+			return false
+		}
+		if d.remoteSeq.CompareAndSwap(old, seq) {
+			return true
+		}
+	}
+}
+
+// refreshTarget moves the remote target to a target-refresh request's
+// Contact (RFC 3261 §12.2.2; RFC 3311 for UPDATE).
+func (d *Dialog) refreshTarget(req *gosip.Request) {
+	c := req.Contact()
+	if c == nil || c.Address.Host == "" {
+		return
+	}
+	d.mu.Lock()
+	d.target = *c.Address.Clone()
+	d.mu.Unlock()
+}
+
 // expectAck registers the wait for the ACK of the 2xx to request cseq. It
 // comes before the 2xx is sent, so that an ACK arriving at once is seen.
 func (d *Dialog) expectAck(cseq uint32) chan struct{} {
@@ -131,13 +249,12 @@ func (d *Dialog) awaitAck(acked chan struct{}, cseq uint32, tx gosip.ServerTrans
 		}
 		d.mu.Unlock()
 	}()
-	reliable := d.invite.Transport() != "UDP"
 	giveUp := time.NewTimer(64 * timerT1)
 	defer giveUp.Stop()
 	interval := timerT1
 	retransmit := time.NewTimer(interval)
 	defer retransmit.Stop()
-	if reliable {
+	if d.transport != "UDP" {
 		retransmit.Stop()
 	}
 	for {
@@ -162,9 +279,11 @@ func (d *Dialog) awaitAck(acked chan struct{}, cseq uint32, tx gosip.ServerTrans
 	}
 }
 
-func (d *Dialog) handleReinvite(req *gosip.Request, tx gosip.ServerTransaction) {
-	seq := req.CSeq().SeqNo
-	if old := d.remoteSeq.Load(); seq <= old || !d.remoteSeq.CompareAndSwap(old, seq) {
+// handleOffer answers a re-INVITE or an UPDATE inside the dialog: a new
+// offer gets the handler's answer (488 if it refuses), no offer gets the
+// last answer again; a 2xx refreshes the remote target.
+func (d *Dialog) handleOffer(req *gosip.Request, tx gosip.ServerTransaction) {
+	if !d.takeRemoteSeq(req.CSeq().SeqNo) {
 		d.srv.respond(tx, req, 500, "Server Internal Error")
 		return
 	}
@@ -188,9 +307,15 @@ func (d *Dialog) handleReinvite(req *gosip.Request, tx gosip.ServerTransaction) 
 		d.lastSDP = answer
 		d.mu.Unlock()
 	}
+	d.refreshTarget(req)
 	res := gosip.NewSDPResponseFromRequest(req, answer)
-	res.AppendHeader(d.srv.contact(d.invite.Transport()))
+	res.AppendHeader(d.srv.contact(d.transport))
 	res.AppendHeader(gosip.NewHeader("Server", d.srv.cfg.UserAgent))
+	if !req.IsInvite() {
+		_ = tx.Respond(res) // UPDATE: no ACK
+		return
+	}
+	seq := req.CSeq().SeqNo
 	acked := d.expectAck(seq)
 	if err := tx.Respond(res); err != nil {
 		d.srv.log.Info("re-INVITE answer failed", "call_id", d.CallID(), "error", err)
@@ -209,11 +334,11 @@ func (d *Dialog) Hangup(ctx context.Context, reason string) error {
 		return nil
 	}
 	defer d.end(EndedByLocal)
-	bye := d.newRequest(gosip.BYE)
+	bye := d.newRequest(gosip.BYE, d.localSeq.Add(1))
 	if reason != "" {
 		bye.AppendHeader(gosip.NewHeader("Reason", reason))
 	}
-	tx, err := d.srv.client.TransactionRequest(ctx, bye)
+	tx, err := d.srv.client.TransactionRequest(ctx, bye, addVia)
 	if err != nil {
 		return fmt.Errorf("send BYE: %w", err)
 	}
@@ -238,37 +363,68 @@ func (d *Dialog) Hangup(ctx context.Context, reason string) error {
 	}
 }
 
-// newRequest builds an in-dialog request from the UAS side (RFC 3261
-// §12.2.1.1): to the remote target, along the route set.
-func (d *Dialog) newRequest(method gosip.RequestMethod) *gosip.Request {
-	inv := d.invite
-	target := inv.Contact().Address
-	req := gosip.NewRequest(method, *target.Clone())
-	from := d.answer.To().AsFrom()
-	to := inv.From().AsTo()
-	callID := gosip.CallIDHeader(inv.CallID().Value())
-	cseq := &gosip.CSeqHeader{SeqNo: d.localSeq.Add(1), MethodName: method}
+// newRequest builds an in-dialog request (RFC 3261 §12.2.1.1): to the
+// remote target along the route set (a strict router first in the set
+// takes the Request-URI, the target goes last), sent to the first hop —
+// the first route, else the target — on the default port of its
+// transport when the URI has none, from the edge's listening socket.
+func (d *Dialog) newRequest(method gosip.RequestMethod, seq uint32) *gosip.Request {
+	d.mu.Lock()
+	target := *d.target.Clone()
+	routes := slices.Clone(d.routes)
+	d.mu.Unlock()
+	ruri, routeSet := target, routes
+	if len(routes) > 0 && !routes[0].UriParams.Has("lr") {
+		ruri = *routes[0].Clone()
+		ruri.UriParams, ruri.Headers = nil, nil
+		routeSet = append(slices.Clone(routes[1:]), target)
+	}
+	req := gosip.NewRequest(method, ruri)
+	from, to := cloneFrom(d.from), cloneTo(d.to)
+	callID := gosip.CallIDHeader(d.callID)
+	cseq := &gosip.CSeqHeader{SeqNo: seq, MethodName: method}
 	maxFwd := gosip.MaxForwardsHeader(70)
-	req.AppendHeader(&from)
-	req.AppendHeader(&to)
+	req.AppendHeader(from)
+	req.AppendHeader(to)
 	req.AppendHeader(&callID)
 	req.AppendHeader(cseq)
 	req.AppendHeader(&maxFwd)
-	routes := inv.GetHeaders("Record-Route")
-	for _, rr := range routes {
-		req.AppendHeader(gosip.NewHeader("Route", rr.Value()))
+	for i := range routeSet {
+		req.AppendHeader(&gosip.RouteHeader{Address: routeSet[i]})
 	}
-	req.SetTransport(inv.Transport())
+	if method != gosip.ACK && method != gosip.BYE {
+		req.AppendHeader(d.srv.contact(d.transport))
+	}
+	next := target
+	if len(routes) > 0 {
+		next = routes[0]
+	}
+	transport := d.transport
+	if t, ok := next.UriParams.Get("transport"); ok && t != "" {
+		transport = strings.ToUpper(t)
+	}
+	req.SetTransport(transport)
 	switch {
-	case len(routes) > 0:
-		if r := req.Route(); r != nil {
-			req.SetDestination(r.Address.HostPort())
-		}
-	case strings.ToUpper(inv.Transport()) != "UDP":
-		// Over TCP reuse the caller's connection: its Contact port is
-		// often not listening.
-		req.SetDestination(inv.Source())
+	case len(routes) == 0 && !d.uac && transport != "UDP" && d.source != "":
+		req.SetDestination(d.source)
+	default:
+		req.SetDestination(hostPort(next, transport))
 	}
+	d.srv.sendFromListener(req)
 	req.SetBody(nil)
 	return req
+}
+
+// hostPort is where a URI points: its port, or its transport's default
+// port (RFC 3263: 5060 for UDP and TCP, 5061 for TLS) when it has none.
+func hostPort(u gosip.Uri, transport string) string {
+	port := u.Port
+	if port == 0 {
+		port = 5060
+		if strings.EqualFold(transport, "TLS") || u.Scheme == "sips" {
+			port = 5061
+		}
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(u.Host, "["), "]")
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }

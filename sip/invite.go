@@ -202,20 +202,18 @@ func (inv *Invite) Reject(code int, phrase, reason string, extra ...gosip.Header
 }
 
 // Refuse rejects the call for a refusal reason, with the code, Reason
-// header and Retry-After of DESIGN.md's table.
+// header and Retry-After of DESIGN.md's table (and, for 488, the Warning
+// RFC 3261 §21.4.26 asks for).
 func (inv *Invite) Refuse(r refusal.Reason) error {
 	code, phrase := r.SIP()
 	var extra []gosip.Header
 	if ra := r.SIPRetryAfter(); ra > 0 {
 		extra = append(extra, gosip.NewHeader("Retry-After", strconv.Itoa(ra)))
 	}
+	if code == 488 {
+		extra = append(extra, gosip.NewHeader("Warning", `304 trunkgate "Media type not available"`))
+	}
 	return inv.Reject(code, phrase, r.ReasonHeader(), extra...)
-}
-
-// NotAcceptable answers 488 to an offer with no usable codec.
-func (inv *Invite) NotAcceptable(why string) error {
-	return inv.Reject(488, "Not Acceptable Here", fmt.Sprintf("SIP;cause=488;text=%q", why),
-		gosip.NewHeader("Warning", `304 trunkgate "Media type not available"`))
 }
 
 // Answer sends 200 OK with the SDP answer and waits for the ACK. It
@@ -229,7 +227,7 @@ func (inv *Invite) Answer(sdp []byte, onReinvite ReinviteFunc) (*Dialog, error) 
 	res.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
 	res.AppendHeader(inv.srv.contact(inv.Transport()))
 	res.AppendHeader(gosip.NewHeader("Allow", allowMethods))
-	d := newDialog(inv, res, sdp, onReinvite)
+	d := newUASDialog(inv, res, sdp, onReinvite)
 	inv.srv.register(d)
 	acked := d.expectAck(inv.req.CSeq().SeqNo)
 	// A CANCEL that won the race has been answered 487 by the transaction:
@@ -246,7 +244,7 @@ func (inv *Invite) Answer(sdp []byte, onReinvite ReinviteFunc) (*Dialog, error) 
 		// RFC 3261 §13.3.1.4: no ACK — confirm, then end with BYE.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = d.Hangup(ctx, `SIP;cause=408;text="no ACK"`)
+		_ = d.Hangup(ctx, refusal.NoAck.ReasonHeader())
 		return nil, err
 	}
 	return d, nil

@@ -307,6 +307,35 @@ func BuildAnswer(a AnswerSpec) []byte {
 	return []byte(b.String())
 }
 
+// OfferSpec is what the edge offers in an outbound INVITE.
+type OfferSpec struct {
+	SessionID string
+	Version   uint64
+	Addr      netip.Addr
+	Port      int
+}
+
+// Offer payload types: PCMU and PCMA static, telephone-event dynamic.
+const offerDTMFType = 101
+
+// BuildOffer renders the edge's offer: PCMU, PCMA and telephone-event
+// (RFC 4733, events 0-16), 20 ms packets, sendrecv.
+func BuildOffer(o OfferSpec) []byte {
+	ipv := "IP4"
+	if o.Addr.Is6() && !o.Addr.Is4In6() {
+		ipv = "IP6"
+	}
+	addr := o.Addr.Unmap().String()
+	var b strings.Builder
+	fmt.Fprintf(&b, "v=0\r\no=trunkgate %s %d IN %s %s\r\ns=trunkgate\r\nc=IN %s %s\r\nt=0 0\r\n",
+		o.SessionID, o.Version, ipv, addr, ipv, addr)
+	fmt.Fprintf(&b, "m=audio %d RTP/AVP 0 8 %d\r\n", o.Port, offerDTMFType)
+	fmt.Fprintf(&b, "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n",
+		offerDTMFType, offerDTMFType)
+	b.WriteString("a=ptime:20\r\na=sendrecv\r\n")
+	return []byte(b.String())
+}
+
 // NegotiateKeeping answers a re-INVITE's offer: the codec chosen at setup
 // stays if the offer still lists it (changing codec mid-call is refused);
 // address, ptime, telephone-event and direction follow the new offer.

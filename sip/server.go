@@ -1,9 +1,12 @@
 // Package sip is trunkgate's SIP user agent: it listens on UDP and TCP with
-// sipgo, turns each new INVITE into an Invite for the call handler, keeps
-// the edge's own dialog store (Call-ID and tags), routes in-dialog requests
-// (ACK, BYE, re-INVITE) to their dialog, sends BYE with a Reason, and does
-// SDP offer/answer. It knows nothing of WebSockets, keys or SQL: the
-// handler decides, this package speaks the protocol.
+// sipgo, turns each new INVITE into an Invite for the call handler, places
+// outbound calls (Dial: INVITE, provisional responses, digest answers to
+// 401/407, ACK and re-ACK of 2xx, CANCEL), keeps the edge's own dialog
+// store (Call-ID and tags) for dialogs of both roles, routes in-dialog
+// requests (ACK, BYE, re-INVITE, UPDATE, INFO) to their dialog, sends BYE
+// with a Reason, pings gateways with OPTIONS, and does SDP offer/answer.
+// It knows nothing of WebSockets, keys or SQL: the handler decides, this
+// package speaks the protocol.
 package sip
 
 import (
@@ -15,6 +18,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,11 +56,27 @@ type Server struct {
 	udp    net.PacketConn
 	tcp    net.Listener
 	port   int
+	// udpAddr is the UDP listener's address: requests over UDP leave from
+	// it, so that replies and in-dialog requests come back to it.
+	udpAddr gosip.Addr
+	// ready closes once sipgo serves the UDP listener: before that a
+	// request sent "from the listener" would make sipgo bind its port again.
+	ready chan struct{}
 
 	nonces *nonces // digest challenges
 
 	mu      sync.Mutex
 	dialogs map[string]*Dialog
+}
+
+var loggerOnce sync.Once
+
+// SetLogger routes sipgo's own logging to l, where a level filter keeps its
+// per-message debug lines out of production. sipgo has one logger for the
+// whole process (a package variable), so the first call wins; call it
+// before Listen.
+func SetLogger(l *slog.Logger) {
+	loggerOnce.Do(func() { gosip.SetDefaultLogger(l.With("component", "sipgo")) })
 }
 
 // Listen binds UDP and TCP on cfg.Addr (the same port for both).
@@ -70,9 +90,6 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "trunkgate"
 	}
-	// sipgo logs through the package default; route it to ours, where a
-	// level filter keeps its per-message debug lines out of production.
-	gosip.SetDefaultLogger(cfg.Log.With("component", "sipgo"))
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("sip address %q: %w", cfg.Addr, err)
@@ -93,7 +110,12 @@ func Listen(cfg Config) (*Server, error) {
 			cfg.ContactIP = a
 		}
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.ContactIP.String()))
+	s := &Server{cfg: cfg, log: cfg.Log, udp: udp, tcp: tcp, port: port, nonces: newNonces(), dialogs: map[string]*Dialog{},
+		ready: make(chan struct{})}
+	la := udp.LocalAddr().(*net.UDPAddr)
+	s.udpAddr = gosip.Addr{IP: la.IP, Port: la.Port, Hostname: la.IP.String()}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.ContactIP.String()),
+		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerUnhandledResponseHandler(s.unhandledResponse)))
 	if err != nil {
 		udp.Close()
 		tcp.Close()
@@ -113,9 +135,9 @@ func Listen(cfg Config) (*Server, error) {
 		tcp.Close()
 		return nil, fmt.Errorf("sip client: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, ua: ua, srv: srv, client: client, udp: udp, tcp: tcp, port: port,
-		nonces: newNonces(), dialogs: map[string]*Dialog{}}
+	s.ua, s.srv, s.client = ua, srv, client
 	srv.OnInvite(s.guard(s.onInvite))
+	srv.OnUpdate(s.guard(s.onUpdate))
 	srv.OnAck(s.guard(s.onAck))
 	srv.OnBye(s.guard(s.onBye))
 	srv.OnCancel(s.guard(s.onCancel))
@@ -149,6 +171,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	errs := make(chan error, 2)
 	go func() { errs <- s.srv.ServeUDP(s.udp) }()
 	go func() { errs <- s.srv.ServeTCP(s.tcp) }()
+	s.awaitListener(ctx)
 	<-ctx.Done()
 	s.udp.Close()
 	s.tcp.Close()
@@ -156,6 +179,29 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-errs
 	s.ua.Close()
 	return nil
+}
+
+// awaitListener closes ready once sipgo has the UDP listener in its
+// connection pool (its ServeUDP adds it from its own goroutine).
+func (s *Server) awaitListener(ctx context.Context) {
+	defer close(s.ready)
+	for ctx.Err() == nil {
+		if c, err := s.ua.TransportLayer().GetConnection("udp", s.udpAddr.String()); err == nil {
+			c.TryClose() // GetConnection took a reference; a listener stays open
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitReady waits until the server serves, or ctx ends.
+func (s *Server) waitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // LiveDialogs is the number of answered dialogs not yet ended.
@@ -236,7 +282,18 @@ func (s *Server) onReinvite(req *gosip.Request, tx gosip.ServerTransaction) {
 		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	d.handleReinvite(req, tx)
+	d.handleOffer(req, tx)
+}
+
+// onUpdate takes an in-dialog UPDATE (RFC 3311): a session refresh or a
+// new offer, and a target refresh.
+func (s *Server) onUpdate(req *gosip.Request, tx gosip.ServerTransaction) {
+	d := s.lookup(req)
+	if d == nil {
+		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	d.handleOffer(req, tx)
 }
 
 func (s *Server) onAck(req *gosip.Request, tx gosip.ServerTransaction) {
@@ -286,7 +343,29 @@ func (s *Server) onInfo(req *gosip.Request, tx gosip.ServerTransaction) {
 	}
 }
 
-const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+
+// addVia completes a request the edge built itself: a fresh Via (sipgo
+// fills in the sent-by from the connection) and a Content-Length.
+func addVia(c *sipgo.Client, r *gosip.Request) error {
+	if err := sipgo.ClientRequestAddVia(c, r); err != nil {
+		return err
+	}
+	if r.ContentLength() == nil {
+		r.SetBody(r.Body())
+	}
+	return nil
+}
+
+// sendFromListener makes a UDP request leave from the listening socket:
+// replies, retransmissions and the far end's in-dialog requests come
+// back to the port the edge announces in Via and Contact. Over TCP sipgo
+// reuses a connection to the destination or opens one.
+func (s *Server) sendFromListener(req *gosip.Request) {
+	if strings.EqualFold(req.Transport(), "UDP") {
+		s.udpAddr.Copy(&req.Laddr)
+	}
+}
 
 // Timers of RFC 3261 §17, for 2xx retransmission and ACK waiting.
 const (

@@ -36,6 +36,15 @@ CREATE INDEX trunk_numbers_trunk ON trunk_numbers (trunk_id);
 `}, {Version: 2, SQL: `
 ALTER TABLE trunks ADD COLUMN digest_user TEXT NOT NULL DEFAULT '';
 ALTER TABLE trunks ADD COLUMN digest_ha1  TEXT NOT NULL DEFAULT '';
+`}, {Version: 3, SQL: `
+ALTER TABLE trunks ADD COLUMN direction      TEXT NOT NULL DEFAULT 'inbound' CHECK (direction IN ('inbound','outbound'));
+ALTER TABLE trunks ADD COLUMN gateways       TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE trunks ADD COLUMN auth_user      TEXT NOT NULL DEFAULT '';
+ALTER TABLE trunks ADD COLUMN auth_password  TEXT NOT NULL DEFAULT '';
+ALTER TABLE trunks ADD COLUMN caller_id      TEXT NOT NULL DEFAULT '';
+ALTER TABLE trunks ADD COLUMN max_channels   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trunks ADD COLUMN headers        TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE trunks ADD COLUMN ring_timeout_s INTEGER NOT NULL DEFAULT 0;
 `}}
 
 // NewSQLiteStore migrates the trunks schema (after the keys schema, which
@@ -56,6 +65,14 @@ func (s *SQLiteStore) Insert(ctx context.Context, t *Trunk) error {
 	if err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
 	}
+	gateways, err := json.Marshal(t.Gateways)
+	if err != nil {
+		return fmt.Errorf("insert trunk: %w", err)
+	}
+	headers, err := json.Marshal(t.Headers)
+	if err != nil {
+		return fmt.Errorf("insert trunk: %w", err)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
@@ -68,9 +85,11 @@ func (s *SQLiteStore) Insert(ctx context.Context, t *Trunk) error {
 	if keyExists == 0 {
 		return fmt.Errorf("%w: key %s does not exist", ErrInvalid, t.KeyID)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1, created_ms)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
-		t.Format, t.SampleRate, string(params), t.DigestUser, t.DigestHA1, t.CreatedAt.UnixMilli()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params,
+		digest_user, digest_ha1, created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
+		t.Format, t.SampleRate, string(params), t.DigestUser, t.DigestHA1, t.CreatedAt.UnixMilli(),
+		t.Direction, string(gateways), t.AuthUser, t.AuthPassword, t.CallerID, t.MaxChannels, string(headers), t.RingTimeoutSeconds); err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
 	}
 	for _, n := range t.Numbers {
@@ -96,7 +115,8 @@ func (s *SQLiteStore) Delete(ctx context.Context, id string) error {
 }
 
 func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1, created_ms FROM trunks ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1,
+		created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s FROM trunks ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list trunks: %w", err)
 	}
@@ -104,9 +124,10 @@ func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
 	var out []*Trunk
 	for rows.Next() {
 		var t Trunk
-		var sources, params string
+		var sources, params, gateways, headers string
 		var created int64
-		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &t.DigestUser, &t.DigestHA1, &created); err != nil {
+		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &t.DigestUser, &t.DigestHA1,
+			&created, &t.Direction, &gateways, &t.AuthUser, &t.AuthPassword, &t.CallerID, &t.MaxChannels, &headers, &t.RingTimeoutSeconds); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list trunks: %w", err)
 		}
@@ -124,6 +145,14 @@ func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
 		if err := json.Unmarshal([]byte(params), &t.Params); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("trunk %s: params: %w", t.ID, err)
+		}
+		if err := json.Unmarshal([]byte(gateways), &t.Gateways); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("trunk %s: gateways: %w", t.ID, err)
+		}
+		if err := json.Unmarshal([]byte(headers), &t.Headers); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("trunk %s: headers: %w", t.ID, err)
 		}
 		t.CreatedAt = time.UnixMilli(created).UTC()
 		byID[t.ID] = &t

@@ -1,14 +1,17 @@
-// Package trunks owns inbound trunks: which numbers a key takes calls for,
-// from which source networks, and which AI application URL each call is
-// streamed to. Lookups on the INVITE path are served from memory; the
-// SQLite store is written only by operator changes.
+// Package trunks owns a key's trunks. Inbound trunks say which numbers a
+// key takes calls for, from which source networks (and with which digest
+// credentials), and which AI application URL each call is streamed to.
+// Outbound trunks say through which carrier gateways the key's
+// applications call out: their priorities and weights, the credentials to
+// give the carrier, the caller id, a channel cap and custom headers; and
+// Health tracks which gateways answer. Lookups on the call path are served
+// from memory; the store is written only by operator changes.
 //
 // DESIGN.md lists trunks under sip, but sip must know nothing of SQL, so the
 // model and its store live here and sip's caller (package call) joins them.
 package trunks
 
 import (
-	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,9 +19,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -35,18 +36,20 @@ const (
 	FormatL16    = "l16"    // binary 16-bit little-endian PCM, JSON events
 )
 
-// Trunk is an inbound trunk owned by a key.
+// Trunk is a trunk owned by a key: inbound (numbers the edge answers) or
+// outbound (gateways the edge dials).
 type Trunk struct {
-	ID    string `json:"id"`
-	KeyID string `json:"key_id"`
-	Name  string `json:"name"`
+	ID        string `json:"id"`
+	KeyID     string `json:"key_id"`
+	Name      string `json:"name"`
+	Direction string `json:"direction"`
 	// Numbers are E.164 with a leading "+", e.g. "+15550100".
-	Numbers []string `json:"numbers"`
+	Numbers []string `json:"numbers,omitempty"`
 	// AIURL is the ws:// or wss:// URL the edge dials for each call.
-	AIURL string `json:"ai_url"`
+	AIURL string `json:"ai_url,omitempty"`
 	// AllowedSources are the networks carriers may send INVITEs from;
 	// "0.0.0.0/0" allows any IPv4 source.
-	AllowedSources []netip.Prefix `json:"allowed_sources"`
+	AllowedSources []netip.Prefix `json:"allowed_sources,omitempty"`
 	// Format is FormatTwilio (default) or FormatL16; SampleRate (8000 or
 	// 16000) applies to L16.
 	Format     string `json:"format"`
@@ -57,10 +60,33 @@ type Trunk struct {
 	// SIP digest (RFC 3261 §22) in DigestRealm. Only HA1, MD5 of
 	// "user:realm:password", is kept: what a digest server needs, and not
 	// the password itself. HA1 never leaves the edge.
-	DigestUser string    `json:"digest_username,omitempty"`
-	DigestHA1  string    `json:"-"`
-	CreatedAt  time.Time `json:"created_at"`
+	DigestUser string `json:"digest_username,omitempty"`
+	DigestHA1  string `json:"-"`
+
+	// Gateways of an outbound trunk.
+	Gateways []Gateway `json:"gateways,omitempty"`
+	// AuthUser and AuthPassword answer the carrier's digest challenges.
+	// The password is kept as given, because the edge must compute
+	// responses with it; it is never returned by the API.
+	AuthUser     string `json:"auth_username,omitempty"`
+	AuthPassword string `json:"-"`
+	// CallerID, when set, is the number every call presents; when empty,
+	// the application's from is passed through if it is one of the key's
+	// numbers (its inbound trunks' numbers).
+	CallerID string `json:"caller_id,omitempty"`
+	// MaxChannels caps the trunk's live calls on top of the key's cap.
+	MaxChannels int `json:"max_channels,omitempty"`
+	// Headers are added to every INVITE (validated: see ValidHeader).
+	Headers            map[string]string `json:"headers,omitempty"`
+	RingTimeoutSeconds int               `json:"ring_timeout_seconds,omitempty"`
+	// Sandbox marks the built-in carrier of test keys (never stored).
+	Sandbox bool `json:"sandbox,omitempty"`
+
+	CreatedAt time.Time `json:"created_at"`
 }
+
+// HasAuth reports whether the trunk answers carrier challenges.
+func (t *Trunk) HasAuth() bool { return t.AuthUser != "" }
 
 // DigestRealm is the realm of trunk digest challenges.
 const DigestRealm = "trunkgate"
@@ -84,8 +110,11 @@ func (t *Trunk) AllowsSource(addr netip.Addr) bool {
 
 // Spec is what an operator gives to create a trunk.
 type Spec struct {
-	KeyID          string            `json:"key_id"`
-	Name           string            `json:"name"`
+	KeyID     string `json:"key_id"`
+	Name      string `json:"name"`
+	Direction string `json:"direction"` // "inbound" (default) or "outbound"
+
+	// Inbound trunks.
 	Numbers        []string          `json:"numbers"`
 	AIURL          string            `json:"ai_url"`
 	AllowedSources []string          `json:"allowed_sources"`
@@ -96,6 +125,15 @@ type Spec struct {
 	// INVITEs; the password is write-only.
 	DigestUsername string `json:"digest_username"`
 	DigestPassword string `json:"digest_password"`
+
+	// Outbound trunks.
+	Gateways           []GatewaySpec     `json:"gateways"`
+	AuthUsername       string            `json:"auth_username"`
+	AuthPassword       string            `json:"auth_password"`
+	CallerID           string            `json:"caller_id"`
+	MaxChannels        int               `json:"max_channels"`
+	Headers            map[string]string `json:"headers"`
+	RingTimeoutSeconds int               `json:"ring_timeout_seconds"`
 }
 
 func (s Spec) digest(t *Trunk) error {
@@ -119,13 +157,27 @@ func (s Spec) digest(t *Trunk) error {
 
 // build validates spec into a Trunk with a fresh id.
 func (s Spec) build(now time.Time) (*Trunk, error) {
-	t := &Trunk{ID: newID(), KeyID: s.KeyID, Name: s.Name, AIURL: s.AIURL, Format: s.Format,
+	t := &Trunk{ID: newID(), KeyID: s.KeyID, Name: s.Name, Direction: s.Direction, AIURL: s.AIURL, Format: s.Format,
 		SampleRate: s.SampleRate, Params: s.Params, CreatedAt: now}
 	if t.KeyID == "" {
 		return nil, fmt.Errorf("%w: key_id is required", ErrInvalid)
 	}
 	if len(s.Name) > 200 || strings.ContainsAny(s.Name, "\r\n\x00") {
 		return nil, fmt.Errorf("%w: name must be one line of at most 200 bytes", ErrInvalid)
+	}
+	switch t.Direction {
+	case "", Inbound:
+		t.Direction = Inbound
+	case Outbound:
+		if err := s.buildOutbound(t); err != nil {
+			return nil, err
+		}
+		return t, nil
+	default:
+		return nil, fmt.Errorf("%w: direction must be %q or %q", ErrInvalid, Inbound, Outbound)
+	}
+	if len(s.Gateways) > 0 || s.AuthUsername != "" || s.CallerID != "" || s.MaxChannels != 0 || len(s.Headers) > 0 || s.RingTimeoutSeconds != 0 {
+		return nil, fmt.Errorf("%w: gateways, auth, caller_id, max_channels, headers and ring_timeout_seconds are for outbound trunks", ErrInvalid)
 	}
 	if len(s.Numbers) == 0 {
 		return nil, fmt.Errorf("%w: a trunk needs at least one number", ErrInvalid)
@@ -141,9 +193,8 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 			t.Numbers = append(t.Numbers, e)
 		}
 	}
-	u, err := url.Parse(s.AIURL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("%w: ai_url must be a ws:// or wss:// URL", ErrInvalid)
+	if err := ValidAIURL(s.AIURL); err != nil {
+		return nil, err
 	}
 	if len(s.AllowedSources) == 0 {
 		return nil, fmt.Errorf("%w: allowed_sources is required (use 0.0.0.0/0 to allow any source)", ErrInvalid)
@@ -174,15 +225,32 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 	if t.Params == nil {
 		t.Params = map[string]string{}
 	}
-	if len(t.Params) > 32 {
-		return nil, fmt.Errorf("%w: at most 32 params", ErrInvalid)
-	}
-	for k, v := range t.Params {
-		if k == "" || len(k) > 64 || len(v) > 1024 {
-			return nil, fmt.Errorf("%w: param names are 1-64 bytes, values at most 1024", ErrInvalid)
-		}
+	if err := ValidParams(t.Params); err != nil {
+		return nil, err
 	}
 	return t, nil
+}
+
+// ValidAIURL checks an AI application's URL: ws:// or wss:// with a host.
+func ValidAIURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("%w: ai_url must be a ws:// or wss:// URL", ErrInvalid)
+	}
+	return nil
+}
+
+// ValidParams checks custom parameters for start.customParameters.
+func ValidParams(p map[string]string) error {
+	if len(p) > 32 {
+		return fmt.Errorf("%w: at most 32 params", ErrInvalid)
+	}
+	for k, v := range p {
+		if k == "" || len(k) > 64 || len(v) > 1024 {
+			return fmt.Errorf("%w: param names are 1-64 bytes, values at most 1024", ErrInvalid)
+		}
+	}
+	return nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -235,128 +303,4 @@ func newID() string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return "tr_" + string(b[:])
-}
-
-// Store persists trunks.
-type Store interface {
-	Insert(ctx context.Context, t *Trunk) error
-	Delete(ctx context.Context, id string) error
-	List(ctx context.Context) ([]*Trunk, error)
-}
-
-// Directory answers "which trunk owns this number" from memory and keeps
-// the store in step with operator changes.
-type Directory struct {
-	store Store
-	now   func() time.Time
-
-	mu       sync.RWMutex
-	byID     map[string]*Trunk
-	byNumber map[string]*Trunk
-}
-
-// NewDirectory loads every trunk from store.
-func NewDirectory(ctx context.Context, store Store) (*Directory, error) {
-	d := &Directory{store: store, now: func() time.Time { return time.Now().UTC() }}
-	if err := d.Reload(ctx); err != nil {
-		return nil, err
-	}
-	return d, nil
-}
-
-// Reload re-reads the store (after a direct database change).
-func (d *Directory) Reload(ctx context.Context) error {
-	all, err := d.store.List(ctx)
-	if err != nil {
-		return err
-	}
-	byID, byNumber := map[string]*Trunk{}, map[string]*Trunk{}
-	for _, t := range all {
-		byID[t.ID] = t
-		for _, n := range t.Numbers {
-			byNumber[n] = t
-		}
-	}
-	d.mu.Lock()
-	d.byID, d.byNumber = byID, byNumber
-	d.mu.Unlock()
-	return nil
-}
-
-// ByNumber finds the trunk for a called number (any form NormaliseNumber
-// accepts). The returned trunk must not be modified.
-func (d *Directory) ByNumber(number string) (*Trunk, bool) {
-	n, ok := NormaliseNumber(number)
-	if !ok {
-		return nil, false
-	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	t, ok := d.byNumber[n]
-	return t, ok
-}
-
-// Get returns a trunk by id.
-func (d *Directory) Get(id string) (*Trunk, bool) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	t, ok := d.byID[id]
-	return t, ok
-}
-
-// List returns every trunk, sorted by id.
-func (d *Directory) List() []*Trunk {
-	d.mu.RLock()
-	out := make([]*Trunk, 0, len(d.byID))
-	for _, t := range d.byID {
-		out = append(out, t)
-	}
-	d.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
-
-// Create validates spec, checks its numbers are free and stores the trunk
-// (the store checks that the key exists).
-func (d *Directory) Create(ctx context.Context, spec Spec) (*Trunk, error) {
-	t, err := spec.build(d.now())
-	if err != nil {
-		return nil, err
-	}
-	d.mu.RLock()
-	for _, n := range t.Numbers {
-		if other, taken := d.byNumber[n]; taken {
-			d.mu.RUnlock()
-			return nil, fmt.Errorf("%w: number %s belongs to trunk %s", ErrConflict, n, other.ID)
-		}
-	}
-	d.mu.RUnlock()
-	if err := d.store.Insert(ctx, t); err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	d.byID[t.ID] = t
-	for _, n := range t.Numbers {
-		d.byNumber[n] = t
-	}
-	d.mu.Unlock()
-	return t, nil
-}
-
-// Delete removes a trunk; calls already up on it go on.
-func (d *Directory) Delete(ctx context.Context, id string) error {
-	if err := d.store.Delete(ctx, id); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	if t, ok := d.byID[id]; ok {
-		delete(d.byID, id)
-		for _, n := range t.Numbers {
-			if d.byNumber[n] == t {
-				delete(d.byNumber, n)
-			}
-		}
-	}
-	d.mu.Unlock()
-	return nil
 }

@@ -65,3 +65,19 @@ func (l *listFlag) Set(v string) error {
 	}
 	return nil
 }
+
+// defaultList is a list flag with a default that a first -flag (or its
+// environment variable) replaces rather than extends.
+type defaultList struct {
+	vals []string
+	set  bool
+}
+
+func (l *defaultList) String() string { return strings.Join(l.vals, ",") }
+
+func (l *defaultList) Set(v string) error {
+	if !l.set {
+		l.vals, l.set = nil, true
+	}
+	return (*listFlag)(&l.vals).Set(v)
+}

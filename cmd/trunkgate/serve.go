@@ -25,6 +25,8 @@ import (
 	"trunkgate/keys"
 	"trunkgate/media"
 	"trunkgate/metrics"
+	"trunkgate/refusal"
+	"trunkgate/sandbox"
 	"trunkgate/sip"
 	"trunkgate/trunks"
 )
@@ -35,6 +37,8 @@ type serveConfig struct {
 	demoNumber                                    string
 	rtpTimeout, drainTimeout, dialTimeout         time.Duration
 	checkpoint                                    time.Duration
+	ringTimeout, probeInterval                    time.Duration
+	blockedPrefixes                               defaultList
 	logLevel, logFormat                           string
 	debugAddr                                     string
 }
@@ -53,6 +57,10 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long live calls may go on before the edge hangs them up")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for an AI application's WebSocket handshake")
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", 5*time.Second, "how often live calls are checkpointed for crash recovery")
+	fs.DurationVar(&c.ringTimeout, "ring-timeout", 30*time.Second, "how long an outbound call may ring (trunks may set their own)")
+	fs.DurationVar(&c.probeInterval, "gateway-probe-interval", 10*time.Second, "how often a gateway marked down is asked with OPTIONS")
+	c.blockedPrefixes.vals = append([]string(nil), call.HighCostPrefixes...)
+	fs.Var(&c.blockedPrefixes, "blocked-prefixes", "outbound destinations no key may call, comma-separated (default: the high-cost list in the README; \"none\" for none)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
@@ -154,18 +162,33 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	defer httpLn.Close()
 	httpURL := "http://" + httpLn.Addr().String()
 
+	sip.SetLogger(sipLogger(log))
 	met := metrics.New(channelUsage{e.admitter})
+	// The sandbox carrier of test keys: its own SIP user agent on loopback.
+	sandboxCtx, stopSandbox := context.WithCancel(context.Background())
+	defer stopSandbox()
+	sandboxCarrier, err := sandbox.Start(sandboxCtx, netip.MustParseAddr("127.0.0.1"), sipLogger(log))
+	if err != nil {
+		return err
+	}
+	gateways := trunks.NewHealth(3, log)
+	blocked, err := blockList(c.blockedPrefixes.vals)
+	if err != nil {
+		return err
+	}
 	calls := call.NewManager(call.Config{
-		Trunks: e.trunks, Admitter: e.admitter, Media: ports, Meter: e.meter, Audit: e.audit, Metrics: met,
-		MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
+		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
+		Audit: e.audit, Metrics: met, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
+		RingTimeout: c.ringTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log)})
 	if err != nil {
 		return err
 	}
+	calls.SetCarrier(call.Carriers(sipSrv))
 	restAPI := api.New(api.Config{
-		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, CDRs: e.cdrs,
-		Metrics: met.Handler(), Log: log,
+		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
+		CDRs: e.cdrs, Metrics: met.Handler(), Log: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", restAPI)
@@ -202,6 +225,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	sipCtx, stopSIP := context.WithCancel(context.Background())
 	sipDone := make(chan error, 1)
 	go func() { sipDone <- sipSrv.Serve(sipCtx) }()
+	go gateways.Probe(sipCtx, call.Pinger(sipSrv), c.probeInterval)
 	restAPI.SetReady(true)
 
 	sipHostPort := net.JoinHostPort(publicIP.String(), strconv.Itoa(sipSrv.Port()))
@@ -225,7 +249,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	met.SetDraining(true)
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.drainTimeout)
 	if err := calls.Wait(drainCtx); err != nil {
-		n := calls.HangupAll("edge draining")
+		n := calls.HangupAll(refusal.Draining)
 		log.Info("drain deadline reached; hanging up", "calls", n)
 		waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = calls.Wait(waitCtx)
@@ -234,6 +258,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	cancel()
 	stopSIP()
 	<-sipDone
+	stopSandbox()
+	sandboxCarrier.Wait()
 	stopMeter()
 	<-meterDone
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
@@ -318,6 +344,22 @@ func (l levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
 
 func (l levelFloor) WithGroup(n string) slog.Handler {
 	return levelFloor{Handler: l.Handler.WithGroup(n), min: l.min}
+}
+
+// blockList normalises --blocked-prefixes; "none" turns the list off.
+func blockList(in []string) ([]string, error) {
+	var out []string
+	for _, p := range in {
+		if strings.EqualFold(p, "none") {
+			return nil, nil
+		}
+		n, ok := trunks.NormaliseNumber(p)
+		if !ok {
+			return nil, fmt.Errorf("--blocked-prefixes: %q is not a number prefix", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func choosePublicIP(flagValue, sipHost string) (netip.Addr, error) {
