@@ -294,29 +294,26 @@ func (s *Server) ackAndBye(invite *gosip.Request, res *gosip.Response) {
 	}
 }
 
-// abandon ends an INVITE the edge no longer waits for. The transaction's
-// responses are read to its end (sipgo blocks its transport until they
-// are); CANCEL goes once a provisional response has come; a 2xx is
-// acknowledged and hung up.
+// abandon ends an INVITE the edge no longer waits for. With a provisional
+// response in, it sends CANCEL and reads the transaction to its end: a
+// 2xx that crossed the CANCEL is acknowledged and hung up. With nothing
+// in yet (a silent gateway, or the app gave up at once), RFC 3261 §9.1
+// forbids CANCEL, and retransmitting an INVITE nobody waits for only
+// invites a late answer: the transaction ends now, and the INVITE is
+// remembered for 64·T1 so that a late provisional response gets its
+// CANCEL and a late 2xx its ACK and BYE (unhandledResponse).
 func (s *Server) abandon(tx gosip.ClientTransaction, invite *gosip.Request, provisional bool) {
 	defer tx.Terminate()
-	canceled := false
-	cancel := func() {
-		if canceled {
-			return
-		}
-		canceled = true
-		go s.sendCancel(invite)
+	if !provisional {
+		s.rememberAbandoned(invite)
+		return
 	}
-	if provisional {
-		cancel()
-	}
+	go s.sendCancel(invite)
 	for {
 		select {
 		case res := <-tx.Responses():
 			switch {
 			case res.IsProvisional():
-				cancel()
 			case res.IsSuccess():
 				s.ackAndBye(invite, res)
 				return
@@ -327,6 +324,49 @@ func (s *Server) abandon(tx gosip.ClientTransaction, invite *gosip.Request, prov
 			return
 		}
 	}
+}
+
+// abandonedFor is how long an abandoned INVITE's late answers are taken
+// care of: the far end's own INVITE server transaction lasts no longer.
+const abandonedFor = 64 * timerT1
+
+type abandonedInvite struct {
+	invite   *gosip.Request
+	canceled bool
+}
+
+func (s *Server) rememberAbandoned(invite *gosip.Request) {
+	id := invite.CallID().Value()
+	s.mu.Lock()
+	s.abandoned[id] = &abandonedInvite{invite: invite}
+	s.mu.Unlock()
+	time.AfterFunc(abandonedFor, func() {
+		s.mu.Lock()
+		delete(s.abandoned, id)
+		s.mu.Unlock()
+	})
+}
+
+// lateAnswer handles a response to an abandoned INVITE: CANCEL on its
+// first provisional response, ACK and BYE for a 2xx. It reports whether
+// the response was one.
+func (s *Server) lateAnswer(res *gosip.Response) bool {
+	s.mu.Lock()
+	a := s.abandoned[res.CallID().Value()]
+	cancel := a != nil && res.IsProvisional() && res.StatusCode > 100 && !a.canceled
+	if cancel {
+		a.canceled = true
+	}
+	s.mu.Unlock()
+	switch {
+	case a == nil:
+		return false
+	case cancel:
+		go s.sendCancel(a.invite)
+	case res.IsSuccess():
+		go s.ackAndBye(a.invite, res)
+	}
+	return true
 }
 
 // sendCancel cancels invite (RFC 3261 §9.1): same Request-URI, Call-ID,
@@ -372,7 +412,10 @@ func (s *Server) sendCancel(invite *gosip.Request) {
 // went missing (ACK it again) or nobody wants it (ACK and BYE).
 func (s *Server) unhandledResponse(res *gosip.Response) {
 	cseq := res.CSeq()
-	if cseq == nil || cseq.MethodName != gosip.INVITE || !res.IsSuccess() || res.CallID() == nil || res.From() == nil || res.To() == nil {
+	if cseq == nil || cseq.MethodName != gosip.INVITE || res.CallID() == nil || res.From() == nil || res.To() == nil {
+		return
+	}
+	if s.lateAnswer(res) || !res.IsSuccess() {
 		return
 	}
 	local, _ := res.From().Params.Get("tag")

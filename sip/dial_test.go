@@ -494,3 +494,43 @@ func firstLine(m gosip.Message) string {
 	line, _, _ := strings.Cut(m.String(), "\r\n")
 	return line
 }
+
+// TestLateAnswerAfterGivingUp: a gateway that answers after the edge gave
+// up on it (no response within FirstResponse) gets CANCEL for its late
+// ringing, and ACK then BYE for its late 2xx; the edge stopped
+// retransmitting the INVITE meanwhile.
+func TestLateAnswerAfterGivingUp(t *testing.T) {
+	for _, late := range []int{180, 200} {
+		t.Run(strconv.Itoa(late), func(t *testing.T) {
+			edge := serve(t, handlerFunc(func(*Invite) {}))
+			gw := newRawPeer(t)
+			_, _, err := edge.Dial(context.Background(), DialRequest{Target: Target{Host: "127.0.0.1", Port: gw.port(), Transport: "udp"},
+				To: "+1555", From: "+1666", SDP: offer, FirstResponse: 100 * time.Millisecond})
+			if !errors.Is(err, ErrNoResponse) {
+				t.Fatalf("Dial = %v", err)
+			}
+			msg, from := gw.read()
+			inv := msg.(*gosip.Request)
+			time.Sleep(700 * time.Millisecond) // past T1: a live transaction would have retransmitted
+			var res *gosip.Response
+			if late == 180 {
+				res = gosip.NewResponseFromRequest(inv, 180, "Ringing", nil)
+				res.To().Params.Add("tag", "late")
+			} else {
+				res = answer200(inv, gw.port())
+			}
+			gw.sendMsg(from, res)
+			want := map[int][]string{180: {"CANCEL"}, 200: {"ACK", "BYE"}}[late]
+			for _, method := range want {
+				m, _ := gw.read()
+				r, ok := m.(*gosip.Request)
+				if !ok || r.Method.String() != method {
+					t.Fatalf("want %s, got %s", method, firstLine(m))
+				}
+				if method == "BYE" {
+					gw.sendMsg(from, gosip.NewResponseFromRequest(r, 200, "OK", nil))
+				}
+			}
+		})
+	}
+}

@@ -308,6 +308,8 @@ func (d *Dialog) handleOffer(req *gosip.Request, tx gosip.ServerTransaction) {
 		d.mu.Unlock()
 	}
 	d.refreshTarget(req)
+	d.srv.log.Debug("in-dialog offer answered", "method", req.Method.String(), "call_id", d.callID,
+		"remote_target", d.RemoteTarget())
 	res := gosip.NewSDPResponseFromRequest(req, answer)
 	res.AppendHeader(d.srv.contact(d.transport))
 	res.AppendHeader(gosip.NewHeader("Server", d.srv.cfg.UserAgent))

@@ -65,8 +65,9 @@ type Server struct {
 
 	nonces *nonces // digest challenges
 
-	mu      sync.Mutex
-	dialogs map[string]*Dialog
+	mu        sync.Mutex
+	dialogs   map[string]*Dialog
+	abandoned map[string]*abandonedInvite // outbound INVITEs given up before any response, by Call-ID
 }
 
 var loggerOnce sync.Once
@@ -111,7 +112,7 @@ func Listen(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, udp: udp, tcp: tcp, port: port, nonces: newNonces(), dialogs: map[string]*Dialog{},
-		ready: make(chan struct{})}
+		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{})}
 	la := udp.LocalAddr().(*net.UDPAddr)
 	s.udpAddr = gosip.Addr{IP: la.IP, Port: la.Port, Hostname: la.IP.String()}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.ContactIP.String()),
