@@ -19,15 +19,21 @@ run: build
 call: deps
 	./scripts/demo-call.sh
 
-## test: install SIPp if missing, vet, check formatting, run every test with the race detector
+## test: install SIPp and Kamailio if missing, vet, check formatting, run every test with the race detector
 ## (-p 1: one package at a time, so the end-to-end timing checks have the cores to themselves)
 test: deps vet
 	$(GO) test -race -count=1 -p 1 ./...
 
+## deps: the real peers the end-to-end tests drive, from Debian: SIPp (the
+## carrier and its gateways) and Kamailio (a record-routing proxy)
+DEB_DEPS := sipp:sip-tester kamailio:kamailio
 deps:
-	@if ! command -v sipp >/dev/null 2>&1; then \
-		echo "installing SIPp (Debian package sip-tester)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sip-tester; \
+	@missing=""; for pair in $(DEB_DEPS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 vet:

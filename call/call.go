@@ -141,6 +141,9 @@ type Config struct {
 	// RingTimeout is how long an outbound call may ring when its trunk
 	// sets no ring timeout of its own; 0 means 30 s.
 	RingTimeout time.Duration
+	// GatewayTimeout is how long a gateway may stay silent before the next
+	// is tried; 0 means FirstResponseTimeout.
+	GatewayTimeout time.Duration
 	// MediaIP is the address put in SDP offers and answers.
 	MediaIP    netip.Addr
 	RTPTimeout time.Duration
@@ -167,6 +170,9 @@ func NewManager(cfg Config) *Manager {
 	}
 	if cfg.RingTimeout == 0 {
 		cfg.RingTimeout = 30 * time.Second
+	}
+	if cfg.GatewayTimeout == 0 {
+		cfg.GatewayTimeout = FirstResponseTimeout
 	}
 	idle := make(chan struct{})
 	close(idle)

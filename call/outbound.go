@@ -273,8 +273,8 @@ func (c *Call) takeAnswer(body []byte) refusal.Reason {
 
 // dialGateways tries the trunk's gateways in order (priority, weight;
 // gateways marked down last) until one answers or a final answer says
-// something about the callee. It fails over on no response within
-// FirstResponseTimeout, 408, 5xx and transport errors, and on a carrier's
+// something about the callee. It fails over on no response within the
+// gateway timeout, 408, 5xx and transport errors, and on a carrier's
 // channel-limit refusal (without counting it against the gateway); never
 // on 404, 486, 600, 603 or any other answer about the callee.
 func (c *Call) dialGateways(p *placement, offer []byte) (Dialog, []byte, outcome) {
@@ -305,7 +305,7 @@ func (c *Call) dialGateways(p *placement, offer []byte) (Dialog, []byte, outcome
 		dialog, answer, err := m.cfg.Carrier.Dial(ctx, sip.DialRequest{
 			Target: sip.Target{Host: gw.Host, Port: gw.Port, Transport: gw.Transport}, CallID: callID,
 			To: p.to, From: p.from, SDP: offer, Headers: headers, Username: p.trunk.AuthUser, Password: p.trunk.AuthPassword,
-			FirstResponse: FirstResponseTimeout, OnProgress: c.progress, OnReinvite: c.reinvite,
+			FirstResponse: m.cfg.GatewayTimeout, OnProgress: c.progress, OnReinvite: c.reinvite,
 		})
 		stopped := context.Cause(ctx)
 		cancel()

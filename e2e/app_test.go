@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -43,7 +44,13 @@ type Msg struct {
 	Stop *struct {
 		AccountSid string `json:"accountSid"`
 		CallSid    string `json:"callSid"`
+		Reason     string `json:"reason"`
+		SIPCode    int    `json:"sipCode"`
 	} `json:"stop"`
+	Progress *struct {
+		Status  string `json:"status"`
+		SIPCode int    `json:"sipCode"`
+	} `json:"progress"`
 	Binary []byte    `json:"-"` // an L16 frame
 	At     time.Time `json:"-"`
 }
@@ -86,6 +93,7 @@ type AppConn struct {
 	mu      sync.Mutex
 	all     []Msg
 	closed  chan struct{}
+	readErr error // why the read loop ended; a websocket.CloseError for a close frame
 	writeMu sync.Mutex
 }
 
@@ -156,6 +164,9 @@ func (c *AppConn) readLoop() {
 	for {
 		typ, data, err := c.conn.Read(context.Background())
 		if err != nil {
+			c.mu.Lock()
+			c.readErr = err
+			c.mu.Unlock()
 			return
 		}
 		m := Msg{At: time.Now()}
@@ -186,7 +197,7 @@ func (c *AppConn) Expect(t testing.TB, event string) Msg {
 			if m.Event == event {
 				return m
 			}
-			if m.Event != "media" && m.Event != "binary" && m.Event != "connected" && event != "any" {
+			if m.Event != "media" && m.Event != "binary" && m.Event != "connected" && m.Event != "progress" && event != "any" {
 				t.Fatalf("got %q while waiting for %q", m.Event, event)
 			}
 		case <-deadline:
@@ -214,6 +225,24 @@ func (c *AppConn) All() []Msg {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Msg(nil), c.all...)
+}
+
+// CloseCode waits for the stream to close and returns the close code the
+// edge sent (-1 if it sent no close frame).
+func (c *AppConn) CloseCode(t testing.TB) (websocket.StatusCode, string) {
+	t.Helper()
+	select {
+	case <-c.closed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stream never closed")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ce websocket.CloseError
+	if errors.As(c.readErr, &ce) {
+		return ce.Code, ce.Reason
+	}
+	return -1, ""
 }
 
 // Closed is closed when the edge closes the stream.

@@ -273,6 +273,12 @@ type CDR struct {
 	SIPCallID     string `json:"sip_call_id"`
 	KeyID         string `json:"key_id"`
 	TrunkID       string `json:"trunk_id"`
+	Direction     string `json:"direction"`
+	Gateway       string `json:"gateway"`
+	Transport     string `json:"transport"`
+	TestKey       bool   `json:"test_key"`
+	Sandbox       bool   `json:"sandbox"`
+	RatePerMinute int64  `json:"rate_per_minute"`
 	From          string `json:"from"`
 	To            string `json:"to"`
 	SetupMS       int64  `json:"setup_ms"`

@@ -295,10 +295,19 @@ func runTrunks(args []string) error {
 	fs := newFlags("trunks "+sub, "trunks "+sub)
 	cf.register(fs)
 	var spec trunks.Spec
-	var numbers, sources, params listFlag
+	var numbers, sources, params, gateways, headers listFlag
+	var outbound bool
 	if sub == "create" {
 		fs.StringVar(&spec.KeyID, "key", "", "id of the key that owns the trunk")
 		fs.StringVar(&spec.Name, "name", "", "a label")
+		fs.BoolVar(&outbound, "outbound", false, "an outbound trunk: the key's calls go out through its gateways")
+		fs.Var(&gateways, "gateway", "outbound: carrier gateway sip:HOST[:PORT][;transport=udp|tcp][;priority=N][;weight=N] (repeat)")
+		fs.StringVar(&spec.AuthUsername, "auth-user", "", "outbound: username for the carrier's digest challenges")
+		fs.StringVar(&spec.AuthPassword, "auth-password", "", "outbound: its password (or TRUNKGATE_AUTH_PASSWORD, which stays out of ps)")
+		fs.StringVar(&spec.CallerID, "caller-id", "", "outbound: the number every call presents (default: the app's from, if it is one of the key's numbers)")
+		fs.IntVar(&spec.MaxChannels, "max-channels", 0, "outbound: the trunk's own channel cap (0 = only the key's)")
+		fs.Var(&headers, "header", "outbound: SIP header NAME=VALUE added to every INVITE (repeat)")
+		fs.IntVar(&spec.RingTimeoutSeconds, "ring-timeout", 0, "outbound: seconds a call may ring (0 = the edge's --ring-timeout)")
 		fs.Var(&numbers, "number", "E.164 number the trunk takes calls for (repeat or comma-separate)")
 		fs.StringVar(&spec.AIURL, "ai-url", "", "ws:// or wss:// URL of the AI application")
 		fs.Var(&sources, "allow", "source CIDR carriers call from (repeat; 0.0.0.0/0 for any)")
@@ -319,13 +328,25 @@ func runTrunks(args []string) error {
 			if spec.DigestUsername != "" && spec.DigestPassword == "" {
 				spec.DigestPassword = os.Getenv("TRUNKGATE_DIGEST_PASSWORD")
 			}
-			spec.Params = map[string]string{}
-			for _, p := range params {
-				k, v, ok := strings.Cut(p, "=")
-				if !ok {
-					return fmt.Errorf("--param %q: want NAME=VALUE", p)
-				}
-				spec.Params[k] = v
+			var err error
+			if spec.Params, err = pairs("--param", params); err != nil {
+				return err
+			}
+			for _, g := range gateways {
+				spec.Gateways = append(spec.Gateways, trunks.GatewaySpec{URI: g})
+			}
+			if spec.AuthUsername != "" && spec.AuthPassword == "" {
+				spec.AuthPassword = os.Getenv("TRUNKGATE_AUTH_PASSWORD")
+			}
+			if spec.Headers, err = pairs("--header", headers); err != nil {
+				return err
+			}
+			if len(spec.Headers) == 0 {
+				spec.Headers = nil
+			}
+			if outbound {
+				// The stream format is the application's choice per call.
+				spec.Direction, spec.Format, spec.SampleRate, spec.Params = trunks.Outbound, "", 0, nil
 			}
 			t, err := b.CreateTrunk(ctx, spec)
 			if done, err := cf.printedJSON(t, err); done {
@@ -361,7 +382,64 @@ func runTrunks(args []string) error {
 	})
 }
 
+// pairs reads repeated NAME=VALUE flags.
+func pairs(flagName string, list []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range list {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s %q: want NAME=VALUE", flagName, p)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
 func printTrunks(all []*trunks.Trunk) error {
+	var in, out []*trunks.Trunk
+	for _, t := range all {
+		if t.Direction == trunks.Outbound {
+			out = append(out, t)
+		} else {
+			in = append(in, t)
+		}
+	}
+	if len(in) > 0 || len(out) == 0 {
+		if err := printInbound(in); err != nil {
+			return err
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if len(in) > 0 {
+		fmt.Println()
+	}
+	w := table()
+	fmt.Fprintln(w, "ID\tKEY\tOUTBOUND GATEWAYS\tCALLER ID\tCHANNELS\tAUTH USER\tHEADERS")
+	for _, t := range out {
+		gws := make([]string, len(t.Gateways))
+		for i, g := range t.Gateways {
+			gws[i] = fmt.Sprintf("%s;priority=%d;weight=%d", g.URI, g.Priority, g.Weight)
+		}
+		hdrs := make([]string, 0, len(t.Headers))
+		for k, v := range t.Headers {
+			hdrs = append(hdrs, k+"="+v)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.ID, t.KeyID, strings.Join(gws, " "), dash(t.CallerID),
+			t.MaxChannels, dash(t.AuthUser), dash(strings.Join(hdrs, ",")))
+	}
+	return w.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printInbound(all []*trunks.Trunk) error {
 	w := table()
 	fmt.Fprintln(w, "ID\tKEY\tNUMBERS\tAI URL\tSOURCES\tFORMAT\tDIGEST USER")
 	for _, t := range all {

@@ -15,6 +15,7 @@ Usage:
   trunkgate keys create|list|show|set|rotate|revoke ...
   trunkgate trunks create|list|show|delete ...
   trunkgate calls list|hangup ...
+  trunkgate call --to +E164 [--key KEY]   place an outbound call from the terminal (a test key reaches the sandbox)
   trunkgate cdrs [flags]                  list call detail records
   trunkgate audit [flags]                 list the audit log
   trunkgate echo-app [--addr HOST:PORT]   run the demo echo AI app on its own
@@ -41,6 +42,8 @@ func main() {
 		err = runTrunks(args)
 	case "calls":
 		err = runCalls(args)
+	case "call":
+		err = runCall(args)
 	case "cdrs":
 		err = runCDRs(args)
 	case "audit":

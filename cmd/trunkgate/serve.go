@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ type serveConfig struct {
 	demoNumber                                    string
 	rtpTimeout, drainTimeout, dialTimeout         time.Duration
 	checkpoint                                    time.Duration
-	ringTimeout, probeInterval                    time.Duration
+	ringTimeout, probeInterval, gatewayTimeout    time.Duration
 	blockedPrefixes                               defaultList
 	logLevel, logFormat                           string
 	debugAddr                                     string
@@ -59,6 +60,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", 5*time.Second, "how often live calls are checkpointed for crash recovery")
 	fs.DurationVar(&c.ringTimeout, "ring-timeout", 30*time.Second, "how long an outbound call may ring (trunks may set their own)")
 	fs.DurationVar(&c.probeInterval, "gateway-probe-interval", 10*time.Second, "how often a gateway marked down is asked with OPTIONS")
+	fs.DurationVar(&c.gatewayTimeout, "gateway-timeout", call.FirstResponseTimeout, "how long a gateway may stay silent before the next one is tried")
 	c.blockedPrefixes.vals = append([]string(nil), call.HighCostPrefixes...)
 	fs.Var(&c.blockedPrefixes, "blocked-prefixes", "outbound destinations no key may call, comma-separated (default: the high-cost list in the README; \"none\" for none)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -179,7 +181,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	calls := call.NewManager(call.Config{
 		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
 		Audit: e.audit, Metrics: met, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
-		RingTimeout: c.ringTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
+		RingTimeout: c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log)})
 	if err != nil {
@@ -194,7 +196,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	mux.Handle("/", restAPI)
 	var demo *demoInfo
 	if c.demo {
-		if demo, err = seedDemo(ctx, e, c.demoNumber, "ws://"+httpLn.Addr().String()+"/demo/echo", log); err != nil {
+		keyFile := filepath.Join(filepath.Dir(c.dbPath), "demo-test-key")
+		if demo, err = seedDemo(ctx, e, c.demoNumber, "ws://"+httpLn.Addr().String()+"/demo/echo", keyFile, log); err != nil {
 			return err
 		}
 		mux.Handle("/demo/echo", &bridge.EchoApp{Log: log, Secret: demo.secretFor})
