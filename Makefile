@@ -54,6 +54,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReceiveRTCP -fuzztime $(FUZZTIME) ./media
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./keys
 	$(GO) test -run '^$$' -fuzz FuzzRequestBodies -fuzztime $(FUZZTIME) ./api
+	$(GO) test -run '^$$' -fuzz FuzzParseGateway -fuzztime $(FUZZTIME) ./trunks
+	$(GO) test -run '^$$' -fuzz FuzzReasonCause -fuzztime $(FUZZTIME) ./sip
 
 clean:
 	rm -rf bin data

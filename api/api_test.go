@@ -67,7 +67,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	m := keys.NewManager(ks, admitter, audit)
 	by := keys.Actor{KeyID: "test", Source: "test"}
-	admin, err := m.Create(ctx, by, keys.CreateSpec{Name: "admin", Mode: keys.Live, Scopes: []string{"keys:admin", "usage:read"}})
+	admin, err := m.Create(ctx, by, keys.CreateSpec{Name: "admin", Mode: keys.Live, Scopes: []string{"keys:admin", "usage:read", "calls:outbound"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +162,8 @@ func FuzzRequestBodies(f *testing.F) {
 		{"POST", "/v1/trunks"},
 		{"GET", "/v1/cdrs?{body}"},
 		{"GET", "/v1/audit?{body}"},
+		{"POST", "/v1/calls"},
+		{"GET", "/v1/calls/stream?{body}"},
 	}
 	for i, body := range []string{
 		`{"name":"a","scopes":["calls:inbound"],"limits":{"max_channels":1,"cps":2,"monthly_spend_cap":100}}`,
@@ -174,6 +176,10 @@ func FuzzRequestBodies(f *testing.F) {
 		`{"max_channels":1e400}`,
 		`{}{}`,
 		"\xff\xfe",
+		`{"key_id":"{id}","direction":"outbound","gateways":[{"uri":"sip:gw.example:5060;transport=tcp;weight=5","priority":2}],"auth_username":"u","auth_password":"p","caller_id":"+15550100","headers":{"X-A":"b"},"max_channels":3}`,
+		`{"key_id":"{id}","direction":"outbound","gateways":[{"uri":"sip:a@b\r\nVia: x"}],"headers":{"Via":"x\r\ny"}}`,
+		`{"to":"+15551230000","from":"+15550100","ai_url":"ws://a/b","format":"l16","sample_rate":16000,"params":{"x":"y"}}`,
+		`to=%2B1555&format=opus&rate=7&progress=1`,
 	} {
 		f.Add(uint8(i), body)
 	}

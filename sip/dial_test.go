@@ -534,3 +534,20 @@ func TestLateAnswerAfterGivingUp(t *testing.T) {
 		})
 	}
 }
+
+// FuzzReasonCause: a carrier's Reason header, whatever it holds, gives a
+// cause and a text without panicking, and the text is a part of it.
+func FuzzReasonCause(f *testing.F) {
+	for _, s := range []string{`Q.850;cause=34;text="no circuit"`, `SIP;cause=486;text="busy"`, `;;;`, `Q.850;cause=99999999999999999999`,
+		`SIP ; cause = 1 ; text = "a;b"`, "Q.850;text=\"\r\nVia: x\""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, reason string) {
+		fe := &FinalError{Code: 503, Phrase: "Service Unavailable", Reason: reason}
+		_, _, text := fe.ReasonCause()
+		if !strings.Contains(reason, text) {
+			t.Fatalf("text %q is not from %q", text, reason)
+		}
+		_ = fe.Error()
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,7 +55,7 @@ func ParseGateway(s string) (Gateway, error) {
 	if strings.Contains(hostport, "@") {
 		return g, fmt.Errorf("%w: gateway %q: no user part; the dialled number goes there", ErrInvalid, s)
 	}
-	g.Host, g.Port = hostport, 5060
+	g.Host, g.Port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), 5060
 	if h, p, err := net.SplitHostPort(hostport); err == nil {
 		port, err := strconv.Atoi(p)
 		if err != nil || port < 1 || port > 65535 {
@@ -62,8 +63,8 @@ func ParseGateway(s string) (Gateway, error) {
 		}
 		g.Host, g.Port = h, port
 	}
-	if g.Host == "" || strings.ContainsAny(g.Host, " \t\r\n/[]<>\"") {
-		return g, fmt.Errorf("%w: gateway %q: bad host", ErrInvalid, s)
+	if !validHost(g.Host) {
+		return g, fmt.Errorf("%w: gateway %q: the host must be an IP address or a DNS name", ErrInvalid, s)
 	}
 	for _, p := range strings.Split(params, ";") {
 		if p == "" {
@@ -90,6 +91,17 @@ func ParseGateway(s string) (Gateway, error) {
 	return g.normalise(s)
 }
 
+// hostname is a DNS name: dot-separated labels of letters, digits and
+// inner hyphens.
+var hostname = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
+
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return !strings.Contains(h, "%") // no IPv6 zones
+	}
+	return len(h) <= 253 && hostname.MatchString(h)
+}
+
 func (g Gateway) normalise(orig string) (Gateway, error) {
 	switch g.Transport {
 	case "", "udp":
@@ -105,8 +117,14 @@ func (g Gateway) normalise(orig string) (Gateway, error) {
 		return g, fmt.Errorf("%w: gateway %q: priority and weight must be 0 to 1000", ErrInvalid, orig)
 	}
 	host := g.Host
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
-		host = "[" + a.String() + "]"
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.IsUnspecified() || a.IsMulticast() {
+			return g, fmt.Errorf("%w: gateway %q: not a host's address", ErrInvalid, orig)
+		}
+		g.Host, host = a.String(), a.String()
+		if a.Is6() {
+			host = "[" + host + "]"
+		}
 	}
 	g.URI = "sip:" + host + ":" + strconv.Itoa(g.Port) + ";transport=" + g.Transport
 	return g, nil
