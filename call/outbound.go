@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -98,7 +99,7 @@ func (m *Manager) admitOutbound(ctx context.Context, req OutboundRequest) (*plac
 		from = trunk.CallerID
 	case from == "":
 		return refuse(refusal.InvalidNumber, "from missing and the trunk has no caller_id")
-	case !contains(m.cfg.Trunks.Numbers(key.ID), from):
+	case !slices.Contains(m.cfg.Trunks.Numbers(key.ID), from):
 		return refuse(refusal.CallerIDNotAllowed, "from="+from)
 	}
 	for _, p := range m.cfg.BlockedPrefixes {
@@ -117,15 +118,6 @@ func (m *Manager) admitOutbound(ctx context.Context, req OutboundRequest) (*plac
 		return refuse(r, "to="+to)
 	}
 	return &placement{req: req, trunk: trunk, to: to, from: from, lease: lease, callID: bridge.NewSid("CA")}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ErrNotWebSocket is returned for a stream request that is not a

@@ -284,16 +284,22 @@ type AnswerSpec struct {
 	Media     Negotiated
 }
 
-// BuildAnswer renders the SDP answer.
-func BuildAnswer(a AnswerSpec) []byte {
+// sessionLines writes the session-level lines of the edge's SDP: v=, o=,
+// s=, c= and t=.
+func sessionLines(b *strings.Builder, sessionID string, version uint64, a netip.Addr) {
 	ipv := "IP4"
-	if a.Addr.Is6() && !a.Addr.Is4In6() {
+	if a.Is6() && !a.Is4In6() {
 		ipv = "IP6"
 	}
-	addr := a.Addr.Unmap().String()
+	addr := a.Unmap().String()
+	fmt.Fprintf(b, "v=0\r\no=trunkgate %s %d IN %s %s\r\ns=trunkgate\r\nc=IN %s %s\r\nt=0 0\r\n",
+		sessionID, version, ipv, addr, ipv, addr)
+}
+
+// BuildAnswer renders the SDP answer.
+func BuildAnswer(a AnswerSpec) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "v=0\r\no=trunkgate %s %d IN %s %s\r\ns=trunkgate\r\nc=IN %s %s\r\nt=0 0\r\n",
-		a.SessionID, a.Version, ipv, addr, ipv, addr)
+	sessionLines(&b, a.SessionID, a.Version, a.Addr)
 	m := a.Media
 	fmt.Fprintf(&b, "m=audio %d RTP/AVP %d", a.Port, m.PayloadType)
 	if m.DTMFType != 0 {
@@ -321,14 +327,8 @@ const offerDTMFType = 101
 // BuildOffer renders the edge's offer: PCMU, PCMA and telephone-event
 // (RFC 4733, events 0-16), 20 ms packets, sendrecv.
 func BuildOffer(o OfferSpec) []byte {
-	ipv := "IP4"
-	if o.Addr.Is6() && !o.Addr.Is4In6() {
-		ipv = "IP6"
-	}
-	addr := o.Addr.Unmap().String()
 	var b strings.Builder
-	fmt.Fprintf(&b, "v=0\r\no=trunkgate %s %d IN %s %s\r\ns=trunkgate\r\nc=IN %s %s\r\nt=0 0\r\n",
-		o.SessionID, o.Version, ipv, addr, ipv, addr)
+	sessionLines(&b, o.SessionID, o.Version, o.Addr)
 	fmt.Fprintf(&b, "m=audio %d RTP/AVP 0 8 %d\r\n", o.Port, offerDTMFType)
 	fmt.Fprintf(&b, "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n",
 		offerDTMFType, offerDTMFType)

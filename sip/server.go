@@ -138,7 +138,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s.ua, s.srv, s.client = ua, srv, client
 	srv.OnInvite(s.guard(s.onInvite))
-	srv.OnUpdate(s.guard(s.onUpdate))
+	srv.OnUpdate(s.guard(s.onOffer))
 	srv.OnAck(s.guard(s.onAck))
 	srv.OnBye(s.guard(s.onBye))
 	srv.OnCancel(s.guard(s.onCancel))
@@ -263,7 +263,7 @@ func (s *Server) respond(tx gosip.ServerTransaction, req *gosip.Request, code in
 func (s *Server) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	if to := req.To(); to != nil {
 		if tag, _ := to.Params.Get("tag"); tag != "" {
-			s.onReinvite(req, tx)
+			s.onOffer(req, tx)
 			return
 		}
 	}
@@ -277,18 +277,9 @@ func (s *Server) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	s.cfg.Handler.HandleInvite(inv)
 }
 
-func (s *Server) onReinvite(req *gosip.Request, tx gosip.ServerTransaction) {
-	d := s.lookup(req)
-	if d == nil {
-		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	d.handleOffer(req, tx)
-}
-
-// onUpdate takes an in-dialog UPDATE (RFC 3311): a session refresh or a
-// new offer, and a target refresh.
-func (s *Server) onUpdate(req *gosip.Request, tx gosip.ServerTransaction) {
+// onOffer takes an in-dialog re-INVITE, or an UPDATE (RFC 3311): a session
+// refresh or a new offer, and a target refresh.
+func (s *Server) onOffer(req *gosip.Request, tx gosip.ServerTransaction) {
 	d := s.lookup(req)
 	if d == nil {
 		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
