@@ -118,7 +118,7 @@ func (s *Server) Dial(ctx context.Context, r DialRequest) (*Dialog, []byte, erro
 		authAttempts int
 		provisional  bool
 	)
-	tx, err := s.client.TransactionRequest(ctx, req, addVia)
+	tx, err := s.transact(ctx, req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: INVITE to %s: %w", ErrTransport, r.Target.addr(), err)
 	}
@@ -151,7 +151,7 @@ func (s *Server) Dial(ctx context.Context, r DialRequest) (*Dialog, []byte, erro
 				if err := authorize(req, res, r.Username, r.Password); err != nil {
 					return nil, nil, &FinalError{Code: res.StatusCode, Phrase: res.Reason, Reason: err.Error()}
 				}
-				if tx, err = s.client.TransactionRequest(ctx, req, addVia); err != nil {
+				if tx, err = s.transact(ctx, req); err != nil {
 					return nil, nil, fmt.Errorf("%w: INVITE to %s: %w", ErrTransport, r.Target.addr(), err)
 				}
 				provisional = false
@@ -209,7 +209,7 @@ func (s *Server) newInvite(r DialRequest) *gosip.Request {
 	req.AppendHeader(&maxFwd)
 	req.AppendHeader(s.contact(transport))
 	req.AppendHeader(gosip.NewHeader("Allow", allowMethods))
-	req.AppendHeader(gosip.NewHeader("User-Agent", s.cfg.UserAgent))
+	s.identify(req, "User-Agent")
 	for _, h := range r.Headers {
 		req.AppendHeader(gosip.NewHeader(h.Name, h.Value))
 	}
@@ -389,7 +389,7 @@ func (s *Server) sendCancel(invite *gosip.Request) {
 	req.Laddr = invite.Laddr
 	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
 	defer cancel()
-	tx, err := s.client.TransactionRequest(ctx, req, func(*sipgo.Client, *gosip.Request) error { return nil })
+	tx, err := s.transact(ctx, req, func(*sipgo.Client, *gosip.Request) error { return nil })
 	if err != nil {
 		s.log.Debug("CANCEL not sent", "call_id", invite.CallID().Value(), "error", err)
 		return
@@ -451,7 +451,7 @@ func (s *Server) Ping(ctx context.Context, t Target) (int, error) {
 	req.AppendHeader(&callID)
 	req.AppendHeader(&gosip.CSeqHeader{SeqNo: 1, MethodName: gosip.OPTIONS})
 	req.AppendHeader(&maxFwd)
-	req.AppendHeader(gosip.NewHeader("User-Agent", s.cfg.UserAgent))
+	s.identify(req, "User-Agent")
 	req.SetBody(nil)
 	req.SetTransport(transport)
 	req.SetDestination(t.addr())

@@ -312,7 +312,7 @@ func (d *Dialog) handleOffer(req *gosip.Request, tx gosip.ServerTransaction) {
 		"remote_target", d.RemoteTarget())
 	res := gosip.NewSDPResponseFromRequest(req, answer)
 	res.AppendHeader(d.srv.contact(d.transport))
-	res.AppendHeader(gosip.NewHeader("Server", d.srv.cfg.UserAgent))
+	d.srv.identify(res, "Server")
 	if !req.IsInvite() {
 		_ = tx.Respond(res) // UPDATE: no ACK
 		return
@@ -340,7 +340,7 @@ func (d *Dialog) Hangup(ctx context.Context, reason string) error {
 	if reason != "" {
 		bye.AppendHeader(gosip.NewHeader("Reason", reason))
 	}
-	tx, err := d.srv.client.TransactionRequest(ctx, bye, addVia)
+	tx, err := d.srv.transact(ctx, bye)
 	if err != nil {
 		return fmt.Errorf("send BYE: %w", err)
 	}

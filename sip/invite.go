@@ -144,7 +144,7 @@ func (inv *Invite) response(code int, phrase string, body []byte) *gosip.Respons
 			to.Params.Add("tag", inv.localTag)
 		}
 	}
-	res.AppendHeader(gosip.NewHeader("Server", inv.srv.cfg.UserAgent))
+	inv.srv.identify(res, "Server")
 	return res
 }
 

@@ -42,7 +42,8 @@ type Config struct {
 	ContactIP netip.Addr
 	Handler   InviteHandler
 	Log       *slog.Logger
-	// UserAgent is the User-Agent / Server header value.
+	// UserAgent is the User-Agent / Server header value; empty sends
+	// neither (a scanner learns less).
 	UserAgent string
 }
 
@@ -88,9 +89,7 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = "trunkgate"
-	}
+	liftUDPLimit()
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("sip address %q: %w", cfg.Addr, err)
@@ -115,7 +114,7 @@ func Listen(cfg Config) (*Server, error) {
 		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{})}
 	la := udp.LocalAddr().(*net.UDPAddr)
 	s.udpAddr = gosip.Addr{IP: la.IP, Port: la.Port, Hostname: la.IP.String()}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.ContactIP.String()),
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("trunkgate"), sipgo.WithUserAgentHostname(cfg.ContactIP.String()),
 		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerUnhandledResponseHandler(s.unhandledResponse)))
 	if err != nil {
 		udp.Close()
@@ -161,6 +160,14 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 			}
 		}()
 		h(req, tx)
+	}
+}
+
+// identify adds the Server (responses) or User-Agent (requests) header,
+// unless the operator turned it off.
+func (s *Server) identify(m interface{ AppendHeader(gosip.Header) }, name string) {
+	if s.cfg.UserAgent != "" {
+		m.AppendHeader(gosip.NewHeader(name, s.cfg.UserAgent))
 	}
 }
 
@@ -254,7 +261,7 @@ func (s *Server) unregister(d *Dialog) {
 
 func (s *Server) respond(tx gosip.ServerTransaction, req *gosip.Request, code int, phrase string) {
 	res := gosip.NewResponseFromRequest(req, code, phrase, nil)
-	res.AppendHeader(gosip.NewHeader("Server", s.cfg.UserAgent))
+	s.identify(res, "Server")
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("sip respond failed", "code", code, "method", req.Method.String(), "error", err)
 	}
@@ -317,7 +324,7 @@ func (s *Server) onOptions(req *gosip.Request, tx gosip.ServerTransaction) {
 	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(gosip.NewHeader("Allow", allowMethods))
 	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
-	res.AppendHeader(gosip.NewHeader("Server", s.cfg.UserAgent))
+	s.identify(res, "Server")
 	_ = tx.Respond(res)
 }
 

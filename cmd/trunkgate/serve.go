@@ -40,6 +40,7 @@ type serveConfig struct {
 	checkpoint                                    time.Duration
 	ringTimeout, probeInterval, gatewayTimeout    time.Duration
 	blockedPrefixes                               defaultList
+	serverHeader                                  string
 	logLevel, logFormat                           string
 	debugAddr                                     string
 }
@@ -63,6 +64,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.gatewayTimeout, "gateway-timeout", call.FirstResponseTimeout, "how long a gateway may stay silent before the next one is tried")
 	c.blockedPrefixes.vals = append([]string(nil), call.HighCostPrefixes...)
 	fs.Var(&c.blockedPrefixes, "blocked-prefixes", "outbound destinations no key may call, comma-separated (default: the high-cost list in the README; \"none\" for none)")
+	fs.StringVar(&c.serverHeader, "server-header", "trunkgate", "the SIP Server and User-Agent header value; empty sends none")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
@@ -183,7 +185,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Audit: e.audit, Metrics: met, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
 		RingTimeout: c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
-	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log)})
+	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log),
+		UserAgent: c.serverHeader})
 	if err != nil {
 		return err
 	}
