@@ -98,6 +98,7 @@ type Admitter interface {
 // TrunkFinder finds trunks (trunks.Directory).
 type TrunkFinder interface {
 	ByNumber(number string) (*trunks.Trunk, bool)
+	AllowingSource(addr netip.Addr) []*trunks.Trunk
 	Outbound(keyID, trunkID string) (*trunks.Trunk, bool)
 	Numbers(keyID string) []string
 }
@@ -138,6 +139,9 @@ type Config struct {
 	Gateways *trunks.Health
 	// BlockedPrefixes are destinations no key may call (toll fraud).
 	BlockedPrefixes []string
+	// UnknownSourceReply answers an INVITE from a source no trunk allows
+	// with 403 (the same for every number); by default it gets no answer.
+	UnknownSourceReply bool
 	// RingTimeout is how long an outbound call may ring when its trunk
 	// sets no ring timeout of its own; 0 means 30 s.
 	RingTimeout time.Duration

@@ -313,6 +313,15 @@ type fakeTrunks struct {
 }
 
 func (f *fakeTrunks) ByNumber(n string) (*trunks.Trunk, bool) { t, ok := f.inbound[n]; return t, ok }
+func (f *fakeTrunks) AllowingSource(a netip.Addr) []*trunks.Trunk {
+	var out []*trunks.Trunk
+	for _, t := range f.inbound {
+		if t.AllowsSource(a) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
 func (f *fakeTrunks) Outbound(keyID, trunkID string) (*trunks.Trunk, bool) {
 	if f.outbound == nil || f.outbound.KeyID != keyID || trunkID != "" && trunkID != f.outbound.ID {
 		return nil, false
@@ -337,7 +346,10 @@ type fakeInvite struct {
 	refusals  []refusal.Reason
 	challenge bool
 	answered  bool
+	dropped   bool
 }
+
+func (i *fakeInvite) Drop() { i.mu.Lock(); i.dropped = true; i.mu.Unlock() }
 
 func newFakeInvite(called string) *fakeInvite {
 	ctx, cancel := context.WithCancelCause(context.Background())

@@ -33,6 +33,8 @@ type Incoming interface {
 	Challenge(realm string, stale bool) error
 	Trying() error
 	Refuse(r refusal.Reason) error
+	// Drop leaves the INVITE without any answer.
+	Drop()
 	// Answer sends 200 OK with the SDP answer and waits for the ACK.
 	Answer(sdp []byte, onReinvite sip.ReinviteFunc) (Dialog, error)
 }
@@ -42,20 +44,31 @@ func (m *Manager) HandleInvite(inv *sip.Invite) { m.Inbound(Invite(inv)) }
 
 // Inbound runs an inbound call from INVITE to answer, then hands it to its
 // own goroutine until it ends.
+//
+// The answers before admission never tell a source which numbers exist
+// (a scanner such as svwar lists every number that answers differently):
+// a source no trunk allows gets one answer for every number (silence, or
+// 403 with UnknownSourceReply); a source some trunk allows gets 404 for
+// every number that is not on one of its own trunks, after the digest
+// challenge if all the trunks that allow it want digest.
 func (m *Manager) Inbound(inv Incoming) {
+	src := inv.Source().Addr()
+	allowing := m.cfg.Trunks.AllowingSource(src)
 	called := inv.CalledUser()
+	if len(allowing) == 0 {
+		m.unknownSource(inv, called)
+		return
+	}
 	trunk, ok := m.cfg.Trunks.ByNumber(called)
-	if !ok {
-		if t, ok2 := m.cfg.Trunks.ByNumber(inv.To().User); ok2 {
+	if !ok || !trunk.AllowsSource(src) {
+		if t, ok2 := m.cfg.Trunks.ByNumber(inv.To().User); ok2 && t.AllowsSource(src) {
 			trunk, ok = t, true // some PBXs put the number in To only
+		} else {
+			ok = false
 		}
 	}
 	if !ok {
-		m.refuseInvite(inv, "", refusal.NoTrunk, called)
-		return
-	}
-	if !trunk.AllowsSource(inv.Source().Addr()) {
-		m.refuseInvite(inv, trunk.KeyID, refusal.SourceNotAllowed, called)
+		m.notOurs(inv, allowing, called)
 		return
 	}
 	if trunk.DigestUser != "" {
@@ -95,6 +108,51 @@ func (m *Manager) Inbound(inv Incoming) {
 	}
 	_ = inv.Trying()
 	m.inboundSetup(inv, trunk, lease, neg)
+}
+
+// unknownSource answers an INVITE from a source no trunk allows: the
+// same for every number, and nothing at all unless the operator asked for
+// 403.
+func (m *Manager) unknownSource(inv Incoming, called string) {
+	if m.cfg.UnknownSourceReply {
+		_ = inv.Refuse(refusal.SourceNotAllowed)
+	} else {
+		inv.Drop()
+	}
+	m.refused("", refusal.SourceNotAllowed, inv.Source().String(), inviteDetail(inv, called))
+}
+
+// notOurs answers a number that is not on a trunk of this source: 404,
+// the same whether another key's trunk has it or none does. When every
+// trunk that allows the source wants digest, the challenge comes first,
+// as it would for a number that exists.
+func (m *Manager) notOurs(inv Incoming, allowing []*trunks.Trunk, called string) {
+	var challenged, wrong bool
+	for _, t := range allowing {
+		if t.DigestUser == "" {
+			m.refuseInvite(inv, "", refusal.NoTrunk, called) // trusted by address alone
+			return
+		}
+		switch inv.CheckDigest(trunks.DigestRealm, t.DigestUser, t.DigestHA1) {
+		case sip.DigestOK:
+			m.refuseInvite(inv, "", refusal.NoTrunk, called)
+			return
+		case sip.DigestMissing, sip.DigestStale:
+			challenged = true
+		case sip.DigestWrong:
+			wrong = true
+		}
+	}
+	if wrong {
+		m.refuseInvite(inv, "", refusal.DigestWrong, called)
+		return
+	}
+	if challenged {
+		if err := inv.Challenge(trunks.DigestRealm, false); err != nil {
+			m.log.Debug("challenge not sent", "error", err)
+		}
+		m.refused("", refusal.DigestMissing, inv.Source().String(), inviteDetail(inv, called))
+	}
 }
 
 func inviteDetail(inv Incoming, called string) string {

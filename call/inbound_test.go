@@ -10,6 +10,7 @@ import (
 	"trunkgate/bridge"
 	"trunkgate/refusal"
 	"trunkgate/sip"
+	"trunkgate/trunks"
 )
 
 // TestInboundRefusals: each refusal of DESIGN's table is answered with its
@@ -22,8 +23,15 @@ func TestInboundRefusals(t *testing.T) {
 		admits bool // the refusal came from admission
 	}{
 		{"no trunk", func(h *harness, inv *fakeInvite) { inv.called = "+15559999" }, refusal.NoTrunk, false},
-		{"source not allowed", func(h *harness, inv *fakeInvite) { inv.source = netip.MustParseAddrPort("203.0.113.9:5060") },
-			refusal.SourceNotAllowed, false},
+		{"another source's number", func(h *harness, inv *fakeInvite) {
+			h.trunks.inbound["+15550199"] = &trunks.Trunk{ID: "tr_other", KeyID: "OTHER0000001", Numbers: []string{"+15550199"},
+				AllowedSources: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+			inv.called = "+15550199"
+		}, refusal.NoTrunk, false},
+		{"unknown source, 403 asked for", func(h *harness, inv *fakeInvite) {
+			h.m.cfg.UnknownSourceReply = true
+			inv.source = netip.MustParseAddrPort("203.0.113.9:5060")
+		}, refusal.SourceNotAllowed, false},
 		{"digest wrong", func(h *harness, inv *fakeInvite) {
 			h.trunks.inbound["+15550100"].DigestUser = "pbx"
 			inv.digest = sip.DigestWrong
@@ -57,6 +65,49 @@ func TestInboundRefusals(t *testing.T) {
 				t.Fatalf("metrics %v, audit %d entries", h.metrics.refused, len(h.audit.entries))
 			}
 		})
+	}
+}
+
+// TestUnknownSourceIsUniform: a source no trunk allows gets the same
+// answer — by default none — for a number that exists and one that does
+// not; it is still counted and audited.
+func TestUnknownSourceIsUniform(t *testing.T) {
+	for _, called := range []string{"+15550100", "+15559999"} {
+		h := newHarness(t)
+		inv := newFakeInvite(called)
+		inv.source = netip.MustParseAddrPort("203.0.113.9:5060")
+		h.m.Inbound(inv)
+		if !inv.dropped || len(inv.refused()) != 0 || inv.challenge {
+			t.Fatalf("%s: dropped %v, refused %v, challenged %v", called, inv.dropped, inv.refused(), inv.challenge)
+		}
+		if h.metrics.refused[0] != refusal.SourceNotAllowed || len(h.audit.entries) != 1 || h.audit.entries[0].Target != "" {
+			t.Fatalf("%s: metrics %v, audit %+v", called, h.metrics.refused, h.audit.entries)
+		}
+	}
+}
+
+// TestDigestDoesNotRevealNumbers: when every trunk that allows a source
+// wants digest, a number that does not exist is challenged like one that
+// does; with good credentials it is 404, with bad ones 403.
+func TestDigestDoesNotRevealNumbers(t *testing.T) {
+	for _, tt := range []struct {
+		creds sip.DigestResult
+		want  string
+	}{{sip.DigestMissing, "challenge"}, {sip.DigestStale, "challenge"}, {sip.DigestOK, "no_trunk"}, {sip.DigestWrong, "digest_wrong"}} {
+		h := newHarness(t)
+		h.trunks.inbound["+15550100"].DigestUser = "pbx"
+		inv := newFakeInvite("+15559999")
+		inv.digest = tt.creds
+		h.m.Inbound(inv)
+		got := "challenge"
+		if r := inv.refused(); len(r) == 1 {
+			got = r[0].Label()
+		} else if !inv.challenge {
+			got = fmt.Sprint("nothing: ", r)
+		}
+		if got != tt.want {
+			t.Errorf("credentials %v: %s, want %s", tt.creds, got, tt.want)
+		}
 	}
 }
 

@@ -161,31 +161,36 @@ func fmtInt(n int) string {
 // TestInboundRefusals: each refusal reaches SIPp with its exact code and
 // Reason.
 func TestInboundRefusals(t *testing.T) {
-	e := StartEdge(t)
+	e := StartEdge(t, "--unknown-source", "reject")
 	app := StartApp(t)
+	carrier := map[string]any{"allowed_sources": []string{"127.0.0.1/32"}}
 	k := e.NewKey("refusals", keys.Limits{MaxChannels: 1})
-	e.NewTrunk(k.Key.ID, "+15550200", app.URL, nil)
+	e.NewTrunk(k.Key.ID, "+15550200", app.URL, carrier)
 	other := e.NewKey("wrong-source", keys.Limits{})
 	e.NewTrunk(other.Key.ID, "+15550201", app.URL, map[string]any{"allowed_sources": []string{"10.0.0.0/8"}})
 	revoked := e.NewKey("revoked", keys.Limits{})
-	e.NewTrunk(revoked.Key.ID, "+15550202", app.URL, nil)
+	e.NewTrunk(revoked.Key.ID, "+15550202", app.URL, carrier)
 	e.MustAPI(200, "POST", "/v1/keys/"+revoked.Key.ID+"/revoke", nil, nil)
 	noScope := e.NewKey("no-inbound", keys.Limits{}, "usage:read")
-	e.NewTrunk(noScope.Key.ID, "+15550203", app.URL, nil)
+	e.NewTrunk(noScope.Key.ID, "+15550203", app.URL, carrier)
 
 	tests := []struct {
-		name, number string
-		code         int
-		reason       string
+		name, number, source string
+		code                 int
+		reason               string
 	}{
-		{"unknown number", "+15559999", 404, `SIP;cause=404;text="no trunk for this number"`},
-		{"source not allowed", "+15550201", 403, `SIP;cause=403;text="source address not allowed"`},
-		{"revoked key", "+15550202", 403, `SIP;cause=403;text="key revoked"`},
-		{"key lacks calls:inbound", "+15550203", 403, `SIP;cause=403;text="key lacks the scope"`},
+		{"unknown number", "+15559999", "", 404, `SIP;cause=404;text="no trunk for this number"`},
+		// A number on a trunk that does not allow this source is not this
+		// source's to know about: the same 404.
+		{"another source's number", "+15550201", "", 404, `SIP;cause=404;text="no trunk for this number"`},
+		// A source no trunk allows: one answer for every number.
+		{"source not allowed", "+15550200", "127.0.0.2", 403, `SIP;cause=403;text="source address not allowed"`},
+		{"revoked key", "+15550202", "", 403, `SIP;cause=403;text="key revoked"`},
+		{"key lacks calls:inbound", "+15550203", "", 403, `SIP;cause=403;text="key lacks the scope"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := RunSIPp(t, e, Call{Number: tt.number, Expect: tt.code}).MustPass(t)
+			res := RunSIPp(t, e, Call{Number: tt.number, Expect: tt.code, LocalIP: tt.source}).MustPass(t)
 			if got := res.Logged(t, `REASON=(.*) RETRY`)[1]; got != tt.reason {
 				t.Fatalf("Reason %s, want %s", got, tt.reason)
 			}
@@ -219,9 +224,10 @@ func TestInboundRefusals(t *testing.T) {
 	for _, a := range audit.Audit {
 		reasons[strings.Fields(a.Detail)[0]] = a.Source
 	}
-	for _, want := range []string{"reason=no_trunk", "reason=source_not_allowed", "reason=key_revoked", "reason=scope_missing", "reason=channel_cap"} {
-		if src, ok := reasons[want]; !ok || !strings.HasPrefix(src, "127.0.0.1:") {
-			t.Errorf("audit log lacks %s from 127.0.0.1 (have %v)", want, reasons)
+	for want, from := range map[string]string{"reason=no_trunk": "127.0.0.1:", "reason=source_not_allowed": "127.0.0.2:",
+		"reason=key_revoked": "127.0.0.1:", "reason=scope_missing": "127.0.0.1:", "reason=channel_cap": "127.0.0.1:"} {
+		if src, ok := reasons[want]; !ok || !strings.HasPrefix(src, from) {
+			t.Errorf("audit log lacks %s from %s (have %v)", want, from, reasons)
 		}
 	}
 	if v, _ := e.Metric(`trunkgate_refusals_total{key_id="` + k.Key.ID + `",reason="channel_cap"}`); v != 1 {

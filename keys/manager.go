@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"trunkgate/internal/textsafe"
 	"trunkgate/refusal"
 )
 
@@ -52,7 +53,7 @@ func validName(s string) error {
 	if len(s) > maxNameLen {
 		return fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, maxNameLen)
 	}
-	if strings.ContainsAny(s, "\r\n\x00") {
+	if textsafe.HasControl(s) {
 		return fmt.Errorf("%w: name contains control characters", ErrInvalid)
 	}
 	return nil

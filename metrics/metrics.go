@@ -37,6 +37,8 @@ type Metrics struct {
 	framesDrop prometheus.Counter
 	lost       prometheus.Counter
 	draining   prometheus.Gauge
+	floodBans  prometheus.Counter
+	screened   prometheus.Counter
 }
 
 // New registers the metrics, the Go runtime collectors and a collector
@@ -74,8 +76,15 @@ func New(usage ChannelUsage) *Metrics {
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "trunkgate_draining", Help: "1 while the edge drains for shutdown.",
 		}),
+		floodBans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trunkgate_flood_bans_total", Help: "Sources banned for sending too many SIP requests.",
+		}),
+		screened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trunkgate_flood_requests_dropped_total", Help: "SIP requests from banned sources, dropped or refused unhandled.",
+		}),
 	}
 	reg.MustRegister(m.admissions, m.refusals, m.ended, m.setup, m.duration, m.framesOut, m.framesDrop, m.lost, m.draining,
+		m.floodBans, m.screened,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if usage != nil {
 		reg.MustRegister(&channelCollector{usage: usage})
@@ -111,6 +120,12 @@ func (m *Metrics) Ended(keyID, side string, d time.Duration, framesOut, framesDr
 		m.lost.Add(float64(lost))
 	}
 }
+
+// FloodBanned counts a source banned by the flood guard.
+func (m *Metrics) FloodBanned() { m.floodBans.Inc() }
+
+// Screened counts a request from a banned source.
+func (m *Metrics) Screened() { m.screened.Inc() }
 
 // SetDraining flags the drain.
 func (m *Metrics) SetDraining(on bool) {

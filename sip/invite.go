@@ -79,7 +79,8 @@ func newInvite(s *Server, req *gosip.Request, tx gosip.ServerTransaction) (*Invi
 	return inv, nil
 }
 
-// finish makes sure the transaction got a final response.
+// finish makes sure the transaction got a final response, unless the
+// handler dropped the INVITE.
 func (inv *Invite) finish() {
 	inv.mu.Lock()
 	final := inv.final
@@ -87,6 +88,21 @@ func (inv *Invite) finish() {
 	if final == 0 && inv.ctx.Err() == nil {
 		_ = inv.Reject(500, "Server Internal Error", "")
 	}
+}
+
+// dropped is the final code of an INVITE that gets no answer at all.
+const dropped = -1
+
+// Drop leaves the INVITE unanswered: the edge does not even say it is
+// there (the answer to a source no trunk allows, when the operator wants
+// silence). No 100 Trying goes out either.
+func (inv *Invite) Drop() {
+	inv.mu.Lock()
+	if inv.final == 0 {
+		inv.final = dropped
+	}
+	inv.mu.Unlock()
+	inv.tx.Terminate()
 }
 
 // Context is cancelled when the caller gives up (CANCEL) or the

@@ -45,6 +45,11 @@ type Config struct {
 	// UserAgent is the User-Agent / Server header value; empty sends
 	// neither (a scanner learns less).
 	UserAgent string
+	// Screen, when set, is asked about each request's source before the
+	// request is handled (a flood guard). A request it refuses is dropped
+	// or, with ScreenReply, answered 503 with Retry-After.
+	Screen      func(src netip.Addr) bool
+	ScreenReply bool
 }
 
 // Server is the SIP side of the edge.
@@ -146,10 +151,21 @@ func Listen(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// guard keeps a panic while handling one request from taking down the
-// process and every other call with it: it is logged and answered 500.
+// guard screens each request's source, and keeps a panic while handling
+// one request from taking down the process and every other call with it:
+// it is logged and answered 500.
 func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *gosip.Request, tx gosip.ServerTransaction) {
+		if s.cfg.Screen != nil {
+			if src, err := netip.ParseAddrPort(req.Source()); err == nil && !s.cfg.Screen(src.Addr()) {
+				if s.cfg.ScreenReply && !req.IsAck() {
+					res := gosip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
+					res.AppendHeader(gosip.NewHeader("Retry-After", "60"))
+					_ = tx.Respond(res)
+				}
+				return
+			}
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				s.log.Error("panic handling SIP request", "method", req.Method.String(), "panic", fmt.Sprint(v),

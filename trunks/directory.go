@@ -3,6 +3,7 @@ package trunks
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -72,6 +73,38 @@ func (d *Directory) Outbound(keyID, trunkID string) (*Trunk, bool) {
 		}
 	}
 	return best, best != nil
+}
+
+// AllowingSource lists the inbound trunks whose allowed sources contain
+// addr: a source none allows gets one answer whatever number it calls.
+func (d *Directory) AllowingSource(addr netip.Addr) []*Trunk {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var out []*Trunk
+	for _, t := range d.byID {
+		if t.Direction != Outbound && t.AllowsSource(addr) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Trusted reports whether addr is inside a carrier network some inbound
+// trunk names — a prefix of at least /8 (IPv4) or /32 (IPv6), not an
+// "anyone" range such as 0.0.0.0/0: the flood guard never counts it.
+func (d *Directory) Trusted(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for _, t := range d.byID {
+		for _, p := range t.AllowedSources {
+			specific := p.Bits() >= 8 && p.Addr().Is4() || p.Bits() >= 32 && p.Addr().Is6()
+			if specific && p.Contains(addr) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Numbers lists the numbers of a key's inbound trunks: the caller ids its

@@ -21,6 +21,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"trunkgate/internal/textsafe"
 )
 
 // Errors of validation and lookup.
@@ -162,8 +164,8 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 	if t.KeyID == "" {
 		return nil, fmt.Errorf("%w: key_id is required", ErrInvalid)
 	}
-	if len(s.Name) > 200 || strings.ContainsAny(s.Name, "\r\n\x00") {
-		return nil, fmt.Errorf("%w: name must be one line of at most 200 bytes", ErrInvalid)
+	if len(s.Name) > 200 || textsafe.HasControl(s.Name) {
+		return nil, fmt.Errorf("%w: name must be at most 200 bytes, without control characters", ErrInvalid)
 	}
 	switch t.Direction {
 	case "", Inbound:
@@ -246,8 +248,8 @@ func ValidParams(p map[string]string) error {
 		return fmt.Errorf("%w: at most 32 params", ErrInvalid)
 	}
 	for k, v := range p {
-		if k == "" || len(k) > 64 || len(v) > 1024 {
-			return fmt.Errorf("%w: param names are 1-64 bytes, values at most 1024", ErrInvalid)
+		if k == "" || len(k) > 64 || len(v) > 1024 || textsafe.HasControl(k) || textsafe.HasControl(v) {
+			return fmt.Errorf("%w: param names are 1-64 bytes, values at most 1024, without control characters", ErrInvalid)
 		}
 	}
 	return nil

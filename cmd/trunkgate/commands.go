@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"trunkgate/api"
+	"trunkgate/internal/textsafe"
 	"trunkgate/keys"
 	"trunkgate/trunks"
 )
@@ -46,6 +47,19 @@ func (cf *clientFlags) printedJSON(v any, err error) (bool, error) {
 }
 
 func table() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0) }
+
+// row writes one table row, each cell made safe for a terminal: names
+// and audit details hold what outsiders sent (a Request-URI user with an
+// escape sequence is stored as received, and printed escaped).
+func row(w io.Writer, cells ...any) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(w, "\t")
+		}
+		io.WriteString(w, textsafe.Terminal(fmt.Sprint(c)))
+	}
+	io.WriteString(w, "\n")
+}
 
 func withBackend(cf *clientFlags, f func(ctx context.Context, b backend) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -195,8 +209,8 @@ func runKeys(args []string) error {
 			w := table()
 			fmt.Fprintln(w, "ID\tNAME\tMODE\tSTATUS\tSCOPES\tCHANNELS\tCPS\tSPEND CAP\tCREATED")
 			for _, k := range all {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%g\t%d\t%s\n", k.ID, k.Name, k.Mode, k.Status, scopeList(k.Scopes),
-					k.ChannelsInUse, k.Limits.MaxChannels, k.Limits.CPS, k.Limits.MonthlySpendCap, k.CreatedAt.Format(time.RFC3339))
+				row(w, k.ID, k.Name, k.Mode, k.Status, scopeList(k.Scopes), fmt.Sprintf("%d/%d", k.ChannelsInUse, k.Limits.MaxChannels),
+					k.Limits.CPS, k.Limits.MonthlySpendCap, k.CreatedAt.Format(time.RFC3339))
 			}
 			return w.Flush()
 		})
@@ -273,7 +287,7 @@ func scopeList(s []keys.Scope) string {
 func printKey(k api.KeyView) error {
 	w := table()
 	l := k.Limits
-	fmt.Fprintf(w, "id\t%s\nname\t%s\nmode\t%s\nstatus\t%s\nscopes\t%s\n", k.ID, k.Name, k.Mode, k.Status, scopeList(k.Scopes))
+	fmt.Fprintf(w, "id\t%s\nname\t%s\nmode\t%s\nstatus\t%s\nscopes\t%s\n", k.ID, textsafe.Terminal(k.Name), k.Mode, k.Status, scopeList(k.Scopes))
 	fmt.Fprintf(w, "max_channels\t%d (in use: %d)\ncps\t%g\nmonthly_spend_cap\t%d\nrate_per_minute\t%d\nmax_call_seconds\t%d\n",
 		l.MaxChannels, k.ChannelsInUse, l.CPS, l.MonthlySpendCap, l.RatePerMinute, l.MaxCallSeconds)
 	fmt.Fprintf(w, "allowed_prefixes\t%s\nblocked_prefixes\t%s\ncreated\t%s\n", strings.Join(l.AllowedPrefixes, ","),
@@ -426,8 +440,7 @@ func printTrunks(all []*trunks.Trunk) error {
 		for k, v := range t.Headers {
 			hdrs = append(hdrs, k+"="+v)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.ID, t.KeyID, strings.Join(gws, " "), dash(t.CallerID),
-			t.MaxChannels, dash(t.AuthUser), dash(strings.Join(hdrs, ",")))
+		row(w, t.ID, t.KeyID, strings.Join(gws, " "), dash(t.CallerID), t.MaxChannels, dash(t.AuthUser), dash(strings.Join(hdrs, ",")))
 	}
 	return w.Flush()
 }
@@ -451,8 +464,7 @@ func printInbound(all []*trunks.Trunk) error {
 		if digest == "" {
 			digest = "-"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s/%d\t%s\n", t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL,
-			strings.Join(src, ","), t.Format, t.SampleRate, digest)
+		row(w, t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL, strings.Join(src, ","), fmt.Sprintf("%s/%d", t.Format, t.SampleRate), digest)
 	}
 	return w.Flush()
 }
@@ -481,8 +493,8 @@ func runCalls(args []string) error {
 			w := table()
 			fmt.Fprintln(w, "CALL\tKEY\tTRUNK\tFROM\tTO\tCODEC\tSECONDS\tPKTS IN/OUT\tLOST")
 			for _, c := range calls {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\t%d\n", c.CallID, c.KeyID, c.TrunkID, c.From, c.To, c.Codec,
-					c.DurationMS/1000, c.Media.PacketsIn, c.Media.PacketsOut, c.Media.PacketsLost)
+				row(w, c.CallID, c.KeyID, c.TrunkID, c.From, c.To, c.Codec, c.DurationMS/1000,
+					fmt.Sprintf("%d/%d", c.Media.PacketsIn, c.Media.PacketsOut), c.Media.PacketsLost)
 			}
 			return w.Flush()
 		case "hangup":
@@ -530,9 +542,8 @@ func runCDRs(args []string) error {
 		w := table()
 		fmt.Fprintln(w, "CALL\tKEY\tFROM\tTO\tSETUP (UTC)\tCODE\tDURATION MS\tBILLED S\tCOST µ\tHUNG UP BY\tCAUSE")
 		for _, c := range cdrs {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", c.CallID, c.KeyID, c.From, c.To,
-				time.UnixMilli(c.SetupMS).UTC().Format("2006-01-02 15:04:05"), c.FinalCode, c.DurationMS, c.BilledSeconds,
-				c.CostMicros, c.HangupSide, c.HangupCause)
+			row(w, c.CallID, c.KeyID, c.From, c.To, time.UnixMilli(c.SetupMS).UTC().Format("2006-01-02 15:04:05"), c.FinalCode,
+				c.DurationMS, c.BilledSeconds, c.CostMicros, c.HangupSide, c.HangupCause)
 		}
 		return w.Flush()
 	})
@@ -568,8 +579,7 @@ func runAudit(args []string) error {
 		w := table()
 		fmt.Fprintln(w, "TIME (UTC)\tACTOR\tACTION\tTARGET\tOUTCOME\tDETAIL\tSOURCE")
 		for _, e := range entries {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("2006-01-02 15:04:05.000"), e.Actor, e.Action,
-				e.Target, e.Outcome, e.Detail, e.Source)
+			row(w, e.At.UTC().Format("2006-01-02 15:04:05.000"), e.Actor, e.Action, e.Target, e.Outcome, e.Detail, e.Source)
 		}
 		return w.Flush()
 	})

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"trunkgate/billing"
 	"trunkgate/bridge"
 	"trunkgate/call"
+	"trunkgate/flood"
 	"trunkgate/internal/sqlitedb"
 	"trunkgate/keys"
 	"trunkgate/media"
@@ -41,6 +41,11 @@ type serveConfig struct {
 	ringTimeout, probeInterval, gatewayTimeout    time.Duration
 	blockedPrefixes                               defaultList
 	serverHeader                                  string
+	unknownSource                                 string
+	floodRequests                                 int
+	floodWindow, floodBan                         time.Duration
+	floodAction                                   string
+	floodExempt                                   listFlag
 	logLevel, logFormat                           string
 	debugAddr                                     string
 }
@@ -65,6 +70,12 @@ func runServe(args []string) error {
 	c.blockedPrefixes.vals = append([]string(nil), call.HighCostPrefixes...)
 	fs.Var(&c.blockedPrefixes, "blocked-prefixes", "outbound destinations no key may call, comma-separated (default: the high-cost list in the README; \"none\" for none)")
 	fs.StringVar(&c.serverHeader, "server-header", "trunkgate", "the SIP Server and User-Agent header value; empty sends none")
+	fs.StringVar(&c.unknownSource, "unknown-source", "drop", "INVITEs from a source no trunk allows: drop (no answer) or reject (403, the same for every number)")
+	fs.IntVar(&c.floodRequests, "flood-requests", 60, "SIP requests a source may send per --flood-window before it is banned (0 = no limit)")
+	fs.DurationVar(&c.floodWindow, "flood-window", 2*time.Second, "the flood guard's counting window")
+	fs.DurationVar(&c.floodBan, "flood-ban", 60*time.Second, "how long a flooding source is banned")
+	fs.StringVar(&c.floodAction, "flood-action", "drop", "requests from a banned source: drop, or reject (503)")
+	fs.Var(&c.floodExempt, "flood-exempt", "CIDRs the flood guard never counts, besides the trunks' carrier networks (repeat or comma-separate)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
@@ -80,21 +91,6 @@ func runServe(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return serve(ctx, c, log)
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 func parsePortRange(s string) (int, int, error) {
@@ -180,13 +176,21 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if c.unknownSource != "drop" && c.unknownSource != "reject" {
+		return fmt.Errorf("--unknown-source %q: want drop or reject", c.unknownSource)
+	}
+	screen, err := floodGuard(c, e, met, log)
+	if err != nil {
+		return err
+	}
 	calls := call.NewManager(call.Config{
 		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
 		Audit: e.audit, Metrics: met, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
-		RingTimeout: c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
+		UnknownSourceReply: c.unknownSource == "reject",
+		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log),
-		UserAgent: c.serverHeader})
+		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject"})
 	if err != nil {
 		return err
 	}
@@ -275,81 +279,46 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	return nil
 }
 
-// sipLogger keeps sipgo's per-message logging at warn and above unless the
-// edge itself runs at debug, and caps it at a few lines a second: sipgo
-// logs every unparsable datagram, so garbage sent at line rate must not
-// become log lines at line rate.
-func sipLogger(log *slog.Logger) *slog.Logger {
-	h := log.Handler()
-	if !log.Enabled(context.Background(), slog.LevelDebug) {
-		h = levelFloor{Handler: h, min: slog.LevelWarn}
+// floodGuard builds the per-source request limit: carrier networks of the
+// trunks and --flood-exempt are never counted; a ban is counted, logged
+// and audited once, not once per request.
+func floodGuard(c serveConfig, e *edge, met *metrics.Metrics, log *slog.Logger) (func(netip.Addr) bool, error) {
+	if c.floodRequests <= 0 {
+		return nil, nil
 	}
-	return slog.New(&rateLimited{Handler: h, state: &rateState{perSecond: 10, burst: 50}})
-}
-
-// rateLimited passes at most perSecond records a second (burst burst) and
-// reports how many it dropped once it passes records again.
-type rateLimited struct {
-	slog.Handler
-	state *rateState
-}
-
-type rateState struct {
-	mu         sync.Mutex
-	perSecond  float64
-	burst      float64
-	tokens     float64
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLimited) Handle(ctx context.Context, rec slog.Record) error {
-	st := r.state
-	st.mu.Lock()
-	now := time.Now()
-	if st.last.IsZero() {
-		st.tokens = st.burst
+	if c.floodAction != "drop" && c.floodAction != "reject" {
+		return nil, fmt.Errorf("--flood-action %q: want drop or reject", c.floodAction)
 	}
-	st.tokens = min(st.burst, st.tokens+now.Sub(st.last).Seconds()*st.perSecond)
-	st.last = now
-	if st.tokens < 1 {
-		st.suppressed++
-		st.mu.Unlock()
-		return nil
+	var exempt []netip.Prefix
+	for _, s := range c.floodExempt {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--flood-exempt %q: %w", s, err)
+		}
+		exempt = append(exempt, p)
 	}
-	st.tokens--
-	dropped := st.suppressed
-	st.suppressed = 0
-	st.mu.Unlock()
-	if dropped > 0 {
-		rec.AddAttrs(slog.Int("log_lines_suppressed", dropped))
-	}
-	return r.Handler.Handle(ctx, rec)
-}
-
-func (r *rateLimited) WithAttrs(a []slog.Attr) slog.Handler {
-	return &rateLimited{Handler: r.Handler.WithAttrs(a), state: r.state}
-}
-
-func (r *rateLimited) WithGroup(n string) slog.Handler {
-	return &rateLimited{Handler: r.Handler.WithGroup(n), state: r.state}
-}
-
-type levelFloor struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (l levelFloor) Enabled(ctx context.Context, lv slog.Level) bool {
-	return lv >= l.min && l.Handler.Enabled(ctx, lv)
-}
-
-func (l levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelFloor{Handler: l.Handler.WithAttrs(a), min: l.min}
-}
-
-func (l levelFloor) WithGroup(n string) slog.Handler {
-	return levelFloor{Handler: l.Handler.WithGroup(n), min: l.min}
+	g := flood.New(flood.Config{Requests: c.floodRequests, Window: c.floodWindow, Ban: c.floodBan,
+		Trusted: func(a netip.Addr) bool {
+			for _, p := range exempt {
+				if p.Contains(a) {
+					return true
+				}
+			}
+			return e.trunks.Trusted(a)
+		},
+		OnBan: func(a netip.Addr, n int, until time.Time) {
+			met.FloodBanned()
+			log.Warn("source banned for flooding", "source", a, "requests", n, "window", c.floodWindow, "until", until)
+			e.audit.Record(keys.AuditEntry{Actor: "sip", Action: "flood.ban", Target: a.String(), Outcome: "denied",
+				Detail: fmt.Sprintf("requests=%d window=%s ban=%s", n, c.floodWindow, c.floodBan), Source: a.String()})
+		}})
+	return func(a netip.Addr) bool {
+		if g.Allow(a) {
+			return true
+		}
+		met.Screened()
+		return false
+	}, nil
 }
 
 // blockList normalises --blocked-prefixes; "none" turns the list off.
