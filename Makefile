@@ -56,6 +56,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRequestBodies -fuzztime $(FUZZTIME) ./api
 	$(GO) test -run '^$$' -fuzz FuzzParseGateway -fuzztime $(FUZZTIME) ./trunks
 	$(GO) test -run '^$$' -fuzz FuzzReasonCause -fuzztime $(FUZZTIME) ./sip
+	$(GO) test -run '^$$' -fuzz FuzzScreenDatagram -fuzztime $(FUZZTIME) ./sip
+	$(GO) test -run '^$$' -fuzz FuzzCheckDigest -fuzztime $(FUZZTIME) ./sip
+	$(GO) test -run '^$$' -fuzz FuzzAuthorize -fuzztime $(FUZZTIME) ./sip
 
 clean:
 	rm -rf bin data

@@ -18,7 +18,8 @@ import (
 type Reason int
 
 // The reasons: first DESIGN.md's refusal table, then the other refusals
-// of call setup, then the ways an answered call ends.
+// of call setup, then the ways an answered call ends, then the protocol
+// answers the SIP layer gives a request before it is a call.
 const (
 	NoTrunk            Reason = iota + 1 // no trunk for the called number
 	SourceNotAllowed                     // source address not in the trunk's CIDRs
@@ -55,7 +56,16 @@ const (
 	MaxDuration    // the key's max_call_seconds passed
 	OperatorHangup // an operator hung the call up (REST, CLI)
 
-	lastReason = OperatorHangup
+	Malformed            // the request breaks SIP's grammar or framing (RFC 3261 §18.3, RFC 4475)
+	VersionUnsupported   // the request is not SIP/2.0
+	SchemeUnsupported    // the Request-URI is not sip, sips or tel
+	ExtensionUnsupported // the request Requires an extension the edge lacks
+	MethodNotAllowed     // a SIP method the edge knows but does not take (REGISTER, MESSAGE…)
+	MethodUnknown        // a method the edge does not know
+	NoSuchDialog         // an in-dialog request for no dialog of the edge
+	Flooded              // the source sent more requests than the flood guard allows
+
+	lastReason = Flooded
 )
 
 type entry struct {
@@ -108,6 +118,15 @@ var table = map[Reason]entry{
 	RTPTimeout:     {408, "Request Timeout", 504, 0, "rtp timeout", "rtp_timeout", 102, true},
 	MaxDuration:    {200, "OK", 200, 0, "max call duration", "max_duration", 0, true},
 	OperatorHangup: {200, "OK", 200, 0, "operator hangup", "operator_hangup", 0, true},
+
+	Malformed:            {400, "Bad Request", 400, 0, "malformed request", "malformed", 0, false},
+	VersionUnsupported:   {505, "Version Not Supported", 400, 0, "SIP version not supported", "version_unsupported", 0, false},
+	SchemeUnsupported:    {416, "Unsupported URI Scheme", 400, 0, "URI scheme not supported", "scheme_unsupported", 0, false},
+	ExtensionUnsupported: {420, "Bad Extension", 400, 0, "required extension not supported", "extension_unsupported", 0, false},
+	MethodNotAllowed:     {405, "Method Not Allowed", 405, 0, "method not allowed", "method_not_allowed", 0, false},
+	MethodUnknown:        {501, "Not Implemented", 501, 0, "method not implemented", "method_unknown", 0, false},
+	NoSuchDialog:         {481, "Call/Transaction Does Not Exist", 404, 0, "no such dialog", "no_such_dialog", 0, false},
+	Flooded:              {503, "Service Unavailable", 429, 60, "request flood", "flooded", 0, false},
 }
 
 func (r Reason) entry() entry {

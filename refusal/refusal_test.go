@@ -49,6 +49,14 @@ func TestTable(t *testing.T) {
 		{RTPTimeout, 408, 504, 0, "rtp_timeout", `SIP;cause=408;text="rtp timeout"`},
 		{MaxDuration, 200, 200, 0, "max_duration", `SIP;cause=200;text="max call duration"`},
 		{OperatorHangup, 200, 200, 0, "operator_hangup", `SIP;cause=200;text="operator hangup"`},
+		{Malformed, 400, 400, 0, "malformed", `SIP;cause=400;text="malformed request"`},
+		{VersionUnsupported, 505, 400, 0, "version_unsupported", `SIP;cause=505;text="SIP version not supported"`},
+		{SchemeUnsupported, 416, 400, 0, "scheme_unsupported", `SIP;cause=416;text="URI scheme not supported"`},
+		{ExtensionUnsupported, 420, 400, 0, "extension_unsupported", `SIP;cause=420;text="required extension not supported"`},
+		{MethodNotAllowed, 405, 405, 0, "method_not_allowed", `SIP;cause=405;text="method not allowed"`},
+		{MethodUnknown, 501, 501, 0, "method_unknown", `SIP;cause=501;text="method not implemented"`},
+		{NoSuchDialog, 481, 404, 0, "no_such_dialog", `SIP;cause=481;text="no such dialog"`},
+		{Flooded, 503, 429, 60, "flooded", `SIP;cause=503;text="request flood"`},
 	}
 	if len(tests) != len(All()) {
 		t.Fatalf("%d reasons in the table, %d tested", len(All()), len(tests))

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
+
+	"trunkgate/refusal"
 )
 
 // ReinviteFunc answers a re-INVITE's (or UPDATE's) offer inside a dialog
@@ -68,7 +70,7 @@ type Dialog struct {
 // order; the remote target its Contact.
 func newUASDialog(inv *Invite, res *gosip.Response, sdp []byte, onReinvite ReinviteFunc) *Dialog {
 	req := inv.req
-	remoteTag, _ := req.From().Params.Get("tag")
+	remoteTag := tagOf(req.From().Params)
 	from := res.To().AsFrom()
 	to := req.From().AsTo()
 	d := &Dialog{
@@ -91,8 +93,8 @@ func newUACDialog(s *Server, invite *gosip.Request, res *gosip.Response, onReinv
 	if contact == nil {
 		return nil, fmt.Errorf("2xx without Contact")
 	}
-	remoteTag, _ := res.To().Params.Get("tag")
-	localTag, _ := invite.From().Params.Get("tag")
+	remoteTag := tagOf(res.To().Params)
+	localTag := tagOf(invite.From().Params)
 	from := cloneFrom(invite.From())
 	to := cloneTo(res.To())
 	routes := recordRoutes(res)
@@ -284,7 +286,7 @@ func (d *Dialog) awaitAck(acked chan struct{}, cseq uint32, tx gosip.ServerTrans
 // last answer again; a 2xx refreshes the remote target.
 func (d *Dialog) handleOffer(req *gosip.Request, tx gosip.ServerTransaction) {
 	if !d.takeRemoteSeq(req.CSeq().SeqNo) {
-		d.srv.respond(tx, req, 500, "Server Internal Error")
+		d.srv.refuse(tx, req, refusal.Internal, "CSeq lower than the dialog's") // RFC 3261 §12.2.2
 		return
 	}
 	d.mu.Lock()
@@ -294,13 +296,12 @@ func (d *Dialog) handleOffer(req *gosip.Request, tx gosip.ServerTransaction) {
 	if body := req.Body(); len(body) > 0 && onReinvite != nil {
 		offer, err := ParseSDP(body)
 		if err != nil {
-			d.srv.respond(tx, req, 400, "Bad Request")
+			d.srv.refuse(tx, req, refusal.Malformed, "SDP: "+err.Error())
 			return
 		}
 		if answer, err = onReinvite(offer); err != nil {
-			res := gosip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil)
-			res.AppendHeader(gosip.NewHeader("Warning", fmt.Sprintf("304 trunkgate %q", err.Error())))
-			_ = tx.Respond(res)
+			d.srv.refuse(tx, req, refusal.NoCommonCodec, "",
+				gosip.NewHeader("Warning", "304 "+d.srv.cfg.ContactIP.String()+" "+quote(err.Error())))
 			return
 		}
 		d.mu.Lock()

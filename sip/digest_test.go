@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	gosip "github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 )
 
@@ -58,4 +59,54 @@ func TestNonces(t *testing.T) {
 	if ours, _ := other.check(nonce, "call-1@carrier"); ours {
 		t.Fatal("another process's nonce accepted")
 	}
+}
+
+// FuzzCheckDigest: whatever a carrier puts in Authorization, checking it
+// neither panics nor lets a call through; only a response computed from
+// the trunk's HA1 and the edge's nonce would.
+func FuzzCheckDigest(f *testing.F) {
+	s := &Server{nonces: newNonces()}
+	nonce := s.nonces.issue("digest-fuzz")
+	f.Add(`Digest username="carrier", realm="trunkgate", nonce="` + nonce + `", uri="sip:+15550100@127.0.0.1", response="00000000000000000000000000000000", qop=auth, nc=00000001, cnonce="x"`)
+	f.Add(`Digest username="carrier", realm="trunkgate", nonce="` + nonce + `", uri="sip:a@b", response="x", algorithm=SHA-256`)
+	f.Add(`NoOneKnowsThisScheme opaque-data=here`)
+	f.Add(`Digest realm="trunkgate", nc=zz, qop="auth,auth-int"`)
+	f.Fuzz(func(t *testing.T, authorization string) {
+		raw := "INVITE sip:+15550100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d\r\n" +
+			"From: <sip:a@127.0.0.1>;tag=f\r\nTo: <sip:+15550100@127.0.0.1>\r\nCall-ID: digest-fuzz\r\nCSeq: 2 INVITE\r\n" +
+			"Authorization: " + authorization + "\r\nContent-Length: 0\r\n\r\n"
+		msg, err := gosip.NewParser().ParseSIP([]byte(raw))
+		if err != nil {
+			return
+		}
+		inv := &Invite{srv: s, req: msg.(*gosip.Request)}
+		if got := inv.CheckDigest("trunkgate", "carrier", md5hex("carrier:trunkgate:secret")); got == DigestOK || got == DigestStale {
+			t.Fatalf("random credentials accepted (%v): %q", got, authorization)
+		}
+	})
+}
+
+// FuzzAuthorize: whatever challenge a gateway sends, answering it
+// neither panics nor sends a request without its CSeq moved on.
+func FuzzAuthorize(f *testing.F) {
+	f.Add(401, `Digest realm="carrier", nonce="abc", qop="auth", algorithm=MD5`)
+	f.Add(407, `Digest realm="carrier", nonce="abc", algorithm=SHA-256, stale=true`)
+	f.Add(401, `Basic realm="x"`)
+	f.Add(407, `Digest qop="auth-int,auth", nonce=`)
+	f.Fuzz(func(t *testing.T, code int, challenge string) {
+		if code != 401 && code != 407 {
+			code = 401 + 6*(code&1)
+		}
+		req := gosip.NewRequest(gosip.INVITE, gosip.Uri{Scheme: "sip", User: "+15550100", Host: "127.0.0.1"})
+		req.AppendHeader(&gosip.CSeqHeader{SeqNo: 1, MethodName: gosip.INVITE})
+		res := gosip.NewResponse(code, "Unauthorized")
+		name := "WWW-Authenticate"
+		if code == 407 {
+			name = "Proxy-Authenticate"
+		}
+		res.AppendHeader(gosip.NewHeader(name, challenge))
+		if err := authorize(req, res, "user", "secret"); err == nil && req.CSeq().SeqNo != 2 {
+			t.Fatalf("answered %q with CSeq %d", challenge, req.CSeq().SeqNo)
+		}
+	})
 }

@@ -5,6 +5,9 @@
 // store (Call-ID and tags) for dialogs of both roles, routes in-dialog
 // requests (ACK, BYE, re-INVITE, UPDATE, INFO) to their dialog, sends BYE
 // with a Reason, pings gateways with OPTIONS, and does SDP offer/answer.
+// Before any handler it screens what arrives (validate.go): the flood
+// guard's verdict, requests it cannot parse (a stateless 400) and requests
+// that break RFC 3261 §8.2 (400, 405, 416, 420, 501, 505).
 // It knows nothing of WebSockets, keys or SQL: the handler decides, this
 // package speaks the protocol.
 package sip
@@ -20,10 +23,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
+
+	"trunkgate/refusal"
 )
 
 // InviteHandler takes new calls. HandleInvite runs on its own goroutine
@@ -50,6 +56,10 @@ type Config struct {
 	// or, with ScreenReply, answered 503 with Retry-After.
 	Screen      func(src netip.Addr) bool
 	ScreenReply bool
+	// TCPIdle closes a TCP connection that has carried nothing for this
+	// long (0: never): a peer that opens connections and sends nothing, or
+	// half a message, holds no socket and goroutine for ever.
+	TCPIdle time.Duration
 }
 
 // Server is the SIP side of the edge.
@@ -69,11 +79,14 @@ type Server struct {
 	// request sent "from the listener" would make sipgo bind its port again.
 	ready chan struct{}
 
-	nonces *nonces // digest challenges
+	nonces *nonces       // digest challenges
+	parser *gosip.Parser // screenDatagram's
 
 	mu        sync.Mutex
 	dialogs   map[string]*Dialog
 	abandoned map[string]*abandonedInvite // outbound INVITEs given up before any response, by Call-ID
+	// abandoning counts abandon goroutines still reading their INVITE's end.
+	abandoning sync.WaitGroup
 }
 
 var loggerOnce sync.Once
@@ -99,16 +112,11 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip address %q: %w", cfg.Addr, err)
 	}
-	udp, err := net.ListenPacket("udp", cfg.Addr)
+	udp, tcp, err := listenBoth(cfg.Addr, host)
 	if err != nil {
-		return nil, fmt.Errorf("sip listen udp %s: %w", cfg.Addr, err)
+		return nil, err
 	}
 	port := udp.LocalAddr().(*net.UDPAddr).Port
-	tcp, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		udp.Close()
-		return nil, fmt.Errorf("sip listen tcp %s: %w", cfg.Addr, err)
-	}
 	if !cfg.ContactIP.IsValid() {
 		cfg.ContactIP = netip.MustParseAddr("127.0.0.1")
 		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
@@ -116,11 +124,14 @@ func Listen(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, udp: udp, tcp: tcp, port: port, nonces: newNonces(), dialogs: map[string]*Dialog{},
-		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{})}
+		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{}), parser: gosip.NewParser()}
 	la := udp.LocalAddr().(*net.UDPAddr)
 	s.udpAddr = gosip.Addr{IP: la.IP, Port: la.Port, Hostname: la.IP.String()}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("trunkgate"), sipgo.WithUserAgentHostname(cfg.ContactIP.String()),
-		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerUnhandledResponseHandler(s.unhandledResponse)))
+		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerUnhandledResponseHandler(s.unhandledResponse)),
+		// The read filter first: the transports copy it when they are set.
+		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerReadFilter(s.screenDatagram),
+			gosip.WithTransportLayerTransports(gosip.TransportsConfig{TCP: &gosip.TransportTCP{ReadTimeout: cfg.TCPIdle}})))
 	if err != nil {
 		udp.Close()
 		tcp.Close()
@@ -148,30 +159,57 @@ func Listen(cfg Config) (*Server, error) {
 	srv.OnCancel(s.guard(s.onCancel))
 	srv.OnOptions(s.guard(s.onOptions))
 	srv.OnInfo(s.guard(s.onInfo))
+	srv.OnNoRoute(s.guard(s.onNoRoute))
 	return s, nil
 }
 
-// guard screens each request's source, and keeps a panic while handling
-// one request from taking down the process and every other call with it:
-// it is logged and answered 500.
+// listenBoth binds UDP and TCP on the same port. With port 0 the kernel
+// picks a free UDP port, which a TCP socket may hold: then it tries again.
+func listenBoth(addr, host string) (net.PacketConn, net.Listener, error) {
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sip listen udp %s: %w", addr, err)
+		}
+		port := udp.LocalAddr().(*net.UDPAddr).Port
+		tcp, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		if !strings.HasSuffix(addr, ":0") || !errors.Is(err, syscall.EADDRINUSE) || attempt == 20 {
+			return nil, nil, fmt.Errorf("sip listen tcp %s: %w", addr, err)
+		}
+	}
+}
+
+// guard screens each request's source (UDP datagrams were screened
+// before parsing, in screenDatagram), refuses what breaks RFC 3261 §8.2
+// (checkRequest), and keeps a panic while handling one request from
+// taking down the process and every other call with it: it is logged and
+// answered 500.
 func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *gosip.Request, tx gosip.ServerTransaction) {
-		if s.cfg.Screen != nil {
+		if s.cfg.Screen != nil && !strings.EqualFold(req.Transport(), "udp") {
 			if src, err := netip.ParseAddrPort(req.Source()); err == nil && !s.cfg.Screen(src.Addr()) {
 				if s.cfg.ScreenReply && !req.IsAck() {
-					res := gosip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
-					res.AppendHeader(gosip.NewHeader("Retry-After", "60"))
-					_ = tx.Respond(res)
+					s.refuse(tx, req, refusal.Flooded, "")
 				}
 				return
 			}
+		}
+		if r, detail, extra, refused := checkRequest(req); refused {
+			if !req.IsAck() {
+				s.refuse(tx, req, r, detail, extra...)
+			}
+			return
 		}
 		defer func() {
 			if v := recover(); v != nil {
 				s.log.Error("panic handling SIP request", "method", req.Method.String(), "panic", fmt.Sprint(v),
 					"stack", string(debug.Stack()))
 				if !req.IsAck() {
-					s.respond(tx, req, 500, "Server Internal Error")
+					s.refuse(tx, req, refusal.Internal, "")
 				}
 			}
 		}()
@@ -197,6 +235,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errs <- s.srv.ServeTCP(s.tcp) }()
 	s.awaitListener(ctx)
 	<-ctx.Done()
+	done := make(chan struct{})
+	go func() { s.abandoning.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(abandonGrace):
+	}
 	s.udp.Close()
 	s.tcp.Close()
 	<-errs
@@ -254,8 +298,7 @@ func (s *Server) lookup(req *gosip.Request) *Dialog {
 	if callID == nil || from == nil || to == nil {
 		return nil
 	}
-	local, _ := to.Params.Get("tag")
-	remote, _ := from.Params.Get("tag")
+	local, remote := tagOf(to.Params), tagOf(from.Params)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dialogs[dialogKey(callID.Value(), local, remote)]
@@ -274,91 +317,6 @@ func (s *Server) unregister(d *Dialog) {
 	}
 	s.mu.Unlock()
 }
-
-func (s *Server) respond(tx gosip.ServerTransaction, req *gosip.Request, code int, phrase string) {
-	res := gosip.NewResponseFromRequest(req, code, phrase, nil)
-	s.identify(res, "Server")
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("sip respond failed", "code", code, "method", req.Method.String(), "error", err)
-	}
-}
-
-func (s *Server) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
-	if to := req.To(); to != nil {
-		if tag, _ := to.Params.Get("tag"); tag != "" {
-			s.onOffer(req, tx)
-			return
-		}
-	}
-	inv, err := newInvite(s, req, tx)
-	if err != nil {
-		s.log.Info("bad INVITE", "error", err, "source", req.Source())
-		s.respond(tx, req, 400, "Bad Request")
-		return
-	}
-	defer inv.finish()
-	s.cfg.Handler.HandleInvite(inv)
-}
-
-// onOffer takes an in-dialog re-INVITE, or an UPDATE (RFC 3311): a session
-// refresh or a new offer, and a target refresh.
-func (s *Server) onOffer(req *gosip.Request, tx gosip.ServerTransaction) {
-	d := s.lookup(req)
-	if d == nil {
-		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	d.handleOffer(req, tx)
-}
-
-func (s *Server) onAck(req *gosip.Request, tx gosip.ServerTransaction) {
-	if d := s.lookup(req); d != nil {
-		if cseq := req.CSeq(); cseq != nil {
-			d.ackReceived(cseq.SeqNo)
-		}
-	}
-}
-
-func (s *Server) onBye(req *gosip.Request, tx gosip.ServerTransaction) {
-	d := s.lookup(req)
-	if d == nil {
-		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	s.respond(tx, req, 200, "OK")
-	d.end(EndedByRemote)
-}
-
-// onCancel sees only CANCELs that matched no pending INVITE: sipgo's
-// transaction layer answers the others itself (200 to the CANCEL, 487 to
-// the INVITE) and the Invite's context tells the handler.
-func (s *Server) onCancel(req *gosip.Request, tx gosip.ServerTransaction) {
-	s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
-}
-
-func (s *Server) onOptions(req *gosip.Request, tx gosip.ServerTransaction) {
-	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
-	res.AppendHeader(gosip.NewHeader("Allow", allowMethods))
-	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
-	s.identify(res, "Server")
-	_ = tx.Respond(res)
-}
-
-// onInfo accepts in-dialog INFO (some carriers send DTMF as
-// application/dtmf-relay) and hands digits to the dialog.
-func (s *Server) onInfo(req *gosip.Request, tx gosip.ServerTransaction) {
-	d := s.lookup(req)
-	if d == nil {
-		s.respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	s.respond(tx, req, 200, "OK")
-	if digit, ok := parseDTMFRelay(req); ok {
-		d.infoDTMF(digit)
-	}
-}
-
-const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
 
 // addVia completes a request the edge built itself: a fresh Via (sipgo
 // fills in the sent-by from the connection) and a Content-Length.

@@ -37,7 +37,8 @@ func sipLogger(log *slog.Logger) *slog.Logger {
 	return slog.New(&rateLimited{Handler: parseFailures{h}, state: &rateState{perSecond: 10, burst: 50}})
 }
 
-// parseFailures turns sipgo's "failed to parse" records — at ERROR, with
+// parseFailures turns "failed to parse" records (sipgo's, and the sip
+// package's for the UDP requests it answers 400) — at ERROR, with
 // the whole raw datagram or stream chunk — into a WARN with a short
 // excerpt (which the handler escapes): what an attacker sends must not
 // fill the logs or reach an operator's terminal raw.
@@ -47,10 +48,18 @@ type parseFailures struct{ slog.Handler }
 const excerptBytes = 120
 
 func (p parseFailures) Handle(ctx context.Context, rec slog.Record) error {
+	if rec.Message == "Read error" && idleTimeout(rec) {
+		// --sip-tcp-idle closing a quiet connection is routine, not an error.
+		if !p.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		out := slog.NewRecord(rec.Time, slog.LevelDebug, "idle SIP TCP connection closed", rec.PC)
+		return p.Handler.Handle(ctx, out)
+	}
 	if rec.Message != "failed to parse" {
 		return p.Handler.Handle(ctx, rec)
 	}
-	out := slog.NewRecord(rec.Time, slog.LevelWarn, "unparsable SIP message dropped", rec.PC)
+	out := slog.NewRecord(rec.Time, slog.LevelWarn, "unparsable SIP message", rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		if a.Key == "data" {
 			raw := a.Value.String()
@@ -65,6 +74,18 @@ func (p parseFailures) Handle(ctx context.Context, rec slog.Record) error {
 		return true
 	})
 	return p.Handler.Handle(ctx, out)
+}
+
+func idleTimeout(rec slog.Record) bool {
+	timeout := false
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" {
+			timeout = strings.Contains(a.Value.String(), "i/o timeout")
+			return false
+		}
+		return true
+	})
+	return timeout
 }
 
 func (p parseFailures) WithAttrs(a []slog.Attr) slog.Handler {

@@ -43,7 +43,7 @@ type serveConfig struct {
 	serverHeader                                  string
 	unknownSource                                 string
 	floodRequests                                 int
-	floodWindow, floodBan                         time.Duration
+	floodWindow, floodBan, sipTCPIdle             time.Duration
 	floodAction                                   string
 	floodExempt                                   listFlag
 	logLevel, logFormat                           string
@@ -74,6 +74,7 @@ func runServe(args []string) error {
 	fs.IntVar(&c.floodRequests, "flood-requests", 60, "SIP requests a source may send per --flood-window before it is banned (0 = no limit)")
 	fs.DurationVar(&c.floodWindow, "flood-window", 2*time.Second, "the flood guard's counting window")
 	fs.DurationVar(&c.floodBan, "flood-ban", 60*time.Second, "how long a flooding source is banned")
+	fs.DurationVar(&c.sipTCPIdle, "sip-tcp-idle", 2*time.Minute, "close a SIP TCP connection idle this long (0 = never)")
 	fs.StringVar(&c.floodAction, "flood-action", "drop", "requests from a banned source: drop, or reject (503)")
 	fs.Var(&c.floodExempt, "flood-exempt", "CIDRs the flood guard never counts, besides the trunks' carrier networks (repeat or comma-separate)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -190,7 +191,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log),
-		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject"})
+		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject", TCPIdle: c.sipTCPIdle})
 	if err != nil {
 		return err
 	}
