@@ -40,6 +40,9 @@ type Gateway struct {
 	Calls          int    // calls to take before SIPp exits (default 1)
 	Transport      string // u1 (default) or t1
 	Echo           bool   // -rtp_echo: send the edge's RTP back
+	// Port is the SIP port; 0 takes a free one. A UDP and a TCP gateway
+	// on one port make a gateway that listens on both.
+	Port int
 }
 
 var gatewayTemplate = template.Must(template.ParseFiles(filepathFromRoot("testdata/sipp/uas.xml.tmpl")))
@@ -86,6 +89,9 @@ func StartGateway(t *testing.T, g Gateway) *GatewayRun {
 		t.Fatal(err)
 	}
 	port, mediaPort := sippPorts(t)
+	if g.Port != 0 {
+		port = g.Port
+	}
 	args := []string{"-sf", scenario, "-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mi", "127.0.0.1",
 		"-mp", strconv.Itoa(mediaPort), "-t", g.Transport, "-m", strconv.Itoa(g.Calls), "-nostdin", "-timeout", "90s",
 		"-trace_msg", "-message_file", filepath.Join(dir, "messages.log"),

@@ -40,6 +40,24 @@ type Call struct {
 	// Auth, when set, answers the edge's 401 challenge with these digest
 	// credentials (the re-sent INVITE has CSeq 2).
 	Auth *Auth
+	// ProxyBytes pads the INVITE to about this size with the Via headers
+	// of proxies it crossed, which every response carries back too.
+	ProxyBytes int
+	// Calls and Rate make SIPp place this many calls at this many a
+	// second (default one call).
+	Calls, Rate int
+}
+
+// ProxyVias are the Via headers of the proxies a padded INVITE crossed.
+func (c Call) ProxyVias() []string {
+	var vias []string
+	for i, n := 0, c.ProxyBytes-700; n > 0; i++ {
+		v := fmt.Sprintf("Via: SIP/2.0/UDP 10.%d.%d.1:5060;branch=z9hG4bK-proxy-%03d-%s;received=10.%d.%d.1", i/250, i%250, i,
+			strings.Repeat("x", 30), i/250, i%250)
+		vias = append(vias, v)
+		n -= len(v) + 2
+	}
+	return vias
 }
 
 // Auth is a carrier's digest username and password.
@@ -166,8 +184,11 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 		t.Fatal(err)
 	}
 	sipPort, mediaPort := sippPorts(t)
+	if c.Calls == 0 {
+		c.Calls = 1
+	}
 	args := []string{
-		fmt.Sprintf("127.0.0.1:%d", e.SIPPort), "-sf", scenario, "-s", c.Number, "-m", "1",
+		fmt.Sprintf("127.0.0.1:%d", e.SIPPort), "-sf", scenario, "-s", c.Number, "-m", strconv.Itoa(c.Calls),
 		"-i", c.LocalIP, "-p", strconv.Itoa(sipPort), "-mi", c.LocalIP, "-mp", strconv.Itoa(mediaPort),
 		"-t", c.Transport, "-nostdin", "-timeout", "60s", "-timeout_error", "-recv_timeout", "30000",
 		"-trace_msg", "-message_file", filepath.Join(dir, "messages.log"),
@@ -176,6 +197,9 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 	}
 	if c.RTPEcho {
 		args = append(args, "-rtp_echo")
+	}
+	if c.Rate > 0 {
+		args = append(args, "-r", strconv.Itoa(c.Rate), "-l", strconv.Itoa(4*c.Rate))
 	}
 	r := &SIPpRun{dir: dir, screen: &bytes.Buffer{}, start: time.Now(), done: make(chan struct{})}
 	r.cmd = exec.CommandContext(context.Background(), "sipp", args...)
@@ -196,8 +220,23 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 			r.cmd.Process.Kill()
 			<-r.done
 		}
+		if t.Failed() {
+			t.Logf("SIPp %s", r.exitReport())
+		}
 	})
 	return r
+}
+
+// exitReport is SIPp's exit status and the tail of what it printed, for a
+// failed test: a test that fails waiting on the edge may have failed
+// because SIPp never started its call.
+func (r *SIPpRun) exitReport() string {
+	code := r.cmd.ProcessState.ExitCode()
+	hint := ""
+	if code == 254 {
+		hint = " (254: SIPp could not bind its SIP or media port)"
+	}
+	return fmt.Sprintf("exit %d%s; output tail:\n%s", code, hint, tail(r.screen.String(), 30))
 }
 
 // Done is closed when SIPp has exited.
