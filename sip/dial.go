@@ -260,9 +260,11 @@ func (s *Server) established(tx gosip.ClientTransaction, invite *gosip.Request, 
 		return nil, err
 	}
 	ack := d.newRequest(gosip.ACK, invite.CSeq().SeqNo)
-	if err := s.client.WriteRequest(ack, addVia); err != nil {
+	if err := addVia(s.client, ack); err != nil {
 		return nil, fmt.Errorf("ACK: %w", err)
 	}
+	// The dialog and the re-ACK hook are in place before the ACK leaves: a
+	// far end that missed it retransmits its 2xx at once.
 	s.register(d)
 	tx.OnRetransmission(func(r *gosip.Response) {
 		if !r.IsSuccess() {
@@ -274,6 +276,10 @@ func (s *Server) established(tx gosip.ClientTransaction, invite *gosip.Request, 
 		}
 		s.ackAndBye(invite, r)
 	})
+	if err := s.client.WriteRequest(ack); err != nil {
+		s.unregister(d)
+		return nil, fmt.Errorf("ACK: %w", err)
+	}
 	return d, nil
 }
 
