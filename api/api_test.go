@@ -15,6 +15,7 @@ import (
 	"trunkgate/call"
 	"trunkgate/internal/sqlitedb/sqlitedbtest"
 	"trunkgate/keys"
+	"trunkgate/ledger"
 	"trunkgate/refusal"
 	"trunkgate/trunks"
 )
@@ -58,7 +59,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	admitter := keys.NewAdmitter(ks, nil)
+	admitter := keys.NewAdmitter(ks, ledger.NewMemory("test"), nil)
 	audit := keys.NewAuditor(ks, log)
 	t.Cleanup(audit.Close)
 	dir, err := trunks.NewDirectory(ctx, ts)

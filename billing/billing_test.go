@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"trunkgate/internal/sqlitedb/sqlitedbtest"
+	"trunkgate/ledger"
 	"trunkgate/refusal"
 )
 
@@ -46,22 +46,6 @@ func newStore(t *testing.T) *SQLiteStore {
 	return s
 }
 
-type caps map[string]int64
-
-func (c caps) SpendCap(id string) int64 { return c[id] }
-
-type ender struct {
-	mu    sync.Mutex
-	ended map[string]error
-}
-
-func (e *ender) EndCalls(id string, cause error) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.ended[id] = cause
-	return 1
-}
-
 func TestMeterSpendAndCheckpoints(t *testing.T) {
 	ctx := context.Background()
 	store := newStore(t)
@@ -72,7 +56,8 @@ func TestMeterSpendAndCheckpoints(t *testing.T) {
 	if err := store.InsertCDR(ctx, &old); err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewMeter(ctx, store, slog.New(slog.DiscardHandler))
+	live := ledger.NewMemory("edge-1")
+	m, err := NewMeter(ctx, store, live, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,23 +67,36 @@ func TestMeterSpendAndCheckpoints(t *testing.T) {
 		t.Fatalf("last month counted: %d", got)
 	}
 	// A live call costs as it runs: 1 unit a second.
-	live := CDR{CallID: "CA1", KeyID: "k1", SetupMS: now.UnixMilli(), AnswerMS: now.UnixMilli(), RatePerMinute: 60_000_000}
-	if err := m.Answer(ctx, &live); err != nil {
+	hold, err := live.Open(ledger.Entry{CallID: "CA1", KeyID: "k1", RatePerMinute: 60_000_000, SpendCap: 3_000_000}, ledger.Caps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold.Answer(now)
+	cdr := CDR{CallID: "CA1", KeyID: "k1", SetupMS: now.UnixMilli(), AnswerMS: now.UnixMilli(), RatePerMinute: 60_000_000}
+	if err := m.Answer(ctx, &cdr); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(2500 * time.Millisecond)
 	if got := m.MonthToDate("k1"); got != 3_000_000 {
 		t.Fatalf("running cost %d, want 3 s = 3000000", got)
 	}
-	e := &ender{ended: map[string]error{}}
-	m.enforceCaps(now, caps{"k1": 3_000_000}, e)
-	if !errors.Is(e.ended["k1"], refusal.SpendCap) {
-		t.Fatalf("cap not enforced: %v", e.ended)
+	if m.CanAfford("k1", 3_000_000, 0) || !m.CanAfford("k1", 4_000_000, 60_000_000) || m.CanAfford("k1", 3_999_999, 60_000_000) {
+		t.Fatal("CanAfford: a key at its cap, or short of one second, must not afford a call")
+	}
+	// The cap is 3 s: the call is paid to 3.0 s, so it goes on until the
+	// check before its fourth second would start.
+	m.EnforceCaps(now)
+	if hold.Context().Err() != nil {
+		t.Fatalf("hung up at 2.5 s with the third second paid for: %v", context.Cause(hold.Context()))
+	}
+	m.EnforceCaps(now.Add(400 * time.Millisecond))
+	if !errors.Is(context.Cause(hold.Context()), refusal.SpendCap) {
+		t.Fatalf("cap not enforced at 2.9 s: %v", context.Cause(hold.Context()))
 	}
 	m.checkpoint(ctx, now)
 	// Crash: a new meter over the same store closes the live call at its
 	// checkpoint and bills it.
-	recovered, err := (&Meter{store: store, now: func() time.Time { return now }, live: map[string]*liveCall{}}).Recover(ctx)
+	recovered, err := (&Meter{store: store, ledger: ledger.NewMemory("edge-1"), now: func() time.Time { return now }}).Recover(ctx)
 	if err != nil || len(recovered) != 1 {
 		t.Fatalf("recovered %v, %v", recovered, err)
 	}
@@ -140,7 +138,7 @@ func TestStoreListFilters(t *testing.T) {
 func TestMonthRollover(t *testing.T) {
 	ctx := context.Background()
 	store := newStore(t)
-	m, err := NewMeter(ctx, store, slog.New(slog.DiscardHandler))
+	m, err := NewMeter(ctx, store, ledger.NewMemory("edge-1"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,25 +8,26 @@ import (
 	"sync"
 	"time"
 
+	"trunkgate/ledger"
 	"trunkgate/refusal"
 )
 
-// Limits tells the meter each key's spend cap (0 = none).
-type Limits interface {
-	SpendCap(keyID string) int64
+// Ledger is where the meter finds live calls and ends them
+// (ledger.Memory): it keeps no list of its own.
+type Ledger interface {
+	Calls() []ledger.Entry
+	KeyCalls(keyID string) []ledger.Entry
+	End(keyID string, cause error) int
 }
 
-// CallEnder hangs up every live call of a key; keys.Admitter implements it.
-type CallEnder interface {
-	EndCalls(keyID string, cause error) int
-}
-
-// Meter tracks live calls from answer to end: it writes the CDR of each
-// call, checkpoints live calls so a crash loses at most one interval, keeps
-// month-to-date spend per key for admission, and hangs up a key's calls
-// when the spend reaches its cap.
+// Meter bills calls: it writes each call's CDR (as live at answer, so that
+// a crash still bills it, and final at its end), checkpoints live calls
+// so that a crash loses at most one interval, keeps month-to-date spend
+// per key, tells admission whether a key can afford a call, and hangs up
+// a key's live calls when its spend reaches its cap.
 type Meter struct {
 	store           Store
+	ledger          Ledger
 	log             *slog.Logger
 	now             func() time.Time
 	checkpointEvery time.Duration
@@ -34,18 +35,11 @@ type Meter struct {
 	mu    sync.Mutex
 	month time.Time        // first instant of the month mtd counts
 	mtd   map[string]int64 // rated spend of ended calls this month, by key
-	live  map[string]*liveCall
-}
-
-type liveCall struct {
-	keyID  string
-	answer time.Time
-	rate   int64
 }
 
 // NewMeter loads this month's spend from store.
-func NewMeter(ctx context.Context, store Store, log *slog.Logger) (*Meter, error) {
-	m := &Meter{store: store, log: log, now: time.Now, checkpointEvery: 5 * time.Second, live: map[string]*liveCall{}}
+func NewMeter(ctx context.Context, store Store, l Ledger, log *slog.Logger) (*Meter, error) {
+	m := &Meter{store: store, ledger: l, log: log, now: time.Now, checkpointEvery: 5 * time.Second}
 	if err := m.loadMonth(ctx, monthStart(m.now())); err != nil {
 		return nil, err
 	}
@@ -75,12 +69,23 @@ func (m *Meter) loadMonth(ctx context.Context, start time.Time) error {
 	return nil
 }
 
-// Recover closes the calls that were live when the edge last stopped,
-// billing each to its last checkpoint. Run it before taking calls.
+// Recover closes the calls that were live when the edge last stopped:
+// each is billed to its last checkpoint (or its answer, if it died before
+// the first). Run it before taking calls.
 func (m *Meter) Recover(ctx context.Context) ([]CDR, error) {
-	recovered, err := m.store.RecoverLive(ctx)
+	live, err := m.store.LiveCDRs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	recovered := make([]CDR, 0, len(live))
+	for _, l := range live {
+		c := l.CDR
+		c.Close(time.UnixMilli(max(l.CheckpointMS, c.AnswerMS)))
+		c.Status, c.HangupSide, c.HangupCause = StatusRecovered, SideEdge, "edge restarted; billed to last checkpoint"
+		if err := m.store.FinishCDR(ctx, &c); err != nil {
+			return recovered, fmt.Errorf("recover: %w", err)
+		}
+		recovered = append(recovered, c)
 	}
 	if len(recovered) > 0 {
 		if err := m.loadMonth(ctx, monthStart(m.now())); err != nil {
@@ -91,24 +96,21 @@ func (m *Meter) Recover(ctx context.Context) ([]CDR, error) {
 }
 
 // Answer starts the meter: the CDR is stored as live, so that a crash from
-// here on still bills the call up to its last checkpoint.
+// here on still bills the call up to its last checkpoint. The call's
+// ledger entry must be answered too: the running cost is read there.
 func (m *Meter) Answer(ctx context.Context, c *CDR) error {
 	c.Status = StatusLive
-	m.mu.Lock()
-	m.live[c.CallID] = &liveCall{keyID: c.KeyID, answer: time.UnixMilli(c.AnswerMS), rate: c.RatePerMinute}
-	m.mu.Unlock()
 	if err := m.store.InsertCDR(ctx, c); err != nil {
 		return fmt.Errorf("meter answer: %w", err)
 	}
 	return nil
 }
 
-// Finish stops the meter and writes the final CDR. c must be closed
-// (CDR.Close) by the caller, who knows when the call really ended.
+// Finish writes the final CDR and adds its cost to the month. c must be
+// closed (CDR.Close) by the caller, who knows when the call really ended.
 func (m *Meter) Finish(ctx context.Context, c *CDR) error {
 	m.mu.Lock()
 	m.rollLocked(m.now())
-	delete(m.live, c.CallID)
 	if !time.UnixMilli(c.EndMS).Before(m.month) {
 		m.mtd[c.KeyID] += c.CostMicros
 	}
@@ -119,20 +121,43 @@ func (m *Meter) Finish(ctx context.Context, c *CDR) error {
 	return nil
 }
 
-// MonthToDate is the key's spend this calendar month (UTC), including what
-// its live calls have cost so far.
+// MonthToDate is the key's spend this calendar month (UTC): its ended
+// calls' cost and what its live calls have cost so far.
 func (m *Meter) MonthToDate(keyID string) int64 {
 	now := m.now()
+	return m.ended(keyID, now) + LiveCost(m.ledger.KeyCalls(keyID), now)
+}
+
+// ended is the key's spend on ended calls this month.
+func (m *Meter) ended(keyID string, now time.Time) int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rollLocked(now)
-	total := m.mtd[keyID]
-	for _, lc := range m.live {
-		if lc.keyID == keyID {
-			total += runningCost(lc, now)
+	return m.mtd[keyID]
+}
+
+// LiveCost is what the answered calls among es have cost by now: each is
+// billed as if it ended now.
+func LiveCost(es []ledger.Entry, now time.Time) int64 {
+	var total int64
+	for _, e := range es {
+		if e.Answered() {
+			total += Cost(BilledSeconds(now.Sub(e.AnsweredAt).Milliseconds()), e.RatePerMinute)
 		}
 	}
 	return total
+}
+
+// CanAfford reports whether a key under spendCap can afford a new call
+// at ratePerMinute: its spend must be under the cap by at least one
+// billed second of the call (a call it cannot pay a second of would be
+// answered and dropped at once). keys.Admitter asks it.
+func (m *Meter) CanAfford(keyID string, spendCap, ratePerMinute int64) bool {
+	if spendCap <= 0 {
+		return true
+	}
+	spend := m.MonthToDate(keyID)
+	return spend < spendCap && spend+Cost(1, ratePerMinute) <= spendCap
 }
 
 // rollLocked starts a new month's spend at zero once now is in it. The
@@ -144,24 +169,22 @@ func (m *Meter) rollLocked(now time.Time) {
 	}
 }
 
-func runningCost(lc *liveCall, now time.Time) int64 {
-	return Cost(BilledSeconds(now.Sub(lc.answer).Milliseconds()), lc.rate)
-}
+// capCheckEvery is how often live calls are held against their key's
+// spend cap.
+const capCheckEvery = 250 * time.Millisecond
 
-// LiveCalls is the number of calls being metered.
-func (m *Meter) LiveCalls() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.live)
-}
+// capLookahead is how far ahead a check looks: a call is hung up before
+// it starts a billed second its key cannot pay for, that is when such a
+// second would start before the next check (with time for the BYE).
+const capLookahead = capCheckEvery + 50*time.Millisecond
 
-// Run enforces spend caps once a second and checkpoints live calls every
-// checkpoint interval, until ctx ends.
-func (m *Meter) Run(ctx context.Context, limits Limits, ender CallEnder) {
-	caps := time.NewTicker(time.Second)
+// Run enforces spend caps and checkpoints live calls every checkpoint
+// interval, until ctx ends.
+func (m *Meter) Run(ctx context.Context) {
+	caps := time.NewTicker(capCheckEvery)
 	defer caps.Stop()
-	// Its own ticker: folded into the 1 s cap tick, timer jitter could
-	// stretch a 1 s checkpoint interval to 2 s.
+	// Its own ticker: folded into the cap tick, timer jitter could
+	// stretch a checkpoint interval.
 	checkpoints := time.NewTicker(m.checkpointEvery)
 	defer checkpoints.Stop()
 	for {
@@ -169,40 +192,41 @@ func (m *Meter) Run(ctx context.Context, limits Limits, ender CallEnder) {
 		case <-ctx.Done():
 			return
 		case <-caps.C:
-			m.enforceCaps(m.now(), limits, ender)
+			m.EnforceCaps(m.now())
 		case <-checkpoints.C:
 			m.checkpoint(ctx, m.now())
 		}
 	}
 }
 
-func (m *Meter) enforceCaps(now time.Time, limits Limits, ender CallEnder) {
-	m.mu.Lock()
-	m.rollLocked(now)
-	spend := map[string]int64{}
-	for _, lc := range m.live {
-		spend[lc.keyID] += runningCost(lc, now)
+// EnforceCaps hangs up the live calls of every key that would spend past
+// its cap before the next check: calls use every second the key has paid
+// for, and none starts a second it cannot pay for.
+func (m *Meter) EnforceCaps(now time.Time) {
+	byKey := map[string][]ledger.Entry{}
+	for _, e := range m.ledger.Calls() {
+		if e.Answered() && e.SpendCap > 0 {
+			byKey[e.KeyID] = append(byKey[e.KeyID], e)
+		}
 	}
-	for id := range spend {
-		spend[id] += m.mtd[id]
-	}
-	m.mu.Unlock()
-	for id, total := range spend {
-		if limit := limits.SpendCap(id); limit > 0 && total >= limit {
-			if n := ender.EndCalls(id, refusal.SpendCap); n > 0 {
-				m.log.Info("spend cap reached; hanging up live calls", "key_id", id, "spend_micros", total, "cap_micros", limit, "calls", n)
+	for id, es := range byKey {
+		limit := es[0].SpendCap
+		if next := m.ended(id, now) + LiveCost(es, now.Add(capLookahead)); next > limit {
+			if n := m.ledger.End(id, refusal.SpendCap); n > 0 {
+				m.log.Info("spend cap reached; hanging up live calls", "key_id", id,
+					"spend_micros", m.ended(id, now)+LiveCost(es, now), "cap_micros", limit, "calls", n)
 			}
 		}
 	}
 }
 
 func (m *Meter) checkpoint(ctx context.Context, now time.Time) {
-	m.mu.Lock()
-	ids := make([]string, 0, len(m.live))
-	for id := range m.live {
-		ids = append(ids, id)
+	var ids []string
+	for _, e := range m.ledger.Calls() {
+		if e.Answered() {
+			ids = append(ids, e.CallID)
+		}
 	}
-	m.mu.Unlock()
 	sort.Strings(ids)
 	if err := m.store.Checkpoint(ctx, ids, now); err != nil {
 		m.log.Error("checkpoint failed", "calls", len(ids), "error", err)

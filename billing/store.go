@@ -22,12 +22,19 @@ type Store interface {
 	FinishCDR(ctx context.Context, c *CDR) error
 	// Checkpoint records that the live calls were still up at t.
 	Checkpoint(ctx context.Context, callIDs []string, t time.Time) error
-	// RecoverLive closes every live CDR at its last checkpoint.
-	RecoverLive(ctx context.Context) ([]CDR, error)
+	// LiveCDRs returns the CDRs still marked live, with their last
+	// checkpoint: after a crash, the calls that were up.
+	LiveCDRs(ctx context.Context) ([]LiveCDR, error)
 	// MonthSpend sums the cost of CDRs ended since monthStart, by key.
 	MonthSpend(ctx context.Context, monthStart time.Time) (map[string]int64, error)
 	ListCDRs(ctx context.Context, f Filter) ([]CDR, error)
 	GetCDR(ctx context.Context, callID string) (*CDR, error)
+}
+
+// LiveCDR is a CDR still marked live, and when it was last seen up.
+type LiveCDR struct {
+	CDR          CDR
+	CheckpointMS int64
 }
 
 // Filter narrows ListCDRs.
@@ -154,31 +161,24 @@ func (s *SQLiteStore) Checkpoint(ctx context.Context, callIDs []string, t time.T
 	return tx.Commit()
 }
 
-func (s *SQLiteStore) RecoverLive(ctx context.Context) ([]CDR, error) {
-	live, err := s.ListCDRs(ctx, Filter{Status: StatusLive, Limit: -1})
+func (s *SQLiteStore) LiveCDRs(ctx context.Context) ([]LiveCDR, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cdrColumns+`, checkpoint_ms FROM cdrs WHERE status='live' ORDER BY setup_ms`)
 	if err != nil {
-		return nil, fmt.Errorf("recover: %w", err)
+		return nil, fmt.Errorf("live cdrs: %w", err)
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("recover: %w", err)
-	}
-	defer tx.Rollback()
-	var checkpoint int64
-	for i := range live {
-		c := &live[i]
-		if err := tx.QueryRowContext(ctx, `SELECT checkpoint_ms FROM cdrs WHERE call_id=?`, c.CallID).Scan(&checkpoint); err != nil {
-			return nil, fmt.Errorf("recover %s: %w", c.CallID, err)
+	defer rows.Close()
+	var out []LiveCDR
+	for rows.Next() {
+		var l LiveCDR
+		var checkpoint int64
+		c, err := scanCDR(scanAlso{rows, &checkpoint})
+		if err != nil {
+			return nil, fmt.Errorf("live cdrs: %w", err)
 		}
-		c.Close(time.UnixMilli(max(checkpoint, c.AnswerMS)))
-		c.Status, c.HangupSide, c.HangupCause = StatusRecovered, SideEdge, "edge restarted; billed to last checkpoint"
-		if _, err := tx.ExecContext(ctx, `UPDATE cdrs SET end_ms=?, duration_ms=?, billed_seconds=?, cost_micros=?,
-			hangup_side=?, hangup_cause=?, status=? WHERE call_id=?`, c.EndMS, c.DurationMS, c.BilledSeconds,
-			c.CostMicros, c.HangupSide, c.HangupCause, c.Status, c.CallID); err != nil {
-			return nil, fmt.Errorf("recover %s: %w", c.CallID, err)
-		}
+		l.CDR, l.CheckpointMS = c, checkpoint
+		out = append(out, l)
 	}
-	return live, tx.Commit()
+	return out, rows.Err()
 }
 
 func (s *SQLiteStore) MonthSpend(ctx context.Context, monthStart time.Time) (map[string]int64, error) {
@@ -203,6 +203,14 @@ func (s *SQLiteStore) MonthSpend(ctx context.Context, monthStart time.Time) (map
 const cdrColumns = `call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri, test_key, setup_ms, answer_ms,
 	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media,
 	sandbox, gateway, transport`
+
+// scanAlso scans the CDR columns and then more.
+type scanAlso struct {
+	row  interface{ Scan(...any) error }
+	more *int64
+}
+
+func (s scanAlso) Scan(dest ...any) error { return s.row.Scan(append(dest, s.more)...) }
 
 func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
 	var c CDR

@@ -16,13 +16,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
 	"sync"
 	"time"
 
 	"trunkgate/billing"
 	"trunkgate/bridge"
 	"trunkgate/keys"
+	"trunkgate/ledger"
 	"trunkgate/media"
 	"trunkgate/refusal"
 	"trunkgate/sip"
@@ -80,14 +80,27 @@ type AppDialer interface {
 	Dial(ctx context.Context, cfg bridge.DialConfig) (Stream, error)
 }
 
-// Lease is an admitted call's hold on a channel of its key (*keys.Lease).
+// Lease is an admitted call's place in the ledger (*keys.Lease).
 type Lease interface {
 	// Key is the key as it was at admission.
 	Key() *keys.Key
 	// Context is done when the edge orders the call to end (revocation,
-	// spend cap); its cause is the refusal.Reason.
+	// spend cap, an operator's hang-up, the end of a drain); its cause is
+	// the refusal.Reason.
 	Context() context.Context
+	// RatePerMinute is what a minute of the call costs, rated at admission.
+	RatePerMinute() int64
+	// Answer records the answer: the call costs from then on.
+	Answer(at time.Time)
 	Release()
+}
+
+// Ledger is where live calls are listed and ended (ledger.Memory):
+// Manager keeps no count of its own.
+type Ledger interface {
+	Calls() []ledger.Entry
+	EndCall(callID string, cause error) bool
+	EndAll(cause error) int
 }
 
 // Admitter admits calls against keys (keys.Admitter, through Admission).
@@ -126,6 +139,7 @@ type Metrics interface {
 type Config struct {
 	Trunks   TrunkFinder
 	Admitter Admitter
+	Ledger   Ledger
 	Media    MediaFactory
 	Apps     AppDialer
 	Meter    Meter
@@ -156,13 +170,14 @@ type Config struct {
 	Log         *slog.Logger
 }
 
-// Manager runs calls and keeps every call from admission to its CDR.
+// Manager runs calls and keeps every call object from admission to its
+// CDR. What is live, and for which key, is the ledger's to say.
 type Manager struct {
 	cfg Config
 	log *slog.Logger
 
 	mu    sync.Mutex
-	calls map[string]*Call // admitted, not yet recorded
+	calls map[string]*Call // running call objects: admitted, not yet recorded
 	// idle is closed whenever calls is empty (Wait).
 	idle chan struct{}
 }
@@ -229,15 +244,23 @@ const (
 	StateAnswered = "answered" // live
 )
 
-// List returns the answered calls, oldest first.
+// List returns the answered calls in the ledger, oldest first, with
+// what this edge knows of each.
 func (m *Manager) List() []Info {
 	out := []Info{}
-	for _, c := range m.snapshot() {
-		if info := c.info(); info.State == StateAnswered {
-			out = append(out, info)
+	for _, e := range m.cfg.Ledger.Calls() {
+		if !e.Answered() {
+			continue
 		}
+		if info, ok := m.Get(e.CallID); ok {
+			out = append(out, info)
+			continue
+		}
+		// Held by another node: what the ledger knows.
+		out = append(out, Info{CallID: e.CallID, KeyID: e.KeyID, TrunkID: e.TrunkID, Direction: e.Direction,
+			State: StateAnswered, To: e.Destination, SetupAt: e.AdmittedAt, AnswerAt: e.AnsweredAt,
+			DurationMS: time.Since(e.AnsweredAt).Milliseconds()})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].SetupAt.Before(out[j].SetupAt) })
 	return out
 }
 
@@ -268,28 +291,26 @@ var ErrNoCall = errors.New("no such live call")
 // Hangup ends a call by an operator's order: a live call gets BYE, a call
 // still being set up is abandoned (CANCEL or a refusal).
 func (m *Manager) Hangup(callID string) error {
-	m.mu.Lock()
-	c, ok := m.calls[callID]
-	m.mu.Unlock()
-	if !ok {
+	if !m.cfg.Ledger.EndCall(callID, refusal.OperatorHangup) {
 		return fmt.Errorf("call %s: %w", callID, ErrNoCall)
 	}
-	c.stop(refusal.OperatorHangup)
 	return nil
 }
 
 // HangupAll ends every call with r (live calls get BYE, calls being set
 // up are refused or canceled) and returns how many: the end of a drain.
-func (m *Manager) HangupAll(r refusal.Reason) int {
-	calls := m.snapshot()
-	for _, c := range calls {
-		c.stop(r)
-	}
-	return len(calls)
-}
+func (m *Manager) HangupAll(r refusal.Reason) int { return m.cfg.Ledger.EndAll(r) }
 
 // Live is the number of answered calls not yet ended.
-func (m *Manager) Live() int { return len(m.List()) }
+func (m *Manager) Live() int {
+	n := 0
+	for _, e := range m.cfg.Ledger.Calls() {
+		if e.Answered() {
+			n++
+		}
+	}
+	return n
+}
 
 // Wait blocks until every admitted call, answered or still being set up,
 // has ended and been recorded, or ctx ends.

@@ -13,6 +13,7 @@ import (
 	"trunkgate/billing"
 	"trunkgate/bridge"
 	"trunkgate/keys"
+	"trunkgate/ledger"
 	"trunkgate/media"
 	"trunkgate/refusal"
 	"trunkgate/sip"
@@ -198,26 +199,40 @@ func (a *fakeApps) last() *fakeStream {
 	return a.streams[len(a.streams)-1]
 }
 
+// fakeLease is a lease on the real ledger (the harness's), counting its
+// releases.
 type fakeLease struct {
 	key      *keys.Key
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
+	hold     *ledger.Hold
+	ledger   *ledger.Memory
 	mu       sync.Mutex
 	released int
 }
 
 func (l *fakeLease) Key() *keys.Key           { return l.key }
-func (l *fakeLease) Context() context.Context { return l.ctx }
+func (l *fakeLease) Context() context.Context { return l.hold.Context() }
+func (l *fakeLease) RatePerMinute() int64 {
+	if l.key.Mode == keys.Test {
+		return 0 // as keys.Admitter rates test keys
+	}
+	return l.key.Limits.RatePerMinute
+}
+func (l *fakeLease) Answer(at time.Time) { l.hold.Answer(at) }
 func (l *fakeLease) Release() {
 	l.mu.Lock()
 	l.released++
 	l.mu.Unlock()
+	l.hold.Close()
 }
 func (l *fakeLease) releases() int { l.mu.Lock(); defer l.mu.Unlock(); return l.released }
+
+// cancel orders the call to end, as revocation or the spend cap would.
+func (l *fakeLease) cancel(cause error) { l.ledger.EndCall(l.hold.CallID(), cause) }
 
 type fakeAdmitter struct {
 	refuse error
 	key    *keys.Key
+	ledger *ledger.Memory
 	mu     sync.Mutex
 	leases []*fakeLease
 	reqs   []keys.Request
@@ -230,8 +245,12 @@ func (a *fakeAdmitter) Admit(_ context.Context, req keys.Request) (Lease, error)
 	if a.refuse != nil {
 		return nil, a.refuse
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &fakeLease{key: a.key, ctx: ctx, cancel: cancel}
+	hold, err := a.ledger.Open(ledger.Entry{CallID: req.CallID, KeyID: a.key.ID, Direction: string(req.Direction),
+		RatePerMinute: a.key.Limits.RatePerMinute}, ledger.Caps{})
+	if err != nil {
+		return nil, err
+	}
+	l := &fakeLease{key: a.key, hold: hold, ledger: a.ledger}
 	a.leases = append(a.leases, l)
 	return l, nil
 }
@@ -480,7 +499,8 @@ func newHarness(t *testing.T) *harness {
 				AIURL: "ws://app.example/agent", AllowedSources: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
 				Format: "twilio", SampleRate: 8000},
 		}},
-		admit:   &fakeAdmitter{key: &keys.Key{ID: testKeyID, Mode: keys.Live, Limits: keys.Limits{RatePerMinute: 6000}}},
+		admit: &fakeAdmitter{key: &keys.Key{ID: testKeyID, Mode: keys.Live, Limits: keys.Limits{RatePerMinute: 6000}},
+			ledger: ledger.NewMemory("test")},
 		media:   &fakeFactory{},
 		apps:    &fakeApps{},
 		meter:   &fakeMeter{done: make(chan billing.CDR, 16)},
@@ -490,7 +510,7 @@ func newHarness(t *testing.T) *harness {
 		health:  trunks.NewHealth(3, slog.New(slog.NewTextHandler(io.Discard, nil))),
 	}
 	h.m = NewManager(Config{
-		Trunks: h.trunks, Admitter: h.admit, Media: h.media, Apps: h.apps, Meter: h.meter, Audit: h.audit,
+		Trunks: h.trunks, Admitter: h.admit, Ledger: h.admit.ledger, Media: h.media, Apps: h.apps, Meter: h.meter, Audit: h.audit,
 		Metrics: h.metrics, Carrier: h.carrier, Gateways: h.health, MediaIP: netip.MustParseAddr("127.0.0.1"),
 		BlockedPrefixes: []string{"+882"}, RingTimeout: time.Second,
 		Sandbox: &trunks.Trunk{ID: "sandbox", Direction: trunks.Outbound, Sandbox: true,

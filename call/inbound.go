@@ -96,7 +96,9 @@ func (m *Manager) Inbound(inv Incoming) {
 		_ = inv.Refuse(refusal.NoCommonCodec)
 		return
 	}
-	lease, err := m.cfg.Admitter.Admit(inv.Context(), keys.Request{KeyID: trunk.KeyID, Direction: keys.Inbound})
+	callID := bridge.NewSid("CA")
+	lease, err := m.cfg.Admitter.Admit(inv.Context(), keys.Request{CallID: callID, KeyID: trunk.KeyID, Direction: keys.Inbound,
+		Destination: called})
 	if err != nil {
 		r, ok := refusal.As(err)
 		if !ok {
@@ -107,7 +109,7 @@ func (m *Manager) Inbound(inv Incoming) {
 		return
 	}
 	_ = inv.Trying()
-	m.inboundSetup(inv, trunk, lease, neg)
+	m.inboundSetup(inv, trunk, callID, lease, neg)
 }
 
 // unknownSource answers an INVITE from a source no trunk allows: the
@@ -168,19 +170,16 @@ func (m *Manager) refuseInvite(inv Incoming, keyID string, r refusal.Reason, cal
 
 // inboundSetup dials the application, opens media and answers. Whatever
 // fails, the call was admitted: its lease is released and a CDR written.
-func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, lease Lease, neg sip.Negotiated) {
+func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string, lease Lease, neg sip.Negotiated) {
 	called, ok := trunks.NormaliseNumber(inv.CalledUser())
 	if !ok {
 		called = inv.CalledUser()
 	}
 	key := lease.Key()
 	cdr := billing.CDR{
-		CallID: bridge.NewSid("CA"), SIPCallID: inv.CallID(), KeyID: trunk.KeyID, TrunkID: trunk.ID,
+		CallID: callID, SIPCallID: inv.CallID(), KeyID: trunk.KeyID, TrunkID: trunk.ID,
 		Direction: string(keys.Inbound), From: inv.From().User, To: called, TestKey: key.Mode == keys.Test,
-		SetupMS: inv.Received().UnixMilli(), Codec: neg.Codec, Transport: inv.Transport(),
-	}
-	if !cdr.TestKey {
-		cdr.RatePerMinute = key.Limits.RatePerMinute
+		SetupMS: inv.Received().UnixMilli(), Codec: neg.Codec, Transport: inv.Transport(), RatePerMinute: lease.RatePerMinute(),
 	}
 	c := m.newCall(keys.Inbound, lease, cdr)
 	c.neg = neg

@@ -282,7 +282,7 @@ func TestPanicInCallStillRecords(t *testing.T) {
 	if cdr.HangupCause != "internal error" || cdr.HangupSide != billing.SideEdge || cdr.AnswerMS == 0 {
 		t.Fatalf("CDR %+v", cdr)
 	}
-	if h.admit.last().releases() != 1 || len(h.m.List()) != 0 {
+	if h.admit.last().releases() != 1 || len(h.m.List()) != 0 || len(h.admit.ledger.Calls()) != 0 {
 		t.Fatal("the panicking call kept its channel or stayed live")
 	}
 	if ends := h.apps.last().closedWith(); len(ends) != 1 || ends[0].Reason != "internal error" {

@@ -42,8 +42,6 @@ type Call struct {
 	gateway    string
 	sdpVersion uint64
 
-	// hangup carries the order to end a live call (operator, drain).
-	hangup    chan refusal.Reason
 	endOnce   sync.Once
 	endedWith chan struct{} // closed once the CDR is written
 }
@@ -88,25 +86,16 @@ func (m *Manager) newCall(dir keys.Direction, lease Lease, cdr billing.CDR) *Cal
 	ctx, cancel := context.WithCancelCause(context.Background())
 	c := &Call{
 		m: m, id: cdr.CallID, dir: dir, lease: lease, ctx: ctx, cancel: cancel,
-		cdr: cdr, state: StateSetup, hangup: make(chan refusal.Reason, 1), endedWith: make(chan struct{}),
+		cdr: cdr, state: StateSetup, endedWith: make(chan struct{}),
 		sdpID: fmt.Sprint(time.Now().UnixNano() & 0x7fffffffffff), sdpVersion: 1,
 	}
 	c.log = m.log.With("call_id", c.id, "key_id", cdr.KeyID, "direction", string(dir))
-	// Setup ends early when the key is revoked or hits its spend cap.
+	// Setup ends early when the edge orders the call to end (revocation,
+	// spend cap, an operator, the end of a drain).
 	context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
 	m.register(c)
 	m.cfg.Metrics.Admitted(cdr.KeyID, string(dir))
 	return c
-}
-
-// stop orders the call to end with r: a live call hangs up, a call being
-// set up gives up.
-func (c *Call) stop(r refusal.Reason) {
-	c.cancel(r)
-	select {
-	case c.hangup <- r:
-	default: // already asked
-	}
 }
 
 // setupStopped is why setup was told to give up, if it was.
@@ -155,6 +144,7 @@ func (c *Call) fail(o outcome) {
 // answered makes the call live: the meter starts, the stream begins, media
 // flows, and run watches for its end.
 func (c *Call) answered(at time.Time, setup time.Duration) {
+	c.lease.Answer(at)
 	c.mu.Lock()
 	c.cdr.FinalCode = 200
 	c.cdr.AnswerMS = at.UnixMilli()
@@ -165,7 +155,7 @@ func (c *Call) answered(at time.Time, setup time.Duration) {
 	if err := c.m.cfg.Meter.Answer(context.Background(), &cdr); err != nil {
 		c.log.Error("live CDR write failed", "error", err)
 	}
-	c.cancel(nil) // setup is over; stop reaches the call through hangup now
+	c.cancel(nil) // setup is over; an order to end arrives through the lease now
 	if c.dialog != nil {
 		c.dialog.OnDTMF(c.stream.DTMF)
 	}
@@ -216,8 +206,6 @@ func (c *Call) run() {
 		o = because(r)
 	case <-limit:
 		o = because(refusal.MaxDuration)
-	case r := <-c.hangup:
-		o = because(r)
 	}
 	c.end(o)
 }

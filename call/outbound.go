@@ -107,8 +107,9 @@ func (m *Manager) admitOutbound(ctx context.Context, req OutboundRequest) (*plac
 			return refuse(refusal.DestinationBlocked, "to="+to+" edge block list "+p)
 		}
 	}
-	lease, err := m.cfg.Admitter.Admit(ctx, keys.Request{KeyID: key.ID, Direction: keys.Outbound, Destination: to,
-		TrunkID: trunk.ID, TrunkChannels: trunk.MaxChannels})
+	callID := bridge.NewSid("CA")
+	lease, err := m.cfg.Admitter.Admit(ctx, keys.Request{CallID: callID, KeyID: key.ID, Direction: keys.Outbound,
+		Destination: to, TrunkID: trunk.ID, TrunkChannels: trunk.MaxChannels})
 	if err != nil {
 		r, isRefusal := refusal.As(err)
 		if !isRefusal {
@@ -117,7 +118,7 @@ func (m *Manager) admitOutbound(ctx context.Context, req OutboundRequest) (*plac
 		}
 		return refuse(r, "to="+to)
 	}
-	return &placement{req: req, trunk: trunk, to: to, from: from, lease: lease, callID: bridge.NewSid("CA")}, nil
+	return &placement{req: req, trunk: trunk, to: to, from: from, lease: lease, callID: callID}, nil
 }
 
 // ErrNotWebSocket is returned for a stream request that is not a
@@ -166,9 +167,7 @@ func (m *Manager) newOutboundCall(p *placement) *Call {
 	cdr := billing.CDR{
 		CallID: p.callID, KeyID: key.ID, TrunkID: p.trunk.ID, Direction: string(keys.Outbound),
 		From: p.from, To: p.to, TestKey: key.Mode == keys.Test, Sandbox: p.trunk.Sandbox, SetupMS: time.Now().UnixMilli(),
-	}
-	if !cdr.TestKey {
-		cdr.RatePerMinute = key.Limits.RatePerMinute
+		RatePerMinute: p.lease.RatePerMinute(),
 	}
 	return m.newCall(keys.Outbound, p.lease, cdr)
 }

@@ -302,10 +302,12 @@ func TestStreamHandshakeRefusals(t *testing.T) {
 	if slowFirst != nil || refused.Status != 404 {
 		t.Fatalf("a refused handshake took the call rate's token? %+v", refused)
 	}
-	// A key past its spend cap: one answered second at 60 a minute is
-	// 1,000,000 micros against a cap of 1.
+	// A key that can pay for one second more, not two: one answered second
+	// at 60 a minute is 1,000,000 micros against a cap of 1,500,000; the
+	// next call could not pay its first second and is refused before it
+	// rings.
 	spent := StartGateway(t, Gateway{ByeAfterMS: 300})
-	capped := e.NewKey("capped", keys.Limits{MonthlySpendCap: 1, RatePerMinute: 60_000_000}, "calls:outbound")
+	capped := e.NewKey("capped", keys.Limits{MonthlySpendCap: 1_500_000, RatePerMinute: 60_000_000}, "calls:outbound")
 	e.NewOutboundTrunk(capped.Key.ID, outbound, spent.URI)
 	paid, refused := e.DialStream(t, capped.APIKey, to)
 	if refused != nil {

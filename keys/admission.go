@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"trunkgate/ledger"
 	"trunkgate/refusal"
 )
 
@@ -22,6 +23,8 @@ const (
 
 // Request is what a call asks admission for.
 type Request struct {
+	// CallID names the call in the ledger.
+	CallID      string
 	KeyID       string
 	Direction   Direction
 	Destination string // the dialled number, checked against prefix rules on outbound calls
@@ -31,45 +34,46 @@ type Request struct {
 	TrunkChannels int
 }
 
-// SpendReader tells admission how much a key has spent this calendar month,
-// live calls included. billing implements it.
-type SpendReader interface {
-	MonthToDate(keyID string) int64
+// SpendChecker tells admission whether a key can afford a new call.
+// billing implements it: the spend rule lives there.
+type SpendChecker interface {
+	CanAfford(keyID string, spendCap, ratePerMinute int64) bool
 }
 
-// Admitter decides, per call, whether a key may place or take it, and holds
-// the channel leases of live calls. Keys are cached in memory: admission
+// Ledger is where admitted calls are held (ledger.Memory): the one count
+// of a key's and a trunk's live calls.
+type Ledger interface {
+	Open(e ledger.Entry, caps ledger.Caps) (*ledger.Hold, error)
+	Count(keyID string) int
+	Counts() map[string]int
+	End(keyID string, cause error) int
+	SetSpendCap(keyID string, spendCap int64)
+}
+
+// Admitter decides, per call, whether a key may place or take it, and
+// holds admitted calls in the ledger. Keys are cached in memory: admission
 // reads no database, and Put makes a changed key effective at the next
 // admission.
 type Admitter struct {
 	store    Store
-	spend    SpendReader
+	ledger   Ledger
+	spend    SpendChecker
 	now      func() time.Time
 	draining atomic.Bool
 
-	mu     sync.Mutex
-	keys   map[string]*keyState
-	trunks map[string]int // live calls per trunk with a channel cap
+	mu   sync.Mutex
+	keys map[string]*keyState
 }
 
 type keyState struct {
 	key    *Key // immutable snapshot; replaced, never changed
-	active int
 	bucket tokenBucket
-	leases map[*Lease]struct{}
 }
 
-// NewAdmitter makes an admitter over store; spend may be nil (no caps).
-func NewAdmitter(store Store, spend SpendReader) *Admitter {
-	return &Admitter{store: store, spend: spend, now: time.Now, keys: map[string]*keyState{}, trunks: map[string]int{}}
-}
-
-// SetSpendReader wires billing in after construction (billing needs keys'
-// limits, keys need billing's spend: one of them has to come second).
-func (a *Admitter) SetSpendReader(s SpendReader) {
-	a.mu.Lock()
-	a.spend = s
-	a.mu.Unlock()
+// NewAdmitter makes an admitter over store that holds calls in l; spend
+// may be nil (no caps).
+func NewAdmitter(store Store, l Ledger, spend SpendChecker) *Admitter {
+	return &Admitter{store: store, ledger: l, spend: spend, now: time.Now, keys: map[string]*keyState{}}
 }
 
 // Load fills the cache with every stored key.
@@ -90,10 +94,13 @@ func (a *Admitter) Put(k *Key) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if st, ok := a.keys[k.ID]; ok {
+		if st.key.Limits.MonthlySpendCap != k.Limits.MonthlySpendCap {
+			a.ledger.SetSpendCap(k.ID, k.Limits.MonthlySpendCap)
+		}
 		st.key = k
 		return
 	}
-	a.keys[k.ID] = &keyState{key: k, leases: map[*Lease]struct{}{}}
+	a.keys[k.ID] = &keyState{key: k}
 }
 
 // Key returns the cached key, loading it from the store on a miss (a key
@@ -160,45 +167,37 @@ func (a *Admitter) Admit(ctx context.Context, req Request) (*Lease, error) {
 	if req.Direction == Outbound && !k.Limits.DestinationAllowed(req.Destination) {
 		return nil, refusal.DestinationBlocked
 	}
-	if limit := k.Limits.MonthlySpendCap; limit > 0 && a.spend != nil && a.spend.MonthToDate(k.ID) >= limit {
+	rate := a.rate(k, req)
+	// A call the key cannot afford one billed second of is refused before
+	// answer, not answered and dropped at once.
+	if limit := k.Limits.MonthlySpendCap; limit > 0 && a.spend != nil && !a.spend.CanAfford(k.ID, limit, rate) {
 		return nil, refusal.SpendCap
 	}
-	if limit := k.Limits.MaxChannels; limit > 0 && st.active >= limit {
-		return nil, refusal.ChannelCap
-	}
-	if req.TrunkChannels > 0 && a.trunks[req.TrunkID] >= req.TrunkChannels {
-		return nil, refusal.TrunkChannelCap
+	hold, err := a.ledger.Open(ledger.Entry{CallID: req.CallID, KeyID: k.ID, TrunkID: req.TrunkID, Direction: string(req.Direction),
+		Destination: req.Destination, AdmittedAt: a.now(), RatePerMinute: rate, SpendCap: k.Limits.MonthlySpendCap},
+		ledger.Caps{Key: k.Limits.MaxChannels, Trunk: req.TrunkChannels})
+	if err != nil {
+		return nil, err
 	}
 	if !st.bucket.take(a.now(), k.Limits.CPS) {
+		hold.Close()
 		return nil, refusal.CallRate
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{key: k, Direction: req.Direction, a: a, ctx: ctx, cancel: cancel}
-	st.active++
-	st.leases[l] = struct{}{}
-	if req.TrunkChannels > 0 {
-		l.trunkID = req.TrunkID
-		a.trunks[req.TrunkID]++
+	return &Lease{key: k, Direction: req.Direction, hold: hold, rate: rate}, nil
+}
+
+// rate is what a minute of the call costs: nothing for a test key.
+func (a *Admitter) rate(k *Key, req Request) int64 {
+	if k.Mode == Test {
+		return 0
 	}
-	return l, nil
+	return k.Limits.RatePerMinute
 }
 
 // EndCalls orders every live call of the key to hang up with cause (for
-// example refusal.KeyRevoked or refusal.SpendCap) and returns how many.
+// example refusal.KeyRevoked) and returns how many.
 func (a *Admitter) EndCalls(keyID string, cause error) int {
-	a.mu.Lock()
-	st, ok := a.keys[keyID]
-	var leases []*Lease
-	if ok {
-		for l := range st.leases {
-			leases = append(leases, l)
-		}
-	}
-	a.mu.Unlock()
-	for _, l := range leases {
-		l.cancel(cause)
-	}
-	return len(leases)
+	return a.ledger.End(keyID, cause)
 }
 
 // Usage is one key's channel use, for metrics and the calls API.
@@ -210,79 +209,49 @@ type Usage struct {
 
 // Usage lists channel use of every cached key, sorted by id.
 func (a *Admitter) Usage() []Usage {
+	live := a.ledger.Counts()
 	a.mu.Lock()
 	out := make([]Usage, 0, len(a.keys))
 	for id, st := range a.keys {
-		out = append(out, Usage{KeyID: id, Active: st.active, MaxChannels: st.key.Limits.MaxChannels})
+		out = append(out, Usage{KeyID: id, Active: live[id], MaxChannels: st.key.Limits.MaxChannels})
 	}
 	a.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
 	return out
 }
 
-// Active is the number of live leases of one key.
-func (a *Admitter) Active(keyID string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if st, ok := a.keys[keyID]; ok {
-		return st.active
-	}
-	return 0
-}
+// Active is the number of live calls of one key.
+func (a *Admitter) Active(keyID string) int { return a.ledger.Count(keyID) }
 
 // Lease is one admitted call's hold on a channel of its key. The call must
-// Release it when it ends, whatever way it ends; Done closes when the edge
-// orders the call to end (key revoked, spend cap), with Cause saying why.
+// Release it when it ends, whatever way it ends; Context is done when the
+// edge orders the call to end (key revoked, spend cap, operator), with
+// its cause saying why.
 type Lease struct {
 	key       *Key
 	Direction Direction
-
-	a        *Admitter
-	trunkID  string // counted against this trunk's cap, if set
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-	released atomic.Bool
+	hold      *ledger.Hold
+	rate      int64
 }
+
+// RatePerMinute is what a minute of the call costs, as rated at admission.
+func (l *Lease) RatePerMinute() int64 { return l.rate }
 
 // Key is the key as it was at admission: limits for this call are read
 // from here (max_call_seconds, rate).
 func (l *Lease) Key() *Key { return l.key }
 
-// Done is closed when the call must end.
-func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
+// CallID is the call's id in the ledger.
+func (l *Lease) CallID() string { return l.hold.CallID() }
 
 // Context is done when the call must end; its cause says why.
-func (l *Lease) Context() context.Context { return l.ctx }
+func (l *Lease) Context() context.Context { return l.hold.Context() }
 
-// Cause says why Done closed (a refusal.Reason), or nil.
-func (l *Lease) Cause() error {
-	if l.ctx.Err() == nil {
-		return nil
-	}
-	return context.Cause(l.ctx)
-}
+// Answer records the answer in the ledger: the call costs from now on.
+func (l *Lease) Answer(at time.Time) { l.hold.Answer(at) }
 
 // Release frees the channel. It is safe to call more than once.
-func (l *Lease) Release() {
-	if !l.released.CompareAndSwap(false, true) {
-		return
-	}
-	l.cancel(context.Canceled)
-	a := l.a
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if st, ok := a.keys[l.key.ID]; ok {
-		if _, held := st.leases[l]; held {
-			delete(st.leases, l)
-			st.active--
-		}
-	}
-	if l.trunkID != "" {
-		if a.trunks[l.trunkID]--; a.trunks[l.trunkID] <= 0 {
-			delete(a.trunks, l.trunkID)
-		}
-	}
-}
+func (l *Lease) Release() { l.hold.Close() }
 
 // tokenBucket limits the rate of new calls. The rate is read at each take,
 // so a changed cps applies at the next admission.

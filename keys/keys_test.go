@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"trunkgate/internal/sqlitedb/sqlitedbtest"
+	"trunkgate/ledger"
 	"trunkgate/refusal"
 )
 
@@ -25,11 +27,15 @@ func newStore(t testing.TB) *SQLiteStore {
 	return s
 }
 
+// fixedSpend is each key's month-to-date spend, as billing would say.
 type fixedSpend map[string]int64
 
-func (f fixedSpend) MonthToDate(id string) int64 { return f[id] }
+func (f fixedSpend) CanAfford(id string, spendCap, ratePerMinute int64) bool {
+	return f[id] < spendCap && f[id]+(ratePerMinute+59)/60 <= spendCap
+}
 
 type fixture struct {
+	calls    int // call ids handed out
 	store    *SQLiteStore
 	admitter *Admitter
 	manager  *Manager
@@ -54,17 +60,24 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newFixture(t testing.TB, spend SpendReader) *fixture {
+func newFixture(t testing.TB, spend SpendChecker) *fixture {
 	t.Helper()
 	store := newStore(t)
 	clock := &fakeClock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	a := NewAdmitter(store, spend)
+	a := NewAdmitter(store, ledger.NewMemory("test"), spend)
 	a.now = clock.now
 	audit := NewAuditor(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(audit.Close)
 	m := NewManager(store, a, audit)
 	m.now = clock.now
 	return &fixture{store: store, admitter: a, manager: m, audit: audit, clock: clock}
+}
+
+// admit admits req under a fresh call id.
+func (f *fixture) admit(ctx context.Context, req Request) (*Lease, error) {
+	f.calls++
+	req.CallID = fmt.Sprintf("CA%d", f.calls)
+	return f.admitter.Admit(ctx, req)
 }
 
 var admin = Actor{KeyID: "admin0000000", Source: "127.0.0.1:1"}
@@ -222,17 +235,17 @@ func TestAdmitRefusals(t *testing.T) {
 		{"spend cap at the cap", Request{KeyID: capped.Key.ID, Direction: Inbound}, refusal.SpendCap},
 	}
 	for _, tt := range tests {
-		_, err := f.admitter.Admit(ctx, tt.req)
+		_, err := f.admit(ctx, tt.req)
 		if r, ok := refusal.As(err); !ok || r != tt.want {
 			t.Errorf("%s: Admit = %v, want %v", tt.name, err, tt.want)
 		}
 	}
 	// The channel cap, and its release.
-	l, err := f.admitter.Admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound})
+	l, err := f.admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound}); !errors.Is(err, refusal.ChannelCap) {
+	if _, err := f.admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound}); !errors.Is(err, refusal.ChannelCap) {
 		t.Fatalf("second call at max_channels=1: %v, want channel cap", err)
 	}
 	l.Release()
@@ -240,26 +253,26 @@ func TestAdmitRefusals(t *testing.T) {
 	if got := f.admitter.Active(inboundOnly.Key.ID); got != 0 {
 		t.Fatalf("active after release = %d", got)
 	}
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound}); err != nil {
+	if _, err := f.admit(ctx, Request{KeyID: inboundOnly.Key.ID, Direction: Inbound}); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
 	// A trunk's own cap holds on top of the key's, and is freed with the lease.
 	trunkReq := Request{KeyID: outbound.Key.ID, Direction: Outbound, Destination: "+15550100", TrunkID: "tr_1", TrunkChannels: 1}
-	tl, err := f.admitter.Admit(ctx, trunkReq)
+	tl, err := f.admit(ctx, trunkReq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.admitter.Admit(ctx, trunkReq); !errors.Is(err, refusal.TrunkChannelCap) {
+	if _, err := f.admit(ctx, trunkReq); !errors.Is(err, refusal.TrunkChannelCap) {
 		t.Fatalf("second call on a 1-channel trunk: %v, want trunk channel cap", err)
 	}
 	other := trunkReq
 	other.TrunkID = "tr_2"
-	ol, err := f.admitter.Admit(ctx, other)
+	ol, err := f.admit(ctx, other)
 	if err != nil {
 		t.Fatalf("another trunk of the key: %v", err)
 	}
 	tl.Release()
-	if tl, err = f.admitter.Admit(ctx, trunkReq); err != nil {
+	if tl, err = f.admit(ctx, trunkReq); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
 	tl.Release()
@@ -268,7 +281,7 @@ func TestAdmitRefusals(t *testing.T) {
 		t.Fatalf("lease key %s", tl.Key().ID)
 	}
 	f.admitter.SetDraining(true)
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: outbound.Key.ID, Direction: Outbound, Destination: "+1555"}); !errors.Is(err, refusal.Draining) {
+	if _, err := f.admit(ctx, Request{KeyID: outbound.Key.ID, Direction: Outbound, Destination: "+1555"}); !errors.Is(err, refusal.Draining) {
 		t.Fatalf("draining: %v", err)
 	}
 }
@@ -278,7 +291,7 @@ func TestLimitChangesApplyAtNextAdmission(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.create(t, Limits{MaxChannels: 1})
 	id := c.Key.ID
-	first, err := f.admitter.Admit(ctx, Request{KeyID: id, Direction: Inbound})
+	first, err := f.admit(ctx, Request{KeyID: id, Direction: Inbound})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +299,7 @@ func TestLimitChangesApplyAtNextAdmission(t *testing.T) {
 	if _, err := f.manager.SetLimits(ctx, admin, id, LimitsPatch{MaxChannels: &two}); err != nil {
 		t.Fatal(err)
 	}
-	second, err := f.admitter.Admit(ctx, Request{KeyID: id, Direction: Inbound})
+	second, err := f.admit(ctx, Request{KeyID: id, Direction: Inbound})
 	if err != nil {
 		t.Fatalf("raised cap not applied: %v", err)
 	}
@@ -295,7 +308,7 @@ func TestLimitChangesApplyAtNextAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.Release()
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: id, Direction: Inbound}); !errors.Is(err, refusal.ChannelCap) {
+	if _, err := f.admit(ctx, Request{KeyID: id, Direction: Inbound}); !errors.Is(err, refusal.ChannelCap) {
 		t.Fatalf("lowered cap not applied: %v", err)
 	}
 	first.Release()
@@ -304,14 +317,14 @@ func TestLimitChangesApplyAtNextAdmission(t *testing.T) {
 	if _, err := f.manager.SetLimits(ctx, admin, id, LimitsPatch{CPS: &cps, MaxChannels: new(int)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: id, Direction: Inbound}); err != nil {
+	if _, err := f.admit(ctx, Request{KeyID: id, Direction: Inbound}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: id, Direction: Inbound}); !errors.Is(err, refusal.CallRate) {
+	if _, err := f.admit(ctx, Request{KeyID: id, Direction: Inbound}); !errors.Is(err, refusal.CallRate) {
 		t.Fatalf("cps 1: %v, want call rate", err)
 	}
 	f.clock.advance(time.Second)
-	if _, err := f.admitter.Admit(ctx, Request{KeyID: id, Direction: Inbound}); err != nil {
+	if _, err := f.admit(ctx, Request{KeyID: id, Direction: Inbound}); err != nil {
 		t.Fatalf("after a second: %v", err)
 	}
 }
@@ -322,7 +335,7 @@ func TestRevokeEndsLiveCalls(t *testing.T) {
 	c := f.create(t, Limits{})
 	var leases []*Lease
 	for range 3 {
-		l, err := f.admitter.Admit(ctx, Request{KeyID: c.Key.ID, Direction: Inbound})
+		l, err := f.admit(ctx, Request{KeyID: c.Key.ID, Direction: Inbound})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,12 +347,12 @@ func TestRevokeEndsLiveCalls(t *testing.T) {
 	}
 	for i, l := range leases {
 		select {
-		case <-l.Done():
+		case <-l.Context().Done():
 		default:
 			t.Fatalf("lease %d not told to end", i)
 		}
-		if r, _ := refusal.As(l.Cause()); r != refusal.KeyRevoked {
-			t.Fatalf("lease %d cause %v", i, l.Cause())
+		if r, _ := refusal.As(context.Cause(l.Context())); r != refusal.KeyRevoked {
+			t.Fatalf("lease %d cause %v", i, context.Cause(l.Context()))
 		}
 		l.Release()
 	}
@@ -466,7 +479,7 @@ func BenchmarkAdmit(b *testing.B) {
 	f := newFixture(b, fixedSpend{})
 	c := f.create(b, Limits{MaxChannels: 100, MonthlySpendCap: 1 << 40, CPS: 0}, "calls:inbound")
 	ctx := context.Background()
-	req := Request{KeyID: c.Key.ID, Direction: Inbound}
+	req := Request{CallID: "CAbench", KeyID: c.Key.ID, Direction: Inbound}
 	b.ReportAllocs()
 	for b.Loop() {
 		l, err := f.admitter.Admit(ctx, req)
@@ -483,7 +496,7 @@ func BenchmarkAdmitRefused(b *testing.B) {
 	c := f.create(b, Limits{MaxChannels: 1}, "calls:inbound")
 	ctx := context.Background()
 	req := Request{KeyID: c.Key.ID, Direction: Inbound}
-	if _, err := f.admitter.Admit(ctx, req); err != nil {
+	if _, err := f.admit(ctx, req); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()

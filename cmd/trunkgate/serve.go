@@ -24,6 +24,7 @@ import (
 	"trunkgate/flood"
 	"trunkgate/internal/sqlitedb"
 	"trunkgate/keys"
+	"trunkgate/ledger"
 	"trunkgate/media"
 	"trunkgate/metrics"
 	"trunkgate/refusal"
@@ -107,6 +108,7 @@ func parsePortRange(s string) (int, int, error) {
 // edge is everything serve wires together.
 type edge struct {
 	db       *dbHandle
+	ledger   *ledger.Memory
 	admitter *keys.Admitter
 	manager  *keys.Manager
 	audit    *keys.Auditor
@@ -185,7 +187,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		return err
 	}
 	calls := call.NewManager(call.Config{
-		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
+		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Ledger: e.ledger, Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
 		Audit: e.audit, Metrics: met, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
 		UnknownSourceReply: c.unknownSource == "reject",
 		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
@@ -229,7 +231,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	meterDone := make(chan struct{})
 	go func() {
 		defer close(meterDone)
-		e.meter.Run(meterCtx, spendCaps{e.admitter}, e.admitter)
+		e.meter.Run(meterCtx)
 	}()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(httpLn) }()
@@ -364,29 +366,19 @@ func (u channelUsage) ChannelUsage() []metrics.Channel {
 	return out
 }
 
-// spendCaps tells the meter each key's cap.
-type spendCaps struct{ a *keys.Admitter }
-
-func (s spendCaps) SpendCap(keyID string) int64 {
-	k, err := s.a.Key(context.Background(), keyID)
-	if err != nil {
-		return 0
-	}
-	return k.Limits.MonthlySpendCap
-}
-
 // openEdge opens the database and the stores, caches and logs on it.
 func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error) {
 	db, err := openDB(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	meter, err := billing.NewMeter(ctx, db.cdrs, log)
+	live := ledger.NewMemory(nodeName())
+	meter, err := billing.NewMeter(ctx, db.cdrs, live, log)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	admitter := keys.NewAdmitter(db.keys, meter)
+	admitter := keys.NewAdmitter(db.keys, live, meter)
 	if err := admitter.Load(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -398,8 +390,16 @@ func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error)
 		db.Close()
 		return nil, err
 	}
-	return &edge{db: db, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
+	return &edge{db: db, ledger: live, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
 		trunks: dir, meter: meter, cdrs: db.cdrs}, nil
+}
+
+// nodeName names this edge in the ledger: the host name.
+func nodeName() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "edge"
 }
 
 // dbHandle is the database with each component's store on it.
