@@ -48,17 +48,18 @@ bench: build deps
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseAppMessage -fuzztime $(FUZZTIME) ./bridge
-	$(GO) test -run '^$$' -fuzz FuzzParseSDP -fuzztime $(FUZZTIME) ./sip
-	$(GO) test -run '^$$' -fuzz FuzzReceiveRTP -fuzztime $(FUZZTIME) ./media
-	$(GO) test -run '^$$' -fuzz FuzzReceiveRTCP -fuzztime $(FUZZTIME) ./media
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./keys
-	$(GO) test -run '^$$' -fuzz FuzzRequestBodies -fuzztime $(FUZZTIME) ./api
-	$(GO) test -run '^$$' -fuzz FuzzParseGateway -fuzztime $(FUZZTIME) ./trunks
-	$(GO) test -run '^$$' -fuzz FuzzReasonCause -fuzztime $(FUZZTIME) ./sip
-	$(GO) test -run '^$$' -fuzz FuzzScreenDatagram -fuzztime $(FUZZTIME) ./sip
-	$(GO) test -run '^$$' -fuzz FuzzCheckDigest -fuzztime $(FUZZTIME) ./sip
-	$(GO) test -run '^$$' -fuzz FuzzAuthorize -fuzztime $(FUZZTIME) ./sip
+	$(GO) test -run '^$$' -fuzz FuzzParseAppMessage -fuzztime $(FUZZTIME) -timeout 0 ./bridge
+	$(GO) test -run '^$$' -fuzz FuzzParseSDP -fuzztime $(FUZZTIME) -timeout 0 ./sip
+	$(GO) test -run '^$$' -fuzz FuzzReceiveRTP -fuzztime $(FUZZTIME) -timeout 0 ./media
+	$(GO) test -run '^$$' -fuzz FuzzReceiveRTCP -fuzztime $(FUZZTIME) -timeout 0 ./media
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -timeout 0 ./keys
+	$(GO) test -run '^$$' -fuzz FuzzRequestBodies -fuzztime $(FUZZTIME) -timeout 0 ./api
+	$(GO) test -run '^$$' -fuzz FuzzParseRateDeck -fuzztime $(FUZZTIME) -timeout 0 ./billing
+	$(GO) test -run '^$$' -fuzz FuzzParseGateway -fuzztime $(FUZZTIME) -timeout 0 ./trunks
+	$(GO) test -run '^$$' -fuzz FuzzReasonCause -fuzztime $(FUZZTIME) -timeout 0 ./sip
+	$(GO) test -run '^$$' -fuzz FuzzScreenDatagram -fuzztime $(FUZZTIME) -timeout 0 ./sip
+	$(GO) test -run '^$$' -fuzz FuzzCheckDigest -fuzztime $(FUZZTIME) -timeout 0 ./sip
+	$(GO) test -run '^$$' -fuzz FuzzAuthorize -fuzztime $(FUZZTIME) -timeout 0 ./sip
 
 clean:
 	rm -rf bin data

@@ -54,6 +54,7 @@ type Config struct {
 	Calls    Calls
 	Gateways Gateways
 	CDRs     CDRs
+	Rates    *billing.Rates
 	Metrics  http.Handler
 	Log      *slog.Logger
 }
@@ -95,6 +96,10 @@ func New(cfg Config) *API {
 	m.HandleFunc("GET /v1/cdrs", a.auth(keys.ScopeUsageRead, a.listCDRs))
 	m.HandleFunc("GET /v1/cdrs/{id}", a.auth(keys.ScopeUsageRead, a.getCDR))
 	m.HandleFunc("GET /v1/audit", a.auth(admin, a.listAudit))
+	m.HandleFunc("GET /v1/rates", a.auth(admin, a.listRates))
+	m.HandleFunc("PUT /v1/rates", a.auth(admin, a.putRate))
+	m.HandleFunc("DELETE /v1/rates/{prefix}", a.auth(admin, a.deleteRate))
+	m.HandleFunc("POST /v1/rates/import", a.auth(admin, a.importRates))
 	m.HandleFunc("/v1/", a.noRoute)
 	return a
 }
@@ -103,7 +108,7 @@ func New(cfg Config) *API {
 // under other methods, else 404; JSON either way, like every /v1 answer.
 func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
 	var allow []string
-	for _, method := range []string{"GET", "POST", "PATCH", "DELETE"} {
+	for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		probe := &http.Request{Method: method, URL: r.URL, Host: r.Host}
 		if _, pattern := a.mux.Handler(probe); pattern != "" && pattern != "/v1/" {
 			allow = append(allow, method)
@@ -266,7 +271,7 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // fail maps an error from a lower package to its status.
 func (a *API) fail(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, keys.ErrInvalid), errors.Is(err, trunks.ErrInvalid):
+	case errors.Is(err, keys.ErrInvalid), errors.Is(err, trunks.ErrInvalid), errors.Is(err, billing.ErrInvalidRate):
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 	case errors.Is(err, keys.ErrNotFound), errors.Is(err, trunks.ErrNotFound), errors.Is(err, billing.ErrNotFound),
 		errors.Is(err, call.ErrNoCall):

@@ -59,7 +59,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	admitter := keys.NewAdmitter(ks, ledger.NewMemory("test"), nil)
+	admitter := keys.NewAdmitter(ks, ledger.NewMemory("test"), nil, nil)
 	audit := keys.NewAuditor(ks, log)
 	t.Cleanup(audit.Close)
 	dir, err := trunks.NewDirectory(ctx, ts)
@@ -76,7 +76,11 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Log: log})
+	rates, err := billing.NewRates(ctx, cs, audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Log: log})
 	a.SetReady(true)
 	return &fixture{api: a, admin: admin.Text, keyID: plain.Key.ID}
 }
@@ -140,6 +144,13 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"unknown CDR", "GET", "/v1/cdrs/CAnothing", ``, 404, "not_found"},
 		{"audit limit too big", "GET", "/v1/audit?limit=100000000000000000000", ``, 400, "bad_request"},
 		{"wrong method", "DELETE", "/v1/keys", ``, 405, "method_not_allowed"},
+		{"put a rate", "PUT", "/v1/rates", `{"prefix":"+44","rate_per_minute":12000}`, 200, ""},
+		{"rate with a bad prefix", "PUT", "/v1/rates", `{"prefix":"+44x","rate_per_minute":1}`, 400, "invalid"},
+		{"rate of an unknown key", "PUT", "/v1/rates", `{"key_id":"KEYnothing00","prefix":"+44","rate_per_minute":1}`, 404, "not_found"},
+		{"rate deck", "POST", "/v1/rates/import?key_id=" + f.keyID, "prefix,rate\n+33,0.02\n", 200, ""},
+		{"rate deck with bad lines", "POST", "/v1/rates/import", "prefix,rate\n+33,x\n", 400, "invalid"},
+		{"rate deck of an unknown key", "POST", "/v1/rates/import?key_id=nope", "prefix,rate\n", 404, "not_found"},
+		{"delete a missing rate", "DELETE", "/v1/rates/+999", ``, 404, "not_found"},
 		{"healthz", "GET", "/healthz", ``, 200, ""},
 		{"readyz", "GET", "/readyz", ``, 200, ""},
 	}
@@ -165,6 +176,8 @@ func FuzzRequestBodies(f *testing.F) {
 		{"GET", "/v1/audit?{body}"},
 		{"POST", "/v1/calls"},
 		{"GET", "/v1/calls/stream?{body}"},
+		{"PUT", "/v1/rates"},
+		{"POST", "/v1/rates/import?key_id={id}"},
 	}
 	for i, body := range []string{
 		`{"name":"a","scopes":["calls:inbound"],"limits":{"max_channels":1,"cps":2,"monthly_spend_cap":100}}`,
@@ -181,6 +194,8 @@ func FuzzRequestBodies(f *testing.F) {
 		`{"key_id":"{id}","direction":"outbound","gateways":[{"uri":"sip:a@b\r\nVia: x"}],"headers":{"Via":"x\r\ny"}}`,
 		`{"to":"+15551230000","from":"+15550100","ai_url":"ws://a/b","format":"l16","sample_rate":16000,"params":{"x":"y"}}`,
 		`to=%2B1555&format=opus&rate=7&progress=1`,
+		`{"key_id":"{id}","prefix":"+44 20","rate_per_minute":12000,"description":"London"}`,
+		"prefix,rate,description\n+44,0.0100,UK\n+44x,1\n\"",
 	} {
 		f.Add(uint8(i), body)
 	}

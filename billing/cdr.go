@@ -46,13 +46,18 @@ type CDR struct {
 	DurationMS    int64  `json:"duration_ms"`
 	BilledSeconds int64  `json:"billed_seconds"`
 	RatePerMinute int64  `json:"rate_per_minute"`
-	CostMicros    int64  `json:"cost_micros"`
-	FinalCode     int    `json:"final_code"`
-	HangupSide    string `json:"hangup_side"`
-	HangupCause   string `json:"hangup_cause"`
-	Status        string `json:"status"`
-	Codec         string `json:"codec"`
-	Media         Media  `json:"media"`
+	// RatePrefix is the rate table prefix the call was rated by ("" for
+	// the key's own rate); Country is the called number's E.164 country
+	// code ("+44"): reports group by both.
+	RatePrefix  string `json:"rate_prefix,omitempty"`
+	Country     string `json:"country,omitempty"`
+	CostMicros  int64  `json:"cost_micros"`
+	FinalCode   int    `json:"final_code"`
+	HangupSide  string `json:"hangup_side"`
+	HangupCause string `json:"hangup_cause"`
+	Status      string `json:"status"`
+	Codec       string `json:"codec"`
+	Media       Media  `json:"media"`
 }
 
 // Media is the call's RTP/RTCP quality, as the edge measured it.

@@ -81,6 +81,16 @@ CREATE INDEX cdrs_setup ON cdrs (setup_ms);
 ALTER TABLE cdrs ADD COLUMN sandbox   INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cdrs ADD COLUMN gateway   TEXT NOT NULL DEFAULT '';
 ALTER TABLE cdrs ADD COLUMN transport TEXT NOT NULL DEFAULT '';
+`}, {Version: 3, SQL: `
+ALTER TABLE cdrs ADD COLUMN rate_prefix TEXT NOT NULL DEFAULT '';
+ALTER TABLE cdrs ADD COLUMN country     TEXT NOT NULL DEFAULT '';
+CREATE TABLE rates (
+	key_id      TEXT NOT NULL DEFAULT '',
+	prefix      TEXT NOT NULL,
+	per_minute  INTEGER NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (key_id, prefix)
+);
 `}}
 
 // NewSQLiteStore migrates the billing schema and returns the store.
@@ -109,11 +119,11 @@ func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
 		test_key, setup_ms, answer_ms, end_ms, checkpoint_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros,
-		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport, rate_prefix, country)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.CallID, c.SIPCallID, c.KeyID, c.TrunkID, c.Direction, c.From, c.To, boolInt(c.TestKey), c.SetupMS, c.AnswerMS,
 		c.EndMS, checkpoint, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode, c.HangupSide,
-		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport)
+		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport, c.RatePrefix, c.Country)
 	if err != nil {
 		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
 	}
@@ -202,7 +212,7 @@ func (s *SQLiteStore) MonthSpend(ctx context.Context, monthStart time.Time) (map
 
 const cdrColumns = `call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri, test_key, setup_ms, answer_ms,
 	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media,
-	sandbox, gateway, transport`
+	sandbox, gateway, transport, rate_prefix, country`
 
 // scanAlso scans the CDR columns and then more.
 type scanAlso struct {
@@ -218,7 +228,7 @@ func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
 	var media string
 	err := row.Scan(&c.CallID, &c.SIPCallID, &c.KeyID, &c.TrunkID, &c.Direction, &c.From, &c.To, &test, &c.SetupMS,
 		&c.AnswerMS, &c.EndMS, &c.DurationMS, &c.BilledSeconds, &c.RatePerMinute, &c.CostMicros, &c.FinalCode,
-		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport)
+		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport, &c.RatePrefix, &c.Country)
 	if err != nil {
 		return c, err
 	}
@@ -282,4 +292,70 @@ func (s *SQLiteStore) GetCDR(ctx context.Context, callID string) (*CDR, error) {
 		return nil, fmt.Errorf("get cdr %s: %w", callID, err)
 	}
 	return &c, nil
+}
+
+func (s *SQLiteStore) ListRates(ctx context.Context, keyID string) ([]Rate, error) {
+	return s.queryRates(ctx, `WHERE key_id=? ORDER BY prefix`, keyID)
+}
+
+func (s *SQLiteStore) AllRates(ctx context.Context) ([]Rate, error) {
+	return s.queryRates(ctx, `ORDER BY key_id, prefix`)
+}
+
+func (s *SQLiteStore) queryRates(ctx context.Context, where string, args ...any) ([]Rate, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, prefix, per_minute, description FROM rates `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("rates: %w", err)
+	}
+	defer rows.Close()
+	out := []Rate{}
+	for rows.Next() {
+		var r Rate
+		if err := rows.Scan(&r.KeyID, &r.Prefix, &r.PerMinute, &r.Description); err != nil {
+			return nil, fmt.Errorf("rates: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQLiteStore) PutRate(ctx context.Context, r Rate) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO rates (key_id, prefix, per_minute, description) VALUES (?,?,?,?)
+		ON CONFLICT (key_id, prefix) DO UPDATE SET per_minute=excluded.per_minute, description=excluded.description`,
+		r.KeyID, r.Prefix, r.PerMinute, r.Description)
+	if err != nil {
+		return fmt.Errorf("put rate %s: %w", r.Prefix, err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) DeleteRate(ctx context.Context, keyID, prefix string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM rates WHERE key_id=? AND prefix=?`, keyID, prefix)
+	if err != nil {
+		return false, fmt.Errorf("delete rate %s: %w", prefix, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+func (s *SQLiteStore) ReplaceRates(ctx context.Context, keyID string, rows []Rate) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("replace rates: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM rates WHERE key_id=?`, keyID); err != nil {
+		return fmt.Errorf("replace rates: %w", err)
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO rates (key_id, prefix, per_minute, description) VALUES (?,?,?,?)`)
+	if err != nil {
+		return fmt.Errorf("replace rates: %w", err)
+	}
+	defer stmt.Close()
+	for _, r := range rows {
+		if _, err := stmt.ExecContext(ctx, keyID, r.Prefix, r.PerMinute, r.Description); err != nil {
+			return fmt.Errorf("replace rates: %s: %w", r.Prefix, err)
+		}
+	}
+	return tx.Commit()
 }

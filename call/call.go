@@ -88,8 +88,11 @@ type Lease interface {
 	// spend cap, an operator's hang-up, the end of a drain); its cause is
 	// the refusal.Reason.
 	Context() context.Context
-	// RatePerMinute is what a minute of the call costs, rated at admission.
+	// RatePerMinute is what a minute of the call costs, rated at admission,
+	// and RatePrefix the rate table prefix that said so ("" for the key's
+	// own rate).
 	RatePerMinute() int64
+	RatePrefix() string
 	// Answer records the answer: the call costs from then on.
 	Answer(at time.Time)
 	Release()

@@ -217,6 +217,7 @@ func (l *fakeLease) RatePerMinute() int64 {
 	}
 	return l.key.Limits.RatePerMinute
 }
+func (l *fakeLease) RatePrefix() string  { return "" }
 func (l *fakeLease) Answer(at time.Time) { l.hold.Answer(at) }
 func (l *fakeLease) Release() {
 	l.mu.Lock()

@@ -9,6 +9,7 @@ import (
 
 	"trunkgate/billing"
 	"trunkgate/bridge"
+	"trunkgate/internal/e164"
 	"trunkgate/keys"
 	"trunkgate/media"
 	"trunkgate/refusal"
@@ -180,6 +181,7 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 		CallID: callID, SIPCallID: inv.CallID(), KeyID: trunk.KeyID, TrunkID: trunk.ID,
 		Direction: string(keys.Inbound), From: inv.From().User, To: called, TestKey: key.Mode == keys.Test,
 		SetupMS: inv.Received().UnixMilli(), Codec: neg.Codec, Transport: inv.Transport(), RatePerMinute: lease.RatePerMinute(),
+		RatePrefix: lease.RatePrefix(), Country: e164.CountryCode(called),
 	}
 	c := m.newCall(keys.Inbound, lease, cdr)
 	c.neg = neg

@@ -13,6 +13,7 @@ import (
 
 	"trunkgate/billing"
 	"trunkgate/bridge"
+	"trunkgate/internal/e164"
 	"trunkgate/keys"
 	"trunkgate/media"
 	"trunkgate/refusal"
@@ -167,7 +168,7 @@ func (m *Manager) newOutboundCall(p *placement) *Call {
 	cdr := billing.CDR{
 		CallID: p.callID, KeyID: key.ID, TrunkID: p.trunk.ID, Direction: string(keys.Outbound),
 		From: p.from, To: p.to, TestKey: key.Mode == keys.Test, Sandbox: p.trunk.Sandbox, SetupMS: time.Now().UnixMilli(),
-		RatePerMinute: p.lease.RatePerMinute(),
+		RatePerMinute: p.lease.RatePerMinute(), RatePrefix: p.lease.RatePrefix(), Country: e164.CountryCode(p.to),
 	}
 	return m.newCall(keys.Outbound, p.lease, cdr)
 }

@@ -116,6 +116,9 @@ func TestRevokeEndsLiveCalls(t *testing.T) {
 		runs = append(runs, Call{Number: "+15553000", Hangup: "callee", Steps: []Step{{Pcap: g711aPcap}}}.Start(t, e))
 		c := app.Next(t)
 		c.Expect(t, "start")
+		// Live with audio: SIPp is past its ACK (a BYE that overtakes its own
+		// ACK step it would count as unexpected).
+		c.Expect(t, "media")
 		conns = append(conns, c)
 	}
 	var out struct {

@@ -40,6 +40,13 @@ type SpendChecker interface {
 	CanAfford(keyID string, spendCap, ratePerMinute int64) bool
 }
 
+// Rater prices a call before it is admitted (billing's rate tables): the
+// rate per minute for the call and the table prefix that gave it ("" for
+// the key's own rate).
+type Rater interface {
+	Rate(keyID, direction, destination string, keyRate int64) (ratePerMinute int64, prefix string)
+}
+
 // Ledger is where admitted calls are held (ledger.Memory): the one count
 // of a key's and a trunk's live calls.
 type Ledger interface {
@@ -58,6 +65,7 @@ type Admitter struct {
 	store    Store
 	ledger   Ledger
 	spend    SpendChecker
+	rater    Rater
 	now      func() time.Time
 	draining atomic.Bool
 
@@ -71,9 +79,9 @@ type keyState struct {
 }
 
 // NewAdmitter makes an admitter over store that holds calls in l; spend
-// may be nil (no caps).
-func NewAdmitter(store Store, l Ledger, spend SpendChecker) *Admitter {
-	return &Admitter{store: store, ledger: l, spend: spend, now: time.Now, keys: map[string]*keyState{}}
+// may be nil (no caps), rater nil (each key's own rates).
+func NewAdmitter(store Store, l Ledger, spend SpendChecker, rater Rater) *Admitter {
+	return &Admitter{store: store, ledger: l, spend: spend, rater: rater, now: time.Now, keys: map[string]*keyState{}}
 }
 
 // Load fills the cache with every stored key.
@@ -167,7 +175,7 @@ func (a *Admitter) Admit(ctx context.Context, req Request) (*Lease, error) {
 	if req.Direction == Outbound && !k.Limits.DestinationAllowed(req.Destination) {
 		return nil, refusal.DestinationBlocked
 	}
-	rate := a.rate(k, req)
+	rate, prefix := a.rate(k, req)
 	// A call the key cannot afford one billed second of is refused before
 	// answer, not answered and dropped at once.
 	if limit := k.Limits.MonthlySpendCap; limit > 0 && a.spend != nil && !a.spend.CanAfford(k.ID, limit, rate) {
@@ -183,15 +191,19 @@ func (a *Admitter) Admit(ctx context.Context, req Request) (*Lease, error) {
 		hold.Close()
 		return nil, refusal.CallRate
 	}
-	return &Lease{key: k, Direction: req.Direction, hold: hold, rate: rate}, nil
+	return &Lease{key: k, Direction: req.Direction, hold: hold, rate: rate, ratePrefix: prefix}, nil
 }
 
 // rate is what a minute of the call costs: nothing for a test key.
-func (a *Admitter) rate(k *Key, req Request) int64 {
+func (a *Admitter) rate(k *Key, req Request) (int64, string) {
 	if k.Mode == Test {
-		return 0
+		return 0, ""
 	}
-	return k.Limits.RatePerMinute
+	own := k.Limits.Rate(req.Direction)
+	if a.rater == nil {
+		return own, ""
+	}
+	return a.rater.Rate(k.ID, string(req.Direction), req.Destination, own)
 }
 
 // EndCalls orders every live call of the key to hang up with cause (for
@@ -228,14 +240,19 @@ func (a *Admitter) Active(keyID string) int { return a.ledger.Count(keyID) }
 // edge orders the call to end (key revoked, spend cap, operator), with
 // its cause saying why.
 type Lease struct {
-	key       *Key
-	Direction Direction
-	hold      *ledger.Hold
-	rate      int64
+	key        *Key
+	Direction  Direction
+	hold       *ledger.Hold
+	rate       int64
+	ratePrefix string
 }
 
 // RatePerMinute is what a minute of the call costs, as rated at admission.
 func (l *Lease) RatePerMinute() int64 { return l.rate }
+
+// RatePrefix is the rate table prefix the call was rated by ("" for the
+// key's own rate).
+func (l *Lease) RatePrefix() string { return l.ratePrefix }
 
 // Key is the key as it was at admission: limits for this call are read
 // from here (max_call_seconds, rate).

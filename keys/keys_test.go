@@ -64,7 +64,7 @@ func newFixture(t testing.TB, spend SpendChecker) *fixture {
 	t.Helper()
 	store := newStore(t)
 	clock := &fakeClock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	a := NewAdmitter(store, ledger.NewMemory("test"), spend)
+	a := NewAdmitter(store, ledger.NewMemory("test"), spend, nil)
 	a.now = clock.now
 	audit := NewAuditor(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(audit.Close)

@@ -20,8 +20,14 @@ type Limits struct {
 	CPS float64 `json:"cps"`
 	// MonthlySpendCap refuses admission once the month's spend reaches it.
 	MonthlySpendCap int64 `json:"monthly_spend_cap"`
-	// RatePerMinute is what a minute of this key's calls costs.
-	RatePerMinute int64 `json:"rate_per_minute"`
+	// InboundRate and OutboundRate are what a minute of the key's calls
+	// costs in each direction; an outbound call to a number in the rate
+	// table costs the table's rate instead.
+	InboundRate  int64 `json:"inbound_rate_per_minute"`
+	OutboundRate int64 `json:"outbound_rate_per_minute"`
+	// RatePerMinute sets both rates at once (the single rate of older
+	// clients and stored keys): Validate folds it into those left at 0.
+	RatePerMinute int64 `json:"rate_per_minute,omitempty"`
 	// MaxCallSeconds ends a call with BYE when it has lasted this long.
 	MaxCallSeconds int `json:"max_call_seconds"`
 	// AllowedPrefixes, when not empty, lists the only outbound destination
@@ -52,11 +58,12 @@ func (l *Limits) Validate() error {
 		return fmt.Errorf("%w: cps must be between 0 and %d", ErrInvalid, maxCPSBound)
 	case l.MonthlySpendCap < 0:
 		return fmt.Errorf("%w: monthly_spend_cap must not be negative", ErrInvalid)
-	case l.RatePerMinute < 0:
-		return fmt.Errorf("%w: rate_per_minute must not be negative", ErrInvalid)
+	case l.RatePerMinute < 0 || l.InboundRate < 0 || l.OutboundRate < 0:
+		return fmt.Errorf("%w: rates must not be negative", ErrInvalid)
 	case l.MaxCallSeconds < 0 || l.MaxCallSeconds > maxCallSecondsBound:
 		return fmt.Errorf("%w: max_call_seconds must be between 0 and %d", ErrInvalid, maxCallSecondsBound)
 	}
+	l.FoldRate()
 	var err error
 	if l.AllowedPrefixes, err = normalisePrefixes("allowed_prefixes", l.AllowedPrefixes); err != nil {
 		return err
@@ -65,6 +72,29 @@ func (l *Limits) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// FoldRate moves the single rate_per_minute into the direction rates left
+// at 0.
+func (l *Limits) FoldRate() {
+	if l.RatePerMinute == 0 {
+		return
+	}
+	if l.InboundRate == 0 {
+		l.InboundRate = l.RatePerMinute
+	}
+	if l.OutboundRate == 0 {
+		l.OutboundRate = l.RatePerMinute
+	}
+	l.RatePerMinute = 0
+}
+
+// Rate is the key's own rate for a direction.
+func (l *Limits) Rate(d Direction) int64 {
+	if d == Outbound {
+		return l.OutboundRate
+	}
+	return l.InboundRate
 }
 
 // Clone copies the prefix slices.
@@ -136,7 +166,9 @@ type LimitsPatch struct {
 	MaxChannels     *int      `json:"max_channels"`
 	CPS             *float64  `json:"cps"`
 	MonthlySpendCap *int64    `json:"monthly_spend_cap"`
-	RatePerMinute   *int64    `json:"rate_per_minute"`
+	RatePerMinute   *int64    `json:"rate_per_minute"` // sets both rates
+	InboundRate     *int64    `json:"inbound_rate_per_minute"`
+	OutboundRate    *int64    `json:"outbound_rate_per_minute"`
 	MaxCallSeconds  *int      `json:"max_call_seconds"`
 	AllowedPrefixes *[]string `json:"allowed_prefixes"`
 	BlockedPrefixes *[]string `json:"blocked_prefixes"`
@@ -155,7 +187,13 @@ func (p LimitsPatch) Apply(l Limits) (Limits, error) {
 		l.MonthlySpendCap = *p.MonthlySpendCap
 	}
 	if p.RatePerMinute != nil {
-		l.RatePerMinute = *p.RatePerMinute
+		l.InboundRate, l.OutboundRate = *p.RatePerMinute, *p.RatePerMinute
+	}
+	if p.InboundRate != nil {
+		l.InboundRate = *p.InboundRate
+	}
+	if p.OutboundRate != nil {
+		l.OutboundRate = *p.OutboundRate
 	}
 	if p.MaxCallSeconds != nil {
 		l.MaxCallSeconds = *p.MaxCallSeconds

@@ -188,6 +188,12 @@ func patchSummary(p LimitsPatch) string {
 	if p.RatePerMinute != nil {
 		add("rate_per_minute", true, *p.RatePerMinute)
 	}
+	if p.InboundRate != nil {
+		add("inbound_rate_per_minute", true, *p.InboundRate)
+	}
+	if p.OutboundRate != nil {
+		add("outbound_rate_per_minute", true, *p.OutboundRate)
+	}
 	if p.MaxCallSeconds != nil {
 		add("max_call_seconds", true, *p.MaxCallSeconds)
 	}

@@ -149,6 +149,7 @@ func scanKey(row scanner) (*Key, error) {
 	if err := json.Unmarshal([]byte(limits), &k.Limits); err != nil {
 		return nil, fmt.Errorf("key %s: limits: %w", k.ID, err)
 	}
+	k.Limits.FoldRate() // keys stored with the single rate
 	if k.Limits.AllowedPrefixes == nil {
 		k.Limits.AllowedPrefixes = []string{}
 	}

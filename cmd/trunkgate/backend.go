@@ -37,6 +37,10 @@ type backend interface {
 	Hangup(ctx context.Context, id string) error
 	ListCDRs(ctx context.Context, q url.Values) ([]billing.CDR, error)
 	Audit(ctx context.Context, q url.Values) ([]keys.AuditEntry, error)
+	ListRates(ctx context.Context, keyID string) ([]billing.Rate, error)
+	PutRate(ctx context.Context, r billing.Rate) (billing.Rate, error)
+	DeleteRate(ctx context.Context, keyID, prefix string) error
+	ImportRates(ctx context.Context, keyID string, deck io.Reader) (int, error)
 	Close() error
 }
 
@@ -84,13 +88,18 @@ func (h *httpBackend) do(ctx context.Context, method, path string, body, out any
 		}
 		rd = bytes.NewReader(b)
 	}
+	return h.send(ctx, method, path, "application/json", rd, out)
+}
+
+// send sends a request with a body of any type and decodes the JSON answer.
+func (h *httpBackend) send(ctx context.Context, method, path, contentType string, rd io.Reader, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, h.base+path, rd)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+h.key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if rd != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	res, err := h.hc.Do(req)
 	if err != nil {
@@ -102,8 +111,11 @@ func (h *httpBackend) do(ctx context.Context, method, path string, body, out any
 		return err
 	}
 	if res.StatusCode >= 300 {
-		var e api.ErrorBody
+		var e api.DeckRefused
 		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			if len(e.Lines) > 0 {
+				return &billing.DeckError{Lines: e.Lines}
+			}
 			return fmt.Errorf("%s (HTTP %d, %s)", e.Error.Message, res.StatusCode, e.Error.Code)
 		}
 		return fmt.Errorf("HTTP %d", res.StatusCode)
@@ -183,6 +195,25 @@ func (h *httpBackend) ListCDRs(ctx context.Context, q url.Values) ([]billing.CDR
 func (h *httpBackend) Audit(ctx context.Context, q url.Values) ([]keys.AuditEntry, error) {
 	var out struct{ Audit []keys.AuditEntry }
 	return out.Audit, h.do(ctx, "GET", "/v1/audit?"+q.Encode(), nil, &out)
+}
+
+func (h *httpBackend) ListRates(ctx context.Context, keyID string) ([]billing.Rate, error) {
+	var out struct{ Rates []billing.Rate }
+	return out.Rates, h.do(ctx, "GET", "/v1/rates?"+url.Values{"key_id": {keyID}}.Encode(), nil, &out)
+}
+
+func (h *httpBackend) PutRate(ctx context.Context, r billing.Rate) (billing.Rate, error) {
+	var out billing.Rate
+	return out, h.do(ctx, "PUT", "/v1/rates", r, &out)
+}
+
+func (h *httpBackend) DeleteRate(ctx context.Context, keyID, prefix string) error {
+	return h.do(ctx, "DELETE", "/v1/rates/"+url.PathEscape(prefix)+"?"+url.Values{"key_id": {keyID}}.Encode(), nil, nil)
+}
+
+func (h *httpBackend) ImportRates(ctx context.Context, keyID string, deck io.Reader) (int, error) {
+	var out struct{ Imported int }
+	return out.Imported, h.send(ctx, "POST", "/v1/rates/import?"+url.Values{"key_id": {keyID}}.Encode(), "text/csv", deck, &out)
 }
 
 // dbBackend works on the database file; the actor in the audit log is
@@ -303,6 +334,26 @@ func (d *dbBackend) Audit(ctx context.Context, q url.Values) ([]keys.AuditEntry,
 		fmt.Sscan(v, &f.Limit)
 	}
 	return d.e.manager.AuditLog(ctx, f)
+}
+
+func (d *dbBackend) ListRates(ctx context.Context, keyID string) ([]billing.Rate, error) {
+	return d.e.rates.List(ctx, keyID)
+}
+
+func (d *dbBackend) PutRate(ctx context.Context, r billing.Rate) (billing.Rate, error) {
+	return d.e.rates.Put(ctx, cliActor, r)
+}
+
+func (d *dbBackend) DeleteRate(ctx context.Context, keyID, prefix string) error {
+	found, err := d.e.rates.Delete(ctx, cliActor, keyID, prefix)
+	if err == nil && !found {
+		err = fmt.Errorf("no rate for %s: %w", prefix, billing.ErrNotFound)
+	}
+	return err
+}
+
+func (d *dbBackend) ImportRates(ctx context.Context, keyID string, deck io.Reader) (int, error) {
+	return d.e.rates.Import(ctx, cliActor, keyID, deck)
 }
 
 func cdrFilter(q url.Values) (billing.Filter, error) {

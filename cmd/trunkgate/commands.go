@@ -96,6 +96,8 @@ type limitFlags struct {
 	cps       float64
 	spendCap  int64
 	rate      int64
+	inRate    int64
+	outRate   int64
 	maxSecs   int
 	allowed   listFlag
 	blocked   listFlag
@@ -108,7 +110,9 @@ func (l *limitFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&l.channels, "max-channels", 0, "concurrent calls (0 = no limit)")
 	fs.Float64Var(&l.cps, "cps", 0, "new calls a second (0 = no limit)")
 	fs.Int64Var(&l.spendCap, "spend-cap", 0, "monthly spend cap in currency micros (0 = none)")
-	fs.Int64Var(&l.rate, "rate", 0, "rate per minute in currency micros")
+	fs.Int64Var(&l.rate, "rate", 0, "rate per minute in currency micros, both directions")
+	fs.Int64Var(&l.inRate, "inbound-rate", 0, "inbound rate per minute in currency micros")
+	fs.Int64Var(&l.outRate, "outbound-rate", 0, "outbound rate per minute in currency micros (numbers in a rate table cost the table's rate)")
 	fs.IntVar(&l.maxSecs, "max-call-seconds", 0, "longest call in seconds (0 = no limit)")
 	fs.Var(&l.allowed, "allow-prefix", "outbound destination prefix to allow (repeat or comma-separate)")
 	fs.Var(&l.blocked, "block-prefix", "outbound destination prefix to block (repeat or comma-separate)")
@@ -128,6 +132,10 @@ func (l *limitFlags) patch() keys.LimitsPatch {
 			p.MonthlySpendCap = &l.spendCap
 		case "rate":
 			p.RatePerMinute = &l.rate
+		case "inbound-rate":
+			p.InboundRate = &l.inRate
+		case "outbound-rate":
+			p.OutboundRate = &l.outRate
 		case "max-call-seconds":
 			p.MaxCallSeconds = &l.maxSecs
 		case "allow-prefix":
@@ -288,8 +296,8 @@ func printKey(k api.KeyView) error {
 	w := table()
 	l := k.Limits
 	fmt.Fprintf(w, "id\t%s\nname\t%s\nmode\t%s\nstatus\t%s\nscopes\t%s\n", k.ID, textsafe.Terminal(k.Name), k.Mode, k.Status, scopeList(k.Scopes))
-	fmt.Fprintf(w, "max_channels\t%d (in use: %d)\ncps\t%g\nmonthly_spend_cap\t%d\nrate_per_minute\t%d\nmax_call_seconds\t%d\n",
-		l.MaxChannels, k.ChannelsInUse, l.CPS, l.MonthlySpendCap, l.RatePerMinute, l.MaxCallSeconds)
+	fmt.Fprintf(w, "max_channels\t%d (in use: %d)\ncps\t%g\nmonthly_spend_cap\t%d\ninbound_rate_per_minute\t%d\noutbound_rate_per_minute\t%d\nmax_call_seconds\t%d\n",
+		l.MaxChannels, k.ChannelsInUse, l.CPS, l.MonthlySpendCap, l.InboundRate, l.OutboundRate, l.MaxCallSeconds)
 	fmt.Fprintf(w, "allowed_prefixes\t%s\nblocked_prefixes\t%s\ncreated\t%s\n", strings.Join(l.AllowedPrefixes, ","),
 		strings.Join(l.BlockedPrefixes, ","), k.CreatedAt.Format(time.RFC3339))
 	if !k.PrevExpiresAt.IsZero() {

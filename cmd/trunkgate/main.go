@@ -18,6 +18,7 @@ Usage:
   trunkgate call --to +E164 [--key KEY]   place an outbound call from the terminal (a test key reaches the sandbox)
   trunkgate cdrs [flags]                  list call detail records
   trunkgate audit [flags]                 list the audit log
+  trunkgate rates list|set|delete|import  destination rate tables (the edge's, or a key's with --key)
   trunkgate echo-app [--addr HOST:PORT]   run the demo echo AI app on its own
 
 Every flag has a TRUNKGATE_* environment variable (--sip-addr: TRUNKGATE_SIP_ADDR).
@@ -48,6 +49,8 @@ func main() {
 		err = runCDRs(args)
 	case "audit":
 		err = runAudit(args)
+	case "rates":
+		err = runRates(args)
 	case "echo-app":
 		err = runEchoApp(args)
 	case "-h", "--help", "help":

@@ -109,6 +109,7 @@ func parsePortRange(s string) (int, int, error) {
 type edge struct {
 	db       *dbHandle
 	ledger   *ledger.Memory
+	rates    *billing.Rates
 	admitter *keys.Admitter
 	manager  *keys.Manager
 	audit    *keys.Auditor
@@ -200,7 +201,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	calls.SetCarrier(call.Carriers(sipSrv))
 	restAPI := api.New(api.Config{
 		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
-		CDRs: e.cdrs, Metrics: met.Handler(), Log: log,
+		CDRs: e.cdrs, Rates: e.rates, Metrics: met.Handler(), Log: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", restAPI)
@@ -378,19 +379,26 @@ func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error)
 		db.Close()
 		return nil, err
 	}
-	admitter := keys.NewAdmitter(db.keys, live, meter)
-	if err := admitter.Load(ctx); err != nil {
+	audit := keys.NewAuditor(db.keys, log)
+	rates, err := billing.NewRates(ctx, db.cdrs, audit)
+	if err != nil {
+		audit.Close()
 		db.Close()
 		return nil, err
 	}
-	audit := keys.NewAuditor(db.keys, log)
+	admitter := keys.NewAdmitter(db.keys, live, meter, rates)
+	if err := admitter.Load(ctx); err != nil {
+		audit.Close()
+		db.Close()
+		return nil, err
+	}
 	dir, err := trunks.NewDirectory(ctx, db.trunks)
 	if err != nil {
 		audit.Close()
 		db.Close()
 		return nil, err
 	}
-	return &edge{db: db, ledger: live, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
+	return &edge{db: db, ledger: live, rates: rates, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
 		trunks: dir, meter: meter, cdrs: db.cdrs}, nil
 }
 
