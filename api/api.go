@@ -55,6 +55,7 @@ type Config struct {
 	Gateways Gateways
 	CDRs     CDRs
 	Rates    *billing.Rates
+	Usage    billing.UsageStore
 	Metrics  http.Handler
 	Log      *slog.Logger
 }
@@ -96,6 +97,7 @@ func New(cfg Config) *API {
 	m.HandleFunc("GET /v1/cdrs", a.auth(keys.ScopeUsageRead, a.listCDRs))
 	m.HandleFunc("GET /v1/cdrs/{id}", a.auth(keys.ScopeUsageRead, a.getCDR))
 	m.HandleFunc("GET /v1/audit", a.auth(admin, a.listAudit))
+	m.HandleFunc("GET /v1/usage", a.auth(keys.ScopeUsageRead, a.usage))
 	m.HandleFunc("GET /v1/rates", a.auth(admin, a.listRates))
 	m.HandleFunc("PUT /v1/rates", a.auth(admin, a.putRate))
 	m.HandleFunc("DELETE /v1/rates/{prefix}", a.auth(admin, a.deleteRate))
@@ -271,7 +273,8 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // fail maps an error from a lower package to its status.
 func (a *API) fail(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, keys.ErrInvalid), errors.Is(err, trunks.ErrInvalid), errors.Is(err, billing.ErrInvalidRate):
+	case errors.Is(err, keys.ErrInvalid), errors.Is(err, trunks.ErrInvalid), errors.Is(err, billing.ErrInvalidRate),
+		errors.Is(err, billing.ErrInvalidQuery):
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 	case errors.Is(err, keys.ErrNotFound), errors.Is(err, trunks.ErrNotFound), errors.Is(err, billing.ErrNotFound),
 		errors.Is(err, call.ErrNoCall):

@@ -80,7 +80,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Log: log})
+	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Usage: cs, Log: log})
 	a.SetReady(true)
 	return &fixture{api: a, admin: admin.Text, keyID: plain.Key.ID}
 }
@@ -100,7 +100,7 @@ func (f *fixture) do(t testing.TB, method, path, body string) (int, errorBody) {
 	req.Header.Set("Authorization", "Bearer "+f.admin)
 	rec := httptest.NewRecorder()
 	f.api.ServeHTTP(rec, req)
-	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") && !(rec.Code == 200 && strings.HasPrefix(ct, "text/csv")) {
 		t.Fatalf("%s %s: Content-Type %q", method, path, ct)
 	}
 	var e errorBody
@@ -151,6 +151,10 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"rate deck with bad lines", "POST", "/v1/rates/import", "prefix,rate\n+33,x\n", 400, "invalid"},
 		{"rate deck of an unknown key", "POST", "/v1/rates/import?key_id=nope", "prefix,rate\n", 404, "not_found"},
 		{"delete a missing rate", "DELETE", "/v1/rates/+999", ``, 404, "not_found"},
+		{"usage", "GET", "/v1/usage?month=2026-11&by=day,key", ``, 200, ""},
+		{"usage by week", "GET", "/v1/usage?by=week", ``, 400, "bad_request"},
+		{"usage in no time zone", "GET", "/v1/usage?tz=Mars/Olympus", ``, 400, "bad_request"},
+		{"usage backwards", "GET", "/v1/usage?since=2026-11-02&until=2026-11-01", ``, 400, "bad_request"},
 		{"healthz", "GET", "/healthz", ``, 200, ""},
 		{"readyz", "GET", "/readyz", ``, 200, ""},
 	}
@@ -178,6 +182,7 @@ func FuzzRequestBodies(f *testing.F) {
 		{"GET", "/v1/calls/stream?{body}"},
 		{"PUT", "/v1/rates"},
 		{"POST", "/v1/rates/import?key_id={id}"},
+		{"GET", "/v1/usage?{body}"},
 	}
 	for i, body := range []string{
 		`{"name":"a","scopes":["calls:inbound"],"limits":{"max_channels":1,"cps":2,"monthly_spend_cap":100}}`,
@@ -196,6 +201,8 @@ func FuzzRequestBodies(f *testing.F) {
 		`to=%2B1555&format=opus&rate=7&progress=1`,
 		`{"key_id":"{id}","prefix":"+44 20","rate_per_minute":12000,"description":"London"}`,
 		"prefix,rate,description\n+44,0.0100,UK\n+44x,1\n\"",
+		`month=2026-11&by=day,trunk,prefix&tz=Europe/Paris&key_id={id}`,
+		`since=2026-11-01&until=2026-10-01&by=week&format=xml`,
 	} {
 		f.Add(uint8(i), body)
 	}

@@ -36,7 +36,7 @@ func TestBilledSecondsAndCost(t *testing.T) {
 	}
 }
 
-func newStore(t *testing.T) *SQLiteStore {
+func newStore(t testing.TB) *SQLiteStore {
 	t.Helper()
 	db := sqlitedbtest.Open(t)
 	s, err := NewSQLiteStore(context.Background(), db)

@@ -91,7 +91,54 @@ CREATE TABLE rates (
 	description TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (key_id, prefix)
 );
-`}}
+`}, {Version: 4, SQL: `
+CREATE TABLE usage_daily (
+	at_ms          INTEGER NOT NULL,
+	key_id         TEXT NOT NULL,
+	trunk_id       TEXT NOT NULL,
+	direction      TEXT NOT NULL,
+	prefix         TEXT NOT NULL,
+	country        TEXT NOT NULL,
+	calls          INTEGER NOT NULL,
+	answered       INTEGER NOT NULL,
+	billed_seconds INTEGER NOT NULL,
+	cost_micros    INTEGER NOT NULL,
+	PRIMARY KEY (at_ms, key_id, trunk_id, direction, prefix, country)
+) WITHOUT ROWID;
+CREATE INDEX usage_daily_key ON usage_daily (key_id, at_ms);
+CREATE TABLE usage_hourly (
+	at_ms          INTEGER NOT NULL,
+	key_id         TEXT NOT NULL,
+	trunk_id       TEXT NOT NULL,
+	direction      TEXT NOT NULL,
+	prefix         TEXT NOT NULL,
+	country        TEXT NOT NULL,
+	calls          INTEGER NOT NULL,
+	answered       INTEGER NOT NULL,
+	billed_seconds INTEGER NOT NULL,
+	cost_micros    INTEGER NOT NULL,
+	PRIMARY KEY (at_ms, key_id, trunk_id, direction, prefix, country)
+) WITHOUT ROWID;
+CREATE INDEX usage_hourly_key ON usage_hourly (key_id, at_ms);
+CREATE INDEX cdrs_key_setup ON cdrs (key_id, setup_ms);
+` + rebuildRollup}}
+
+// rebuildRollup fills the usage rollup from the final CDRs (the
+// migration that adds it; tests).
+const rebuildRollup = `
+INSERT INTO usage_daily
+	SELECT setup_ms - setup_ms % 86400000, key_id, trunk_id, direction,
+		CASE WHEN rate_prefix != '' THEN rate_prefix ELSE country END, country,
+		COUNT(*), SUM(answer_ms > 0), SUM(billed_seconds), SUM(cost_micros)
+	FROM cdrs WHERE status != 'live'
+	GROUP BY 1, 2, 3, 4, 5, 6;
+INSERT INTO usage_hourly
+	SELECT setup_ms - setup_ms % 3600000, key_id, trunk_id, direction,
+		CASE WHEN rate_prefix != '' THEN rate_prefix ELSE country END, country,
+		COUNT(*), SUM(answer_ms > 0), SUM(billed_seconds), SUM(cost_micros)
+	FROM cdrs WHERE status != 'live'
+	GROUP BY 1, 2, 3, 4, 5, 6;
+`
 
 // NewSQLiteStore migrates the billing schema and returns the store.
 func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
@@ -108,7 +155,29 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// execer runs a statement on the database or in a transaction.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
 func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
+	}
+	defer tx.Rollback()
+	if err := insertCDR(ctx, tx, c); err != nil {
+		return err
+	}
+	if c.Status != StatusLive {
+		if err := rollUp(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func insertCDR(ctx context.Context, db execer, c *CDR) error {
 	media, err := json.Marshal(c.Media)
 	if err != nil {
 		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
@@ -117,7 +186,7 @@ func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
 	if c.Status != StatusLive {
 		checkpoint = c.EndMS
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
+	_, err = db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
 		test_key, setup_ms, answer_ms, end_ms, checkpoint_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros,
 		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport, rate_prefix, country)
 		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
@@ -130,23 +199,43 @@ func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
 	return nil
 }
 
+// FinishCDR writes a CDR's final state (inserting it if it was never
+// stored live) and, the first time it is final, adds it to the hourly
+// usage rollup in the same transaction: a report never counts a call
+// twice or misses one.
 func (s *SQLiteStore) FinishCDR(ctx context.Context, c *CDR) error {
 	media, err := json.Marshal(c.Media)
 	if err != nil {
 		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE cdrs SET sip_call_id=?, answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?,
-		billed_seconds=?, rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?,
-		media=?, gateway=?, transport=? WHERE call_id=?`,
-		c.SIPCallID, c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
-		c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.CallID)
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return s.InsertCDR(ctx, c)
+	defer tx.Rollback()
+	var prev string
+	switch err := tx.QueryRowContext(ctx, `SELECT status FROM cdrs WHERE call_id=?`, c.CallID).Scan(&prev); {
+	case errors.Is(err, sql.ErrNoRows):
+		if err := insertCDR(ctx, tx, c); err != nil {
+			return err
+		}
+	case err != nil:
+		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
+	default:
+		if _, err := tx.ExecContext(ctx, `UPDATE cdrs SET sip_call_id=?, answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?,
+			billed_seconds=?, rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?,
+			media=?, gateway=?, transport=? WHERE call_id=?`,
+			c.SIPCallID, c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
+			c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.CallID); err != nil {
+			return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
+		}
 	}
-	return nil
+	if prev == "" || prev == StatusLive {
+		if err := rollUp(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 func (s *SQLiteStore) Checkpoint(ctx context.Context, callIDs []string, t time.Time) error {
@@ -292,70 +381,4 @@ func (s *SQLiteStore) GetCDR(ctx context.Context, callID string) (*CDR, error) {
 		return nil, fmt.Errorf("get cdr %s: %w", callID, err)
 	}
 	return &c, nil
-}
-
-func (s *SQLiteStore) ListRates(ctx context.Context, keyID string) ([]Rate, error) {
-	return s.queryRates(ctx, `WHERE key_id=? ORDER BY prefix`, keyID)
-}
-
-func (s *SQLiteStore) AllRates(ctx context.Context) ([]Rate, error) {
-	return s.queryRates(ctx, `ORDER BY key_id, prefix`)
-}
-
-func (s *SQLiteStore) queryRates(ctx context.Context, where string, args ...any) ([]Rate, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT key_id, prefix, per_minute, description FROM rates `+where, args...)
-	if err != nil {
-		return nil, fmt.Errorf("rates: %w", err)
-	}
-	defer rows.Close()
-	out := []Rate{}
-	for rows.Next() {
-		var r Rate
-		if err := rows.Scan(&r.KeyID, &r.Prefix, &r.PerMinute, &r.Description); err != nil {
-			return nil, fmt.Errorf("rates: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-func (s *SQLiteStore) PutRate(ctx context.Context, r Rate) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO rates (key_id, prefix, per_minute, description) VALUES (?,?,?,?)
-		ON CONFLICT (key_id, prefix) DO UPDATE SET per_minute=excluded.per_minute, description=excluded.description`,
-		r.KeyID, r.Prefix, r.PerMinute, r.Description)
-	if err != nil {
-		return fmt.Errorf("put rate %s: %w", r.Prefix, err)
-	}
-	return nil
-}
-
-func (s *SQLiteStore) DeleteRate(ctx context.Context, keyID, prefix string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM rates WHERE key_id=? AND prefix=?`, keyID, prefix)
-	if err != nil {
-		return false, fmt.Errorf("delete rate %s: %w", prefix, err)
-	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
-}
-
-func (s *SQLiteStore) ReplaceRates(ctx context.Context, keyID string, rows []Rate) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("replace rates: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM rates WHERE key_id=?`, keyID); err != nil {
-		return fmt.Errorf("replace rates: %w", err)
-	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO rates (key_id, prefix, per_minute, description) VALUES (?,?,?,?)`)
-	if err != nil {
-		return fmt.Errorf("replace rates: %w", err)
-	}
-	defer stmt.Close()
-	for _, r := range rows {
-		if _, err := stmt.ExecContext(ctx, keyID, r.Prefix, r.PerMinute, r.Description); err != nil {
-			return fmt.Errorf("replace rates: %s: %w", r.Prefix, err)
-		}
-	}
-	return tx.Commit()
 }

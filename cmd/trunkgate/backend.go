@@ -41,6 +41,9 @@ type backend interface {
 	PutRate(ctx context.Context, r billing.Rate) (billing.Rate, error)
 	DeleteRate(ctx context.Context, keyID, prefix string) error
 	ImportRates(ctx context.Context, keyID string, deck io.Reader) (int, error)
+	// Usage runs a usage report: as CSV streamed to csvOut, or, with
+	// csvOut nil, returned whole.
+	Usage(ctx context.Context, q url.Values, csvOut io.Writer) (*api.UsageReport, error)
 	Close() error
 }
 
@@ -91,7 +94,8 @@ func (h *httpBackend) do(ctx context.Context, method, path string, body, out any
 	return h.send(ctx, method, path, "application/json", rd, out)
 }
 
-// send sends a request with a body of any type and decodes the JSON answer.
+// send sends a request with a body of any type and decodes the JSON
+// answer into out, or copies the answer to out if it is an io.Writer.
 func (h *httpBackend) send(ctx context.Context, method, path, contentType string, rd io.Reader, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, h.base+path, rd)
 	if err != nil {
@@ -106,6 +110,10 @@ func (h *httpBackend) send(ctx context.Context, method, path, contentType string
 		return fmt.Errorf("reach %s: %w (is the edge running? use --db to work offline)", h.base, err)
 	}
 	defer res.Body.Close()
+	if w, ok := out.(io.Writer); ok && res.StatusCode < 300 {
+		_, err := io.Copy(w, res.Body) // a streamed answer (CSV)
+		return err
+	}
 	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
 		return err
@@ -214,6 +222,15 @@ func (h *httpBackend) DeleteRate(ctx context.Context, keyID, prefix string) erro
 func (h *httpBackend) ImportRates(ctx context.Context, keyID string, deck io.Reader) (int, error) {
 	var out struct{ Imported int }
 	return out.Imported, h.send(ctx, "POST", "/v1/rates/import?"+url.Values{"key_id": {keyID}}.Encode(), "text/csv", deck, &out)
+}
+
+func (h *httpBackend) Usage(ctx context.Context, q url.Values, csvOut io.Writer) (*api.UsageReport, error) {
+	if csvOut == nil {
+		var out api.UsageReport
+		return &out, h.do(ctx, "GET", "/v1/usage?"+q.Encode(), nil, &out)
+	}
+	q.Set("format", "csv")
+	return nil, h.send(ctx, "GET", "/v1/usage?"+q.Encode(), "", nil, csvOut)
 }
 
 // dbBackend works on the database file; the actor in the audit log is
@@ -354,6 +371,30 @@ func (d *dbBackend) DeleteRate(ctx context.Context, keyID, prefix string) error 
 
 func (d *dbBackend) ImportRates(ctx context.Context, keyID string, deck io.Reader) (int, error) {
 	return d.e.rates.Import(ctx, cliActor, keyID, deck)
+}
+
+func (d *dbBackend) Usage(ctx context.Context, q url.Values, csvOut io.Writer) (*api.UsageReport, error) {
+	uq, err := api.UsageQueryFrom(q, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if csvOut != nil {
+		w, err := billing.NewUsageCSV(csvOut, uq)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := billing.Report(ctx, d.e.cdrs, uq, w.Row); err != nil {
+			return nil, err
+		}
+		return nil, w.Close()
+	}
+	rep := &api.UsageReport{Rows: []billing.UsageRow{}}
+	rep.KeyID, rep.Since, rep.Until, rep.TZ, rep.By = uq.KeyID, uq.Since, uq.Until, uq.TZ.String(), uq.By
+	rep.Totals, err = billing.Report(ctx, d.e.cdrs, uq, func(r billing.UsageRow) error {
+		rep.Rows = append(rep.Rows, r)
+		return nil
+	})
+	return rep, err
 }
 
 func cdrFilter(q url.Values) (billing.Filter, error) {

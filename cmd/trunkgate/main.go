@@ -19,6 +19,7 @@ Usage:
   trunkgate cdrs [flags]                  list call detail records
   trunkgate audit [flags]                 list the audit log
   trunkgate rates list|set|delete|import  destination rate tables (the edge's, or a key's with --key)
+  trunkgate usage [flags]                 usage report: calls, seconds, cost by key, trunk, prefix, day... (--csv)
   trunkgate echo-app [--addr HOST:PORT]   run the demo echo AI app on its own
 
 Every flag has a TRUNKGATE_* environment variable (--sip-addr: TRUNKGATE_SIP_ADDR).
@@ -51,6 +52,8 @@ func main() {
 		err = runAudit(args)
 	case "rates":
 		err = runRates(args)
+	case "usage":
+		err = runUsage(args)
 	case "echo-app":
 		err = runEchoApp(args)
 	case "-h", "--help", "help":

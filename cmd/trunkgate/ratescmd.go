@@ -86,7 +86,7 @@ func runRates(args []string) error {
 				for _, l := range deck.Lines {
 					fmt.Fprintf(os.Stderr, "%s:%d: %s\n", *file, l.Line, l.Error)
 				}
-				return fmt.Errorf("rate deck refused: %d bad lines, nothing imported", len(deck.Lines))
+				return fmt.Errorf("rate deck refused, nothing imported: %d bad line(s)", len(deck.Lines))
 			}
 			if err != nil {
 				return err

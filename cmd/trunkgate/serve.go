@@ -201,7 +201,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	calls.SetCarrier(call.Carriers(sipSrv))
 	restAPI := api.New(api.Config{
 		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
-		CDRs: e.cdrs, Rates: e.rates, Metrics: met.Handler(), Log: log,
+		CDRs: e.cdrs, Rates: e.rates, Usage: e.cdrs, Metrics: met.Handler(), Log: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", restAPI)
