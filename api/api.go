@@ -56,6 +56,7 @@ type Config struct {
 	CDRs     CDRs
 	Rates    *billing.Rates
 	Usage    billing.UsageStore
+	Spend    SpendMeter
 	Metrics  http.Handler
 	Log      *slog.Logger
 }
@@ -289,14 +290,26 @@ func (a *API) fail(w http.ResponseWriter, err error) {
 
 // --- keys ---
 
-// KeyView is a key as the API shows it.
+// KeyView is a key as the API shows it: with its live channels and what
+// it has spent this month.
 type KeyView struct {
 	*keys.Key
-	ChannelsInUse int `json:"channels_in_use"`
+	ChannelsInUse int           `json:"channels_in_use"`
+	Spend         billing.Spend `json:"spend"`
+}
+
+// SpendMeter tells what keys spend (billing.Meter).
+type SpendMeter interface {
+	Spend(keyID string, spendCap int64) billing.Spend
+}
+
+// ViewKey is how REST and the CLI's --db mode show a key.
+func ViewKey(k *keys.Key, channels int, m SpendMeter) KeyView {
+	return KeyView{Key: k, ChannelsInUse: channels, Spend: m.Spend(k.ID, k.Limits.MonthlySpendCap)}
 }
 
 func (a *API) view(k *keys.Key) KeyView {
-	return KeyView{Key: k, ChannelsInUse: a.cfg.Admitter.Active(k.ID)}
+	return ViewKey(k, a.cfg.Admitter.Active(k.ID), a.cfg.Spend)
 }
 
 // CreatedKey is the one response that carries key text.

@@ -59,7 +59,12 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	admitter := keys.NewAdmitter(ks, ledger.NewMemory("test"), nil, nil)
+	live := ledger.NewMemory("test")
+	meter, err := billing.NewMeter(ctx, cs, live, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitter := keys.NewAdmitter(ks, live, meter, nil)
 	audit := keys.NewAuditor(ks, log)
 	t.Cleanup(audit.Close)
 	dir, err := trunks.NewDirectory(ctx, ts)
@@ -80,7 +85,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Usage: cs, Log: log})
+	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Usage: cs, Spend: meter, Log: log})
 	a.SetReady(true)
 	return &fixture{api: a, admin: admin.Text, keyID: plain.Key.ID}
 }

@@ -80,6 +80,12 @@ func TestMeterSpendAndCheckpoints(t *testing.T) {
 	if got := m.MonthToDate("k1"); got != 3_000_000 {
 		t.Fatalf("running cost %d, want 3 s = 3000000", got)
 	}
+	if sp := m.Spend("k1", 5_000_000); sp.MonthToDate != 3_000_000 || sp.Live != 3_000_000 || sp.Remaining == nil || *sp.Remaining != 2_000_000 {
+		t.Fatalf("spend view %+v", sp)
+	}
+	if sp := m.Spend("k1", 0); sp.Remaining != nil {
+		t.Fatalf("no cap, yet remaining %d", *sp.Remaining)
+	}
 	if m.CanAfford("k1", 3_000_000, 0) || !m.CanAfford("k1", 4_000_000, 60_000_000) || m.CanAfford("k1", 3_999_999, 60_000_000) {
 		t.Fatal("CanAfford: a key at its cap, or short of one second, must not afford a call")
 	}

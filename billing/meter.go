@@ -136,6 +136,30 @@ func (m *Meter) ended(keyID string, now time.Time) int64 {
 	return m.mtd[keyID]
 }
 
+// Spend is a key's spending this calendar month (UTC), in currency
+// micros.
+type Spend struct {
+	// MonthToDate is the cost of its ended calls this month and of its
+	// live calls so far.
+	MonthToDate int64 `json:"month_to_date_micros"`
+	// Live is what its live calls have cost so far.
+	Live int64 `json:"live_cost_micros"`
+	// Remaining is what is left under its spend cap (nil: no cap).
+	Remaining *int64 `json:"remaining_micros"`
+}
+
+// Spend is the key's spend view under spendCap (0 = none).
+func (m *Meter) Spend(keyID string, spendCap int64) Spend {
+	now := m.now()
+	live := LiveCost(m.ledger.KeyCalls(keyID), now)
+	s := Spend{MonthToDate: m.ended(keyID, now) + live, Live: live}
+	if spendCap > 0 {
+		left := max(0, spendCap-s.MonthToDate)
+		s.Remaining = &left
+	}
+	return s
+}
+
 // LiveCost is what the answered calls among es have cost by now: each is
 // billed as if it ended now.
 func LiveCost(es []ledger.Entry, now time.Time) int64 {

@@ -217,6 +217,7 @@ type Usage struct {
 	KeyID       string
 	Active      int
 	MaxChannels int
+	SpendCap    int64
 }
 
 // Usage lists channel use of every cached key, sorted by id.
@@ -225,7 +226,8 @@ func (a *Admitter) Usage() []Usage {
 	a.mu.Lock()
 	out := make([]Usage, 0, len(a.keys))
 	for id, st := range a.keys {
-		out = append(out, Usage{KeyID: id, Active: live[id], MaxChannels: st.key.Limits.MaxChannels})
+		out = append(out, Usage{KeyID: id, Active: live[id], MaxChannels: st.key.Limits.MaxChannels,
+			SpendCap: st.key.Limits.MonthlySpendCap})
 	}
 	a.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })

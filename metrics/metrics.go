@@ -13,16 +13,18 @@ import (
 	"trunkgate/refusal"
 )
 
-// ChannelUsage reports channel use per key at scrape time (keys.Admitter).
-type ChannelUsage interface {
-	ChannelUsage() []Channel
+// KeyUsages reports each key's channels and spend at scrape time.
+type KeyUsages interface {
+	KeyUsage() []KeyUsage
 }
 
-// Channel is one key's channel use.
-type Channel struct {
-	KeyID  string
-	Active int
-	Limit  int
+// KeyUsage is one key's channel use and spend.
+type KeyUsage struct {
+	KeyID           string
+	Active          int
+	Limit           int
+	SpendMicros     int64  // this month, live calls included
+	RemainingMicros *int64 // under the spend cap; nil: no cap
 }
 
 // Metrics holds the edge's metrics.
@@ -42,8 +44,8 @@ type Metrics struct {
 }
 
 // New registers the metrics, the Go runtime collectors and a collector
-// that reads channel use from usage when scraped.
-func New(usage ChannelUsage) *Metrics {
+// that reads channel use and spend from usage when scraped.
+func New(usage KeyUsages) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		reg: reg,
@@ -87,7 +89,7 @@ func New(usage ChannelUsage) *Metrics {
 		m.floodBans, m.screened,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if usage != nil {
-		reg.MustRegister(&channelCollector{usage: usage})
+		reg.MustRegister(&keyCollector{usage: usage})
 	}
 	return m
 }
@@ -137,20 +139,28 @@ func (m *Metrics) SetDraining(on bool) {
 }
 
 var (
-	channelsDesc = prometheus.NewDesc("trunkgate_channels_in_use", "Live calls holding a channel, by key id.", []string{"key_id"}, nil)
-	limitDesc    = prometheus.NewDesc("trunkgate_channels_limit", "max_channels of each key (0 = no limit).", []string{"key_id"}, nil)
+	channelsDesc  = prometheus.NewDesc("trunkgate_channels_in_use", "Live calls holding a channel, by key id.", []string{"key_id"}, nil)
+	limitDesc     = prometheus.NewDesc("trunkgate_channels_limit", "max_channels of each key (0 = no limit).", []string{"key_id"}, nil)
+	spendDesc     = prometheus.NewDesc("trunkgate_key_spend_micros", "Spend this calendar month (UTC), live calls included, in currency micros, by key id.", []string{"key_id"}, nil)
+	remainingDesc = prometheus.NewDesc("trunkgate_key_spend_remaining_micros", "What is left under the monthly spend cap, in currency micros, by key id (keys with a cap).", []string{"key_id"}, nil)
 )
 
-type channelCollector struct{ usage ChannelUsage }
+type keyCollector struct{ usage KeyUsages }
 
-func (c *channelCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *keyCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- channelsDesc
 	ch <- limitDesc
+	ch <- spendDesc
+	ch <- remainingDesc
 }
 
-func (c *channelCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, u := range c.usage.ChannelUsage() {
+func (c *keyCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.usage.KeyUsage() {
 		ch <- prometheus.MustNewConstMetric(channelsDesc, prometheus.GaugeValue, float64(u.Active), u.KeyID)
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(u.Limit), u.KeyID)
+		ch <- prometheus.MustNewConstMetric(spendDesc, prometheus.GaugeValue, float64(u.SpendMicros), u.KeyID)
+		if u.RemainingMicros != nil {
+			ch <- prometheus.MustNewConstMetric(remainingDesc, prometheus.GaugeValue, float64(*u.RemainingMicros), u.KeyID)
+		}
 	}
 }

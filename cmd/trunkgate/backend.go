@@ -256,7 +256,7 @@ func (d *dbBackend) Close() error {
 	return d.e.db.Close()
 }
 
-func (d *dbBackend) view(k *keys.Key) api.KeyView { return api.KeyView{Key: k} }
+func (d *dbBackend) view(k *keys.Key) api.KeyView { return api.ViewKey(k, 0, d.e.meter) }
 
 func (d *dbBackend) CreateKey(ctx context.Context, spec keys.CreateSpec) (api.CreatedKey, error) {
 	c, err := d.e.manager.Create(ctx, cliActor, spec)

@@ -298,6 +298,12 @@ func printKey(k api.KeyView) error {
 	fmt.Fprintf(w, "id\t%s\nname\t%s\nmode\t%s\nstatus\t%s\nscopes\t%s\n", k.ID, textsafe.Terminal(k.Name), k.Mode, k.Status, scopeList(k.Scopes))
 	fmt.Fprintf(w, "max_channels\t%d (in use: %d)\ncps\t%g\nmonthly_spend_cap\t%d\ninbound_rate_per_minute\t%d\noutbound_rate_per_minute\t%d\nmax_call_seconds\t%d\n",
 		l.MaxChannels, k.ChannelsInUse, l.CPS, l.MonthlySpendCap, l.InboundRate, l.OutboundRate, l.MaxCallSeconds)
+	remaining := "no cap"
+	if r := k.Spend.Remaining; r != nil {
+		remaining = money(*r)
+	}
+	fmt.Fprintf(w, "spend this month\t%s (live calls: %s)\nremaining under the cap\t%s\n", money(k.Spend.MonthToDate),
+		money(k.Spend.Live), remaining)
 	fmt.Fprintf(w, "allowed_prefixes\t%s\nblocked_prefixes\t%s\ncreated\t%s\n", strings.Join(l.AllowedPrefixes, ","),
 		strings.Join(l.BlockedPrefixes, ","), k.CreatedAt.Format(time.RFC3339))
 	if !k.PrevExpiresAt.IsZero() {

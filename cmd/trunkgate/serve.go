@@ -167,7 +167,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	httpURL := "http://" + httpLn.Addr().String()
 
 	sip.SetLogger(sipLogger(log))
-	met := metrics.New(channelUsage{e.admitter})
+	met := metrics.New(keyUsage{e.admitter, e.meter})
 	// The sandbox carrier of test keys: its own SIP user agent on loopback.
 	sandboxCtx, stopSandbox := context.WithCancel(context.Background())
 	defer stopSandbox()
@@ -201,7 +201,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	calls.SetCarrier(call.Carriers(sipSrv))
 	restAPI := api.New(api.Config{
 		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
-		CDRs: e.cdrs, Rates: e.rates, Usage: e.cdrs, Metrics: met.Handler(), Log: log,
+		CDRs: e.cdrs, Rates: e.rates, Usage: e.cdrs, Spend: e.meter, Metrics: met.Handler(), Log: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", restAPI)
@@ -355,14 +355,19 @@ func choosePublicIP(flagValue, sipHost string) (netip.Addr, error) {
 	return netip.MustParseAddr("127.0.0.1"), nil
 }
 
-// channelUsage adapts the admitter to the metrics collector.
-type channelUsage struct{ a *keys.Admitter }
+// keyUsage adapts the admitter and the meter to the metrics collector.
+type keyUsage struct {
+	a *keys.Admitter
+	m *billing.Meter
+}
 
-func (u channelUsage) ChannelUsage() []metrics.Channel {
+func (u keyUsage) KeyUsage() []metrics.KeyUsage {
 	usage := u.a.Usage()
-	out := make([]metrics.Channel, len(usage))
+	out := make([]metrics.KeyUsage, len(usage))
 	for i, x := range usage {
-		out[i] = metrics.Channel{KeyID: x.KeyID, Active: x.Active, Limit: x.MaxChannels}
+		s := u.m.Spend(x.KeyID, x.SpendCap)
+		out[i] = metrics.KeyUsage{KeyID: x.KeyID, Active: x.Active, Limit: x.MaxChannels, SpendMicros: s.MonthToDate,
+			RemainingMicros: s.Remaining}
 	}
 	return out
 }
