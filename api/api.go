@@ -57,6 +57,7 @@ type Config struct {
 	Rates    *billing.Rates
 	Usage    billing.UsageStore
 	Spend    SpendMeter
+	Alerts   AlertList
 	Metrics  http.Handler
 	Log      *slog.Logger
 }
@@ -85,6 +86,9 @@ func New(cfg Config) *API {
 	m.HandleFunc("PATCH /v1/keys/{id}/limits", a.auth(admin, a.setLimits))
 	m.HandleFunc("POST /v1/keys/{id}/rotate", a.auth(admin, a.rotateKey))
 	m.HandleFunc("POST /v1/keys/{id}/revoke", a.auth(admin, a.revokeKey))
+	m.HandleFunc("PUT /v1/keys/{id}/alerts", a.auth(admin, a.setAlerts))
+	m.HandleFunc("POST /v1/keys/{id}/resume", a.auth(admin, a.resumeKey))
+	m.HandleFunc("GET /v1/alerts", a.auth(admin, a.listAlerts))
 	m.HandleFunc("GET /v1/trunks", a.auth(admin, a.listTrunks))
 	m.HandleFunc("POST /v1/trunks", a.auth(admin, a.createTrunk))
 	m.HandleFunc("GET /v1/trunks/{id}", a.auth(admin, a.getTrunk))

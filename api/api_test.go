@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"trunkgate/alerts"
 	"trunkgate/billing"
 	"trunkgate/call"
 	"trunkgate/internal/sqlitedb/sqlitedbtest"
@@ -85,7 +86,12 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Usage: cs, Spend: meter, Log: log})
+	as, err := alerts.NewSQLiteStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(Config{Keys: m, Admitter: admitter, Audit: audit, Trunks: dir, Calls: noCalls{}, CDRs: cs, Rates: rates, Usage: cs,
+		Spend: meter, Alerts: as, Log: log})
 	a.SetReady(true)
 	return &fixture{api: a, admin: admin.Text, keyID: plain.Key.ID}
 }
@@ -157,6 +163,12 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"rate deck of an unknown key", "POST", "/v1/rates/import?key_id=nope", "prefix,rate\n", 404, "not_found"},
 		{"delete a missing rate", "DELETE", "/v1/rates/+999", ``, 404, "not_found"},
 		{"usage", "GET", "/v1/usage?month=2026-11&by=day,key", ``, 200, ""},
+		{"alert config", "PUT", "/v1/keys/" + f.keyID + "/alerts", `{"url":"https://ops.example/alerts","spend_thresholds":[50,100],"actions":{"new_destination":"suspend"}}`, 200, ""},
+		{"alert config, unknown rule", "PUT", "/v1/keys/" + f.keyID + "/alerts", `{"actions":{"bad_weather":"notify"}}`, 400, "invalid"},
+		{"alert config, not http", "PUT", "/v1/keys/" + f.keyID + "/alerts", `{"url":"ftp://x/y"}`, 400, "invalid"},
+		{"resume", "POST", "/v1/keys/" + f.keyID + "/resume", ``, 200, ""},
+		{"alerts", "GET", "/v1/alerts?key_id=" + f.keyID, ``, 200, ""},
+		{"alerts, bad limit", "GET", "/v1/alerts?limit=0", ``, 400, "bad_request"},
 		{"usage by week", "GET", "/v1/usage?by=week", ``, 400, "bad_request"},
 		{"usage in no time zone", "GET", "/v1/usage?tz=Mars/Olympus", ``, 400, "bad_request"},
 		{"usage backwards", "GET", "/v1/usage?since=2026-11-02&until=2026-11-01", ``, 400, "bad_request"},
@@ -188,6 +200,7 @@ func FuzzRequestBodies(f *testing.F) {
 		{"PUT", "/v1/rates"},
 		{"POST", "/v1/rates/import?key_id={id}"},
 		{"GET", "/v1/usage?{body}"},
+		{"PUT", "/v1/keys/{id}/alerts"},
 	}
 	for i, body := range []string{
 		`{"name":"a","scopes":["calls:inbound"],"limits":{"max_channels":1,"cps":2,"monthly_spend_cap":100}}`,
@@ -208,6 +221,7 @@ func FuzzRequestBodies(f *testing.F) {
 		"prefix,rate,description\n+44,0.0100,UK\n+44x,1\n\"",
 		`month=2026-11&by=day,trunk,prefix&tz=Europe/Paris&key_id={id}`,
 		`since=2026-11-01&until=2026-10-01&by=week&format=xml`,
+		`{"url":"https://x.example/a","spend_thresholds":[80,100,0],"actions":{"spend":"suspend"},"rate_factor":-1}`,
 	} {
 		f.Add(uint8(i), body)
 	}

@@ -7,13 +7,14 @@
 package bridge
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+
+	"trunkgate/internal/signature"
 )
 
 // Stream formats (DESIGN: the WebSocket media protocol).
@@ -60,17 +61,12 @@ func AccountSid(keyID string) string {
 // Sign computes X-Trunkgate-Signature: hex HMAC-SHA256, keyed with the
 // key's signing secret, over the URL, a newline and X-Trunkgate-Timestamp.
 func Sign(secret, url, timestamp string) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(url))
-	mac.Write([]byte{'\n'})
-	mac.Write([]byte(timestamp))
-	return hex.EncodeToString(mac.Sum(nil))
+	return signature.Sign(secret, []byte(url), []byte(timestamp))
 }
 
 // Verify checks a signature in constant time (the application's side).
-func Verify(secret, url, timestamp, signature string) bool {
-	want := Sign(secret, url, timestamp)
-	return hmac.Equal([]byte(want), []byte(signature))
+func Verify(secret, url, timestamp, sig string) bool {
+	return signature.Verify(secret, sig, []byte(url), []byte(timestamp))
 }
 
 func (f Format) mediaFormat() map[string]any {

@@ -125,6 +125,12 @@ type Meter interface {
 	Finish(ctx context.Context, c *billing.CDR) error
 }
 
+// Watcher hears of every call attempt of a key, admitted (refused 0) or
+// refused (alerts.Engine). It must not block.
+type Watcher interface {
+	Attempt(keyID, direction, destination string, refused refusal.Reason)
+}
+
 // Auditor records refusals (keys.Auditor).
 type Auditor interface {
 	Record(e keys.AuditEntry)
@@ -148,6 +154,8 @@ type Config struct {
 	Meter    Meter
 	Audit    Auditor
 	Metrics  Metrics
+	// Watch hears of call attempts (alerts); nil: nobody.
+	Watch Watcher
 	// Carrier places outbound calls (sip.Server); nil: inbound only.
 	Carrier Carrier
 	// Sandbox is the built-in carrier of test keys' outbound calls.
@@ -354,6 +362,13 @@ func (m *Manager) unregister(c *Call) {
 }
 
 // refused counts, audits and logs a refusal already answered.
+// attempted tells the watcher of an attempt of a key.
+func (m *Manager) attempted(keyID string, dir keys.Direction, destination string, r refusal.Reason) {
+	if m.cfg.Watch != nil && keyID != "" {
+		m.cfg.Watch.Attempt(keyID, string(dir), destination, r)
+	}
+}
+
 func (m *Manager) refused(keyID string, r refusal.Reason, source, detail string) {
 	m.cfg.Metrics.Refused(keyID, r)
 	m.cfg.Audit.Record(keys.AuditEntry{

@@ -107,8 +107,10 @@ func (m *Manager) Inbound(inv Incoming) {
 			r = refusal.Internal
 		}
 		m.refuseInvite(inv, trunk.KeyID, r, called)
+		m.attempted(trunk.KeyID, keys.Inbound, called, r)
 		return
 	}
+	m.attempted(trunk.KeyID, keys.Inbound, called, 0)
 	_ = inv.Trying()
 	m.inboundSetup(inv, trunk, callID, lease, neg)
 }

@@ -65,6 +65,10 @@ func (m *Manager) admitOutbound(ctx context.Context, req OutboundRequest) (*plac
 	key := req.Key
 	refuse := func(r refusal.Reason, detail string) (*placement, error) {
 		m.refused(key.ID, r, req.Source, detail)
+		if r != refusal.InvalidNumber {
+			to, _ := trunks.NormaliseNumber(req.To)
+			m.attempted(key.ID, keys.Outbound, to, r)
+		}
 		return nil, r
 	}
 	if m.cfg.Carrier == nil {
@@ -119,6 +123,7 @@ func (m *Manager) admitOutbound(ctx context.Context, req OutboundRequest) (*plac
 		}
 		return refuse(r, "to="+to)
 	}
+	m.attempted(key.ID, keys.Outbound, to, 0)
 	return &placement{req: req, trunk: trunk, to: to, from: from, lease: lease, callID: callID}, nil
 }
 

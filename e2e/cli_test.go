@@ -16,13 +16,18 @@ import (
 // cli runs the trunkgate binary as an operator would, against the edge.
 func (e *Edge) cli(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(edgeBinary, args...)
-	cmd.Env = append(os.Environ(), "TRUNKGATE_ADMIN_KEY="+e.AdminKey, "TRUNKGATE_SERVER="+e.HTTP)
-	out, err := cmd.CombinedOutput()
+	out, err := e.cliCmd(args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("trunkgate %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// cliCmd is the CLI command against the edge, to run as the test likes.
+func (e *Edge) cliCmd(args ...string) *exec.Cmd {
+	cmd := exec.Command(edgeBinary, args...)
+	cmd.Env = append(os.Environ(), "TRUNKGATE_ADMIN_KEY="+e.AdminKey, "TRUNKGATE_SERVER="+e.HTTP)
+	return cmd
 }
 
 // TestCLILifecycle: the whole key lifecycle from the CLI against a running

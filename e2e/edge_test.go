@@ -282,6 +282,8 @@ type CDR struct {
 	TestKey       bool   `json:"test_key"`
 	Sandbox       bool   `json:"sandbox"`
 	RatePerMinute int64  `json:"rate_per_minute"`
+	RatePrefix    string `json:"rate_prefix"`
+	Country       string `json:"country"`
 	From          string `json:"from"`
 	To            string `json:"to"`
 	SetupMS       int64  `json:"setup_ms"`

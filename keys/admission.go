@@ -143,6 +143,18 @@ func (a *Admitter) state(ctx context.Context, id string) (*keyState, error) {
 	return a.keys[id], nil
 }
 
+// Cached lists every cached key. Keys are immutable snapshots: the
+// caller must not change them.
+func (a *Admitter) Cached() []*Key {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*Key, 0, len(a.keys))
+	for _, st := range a.keys {
+		out = append(out, st.key)
+	}
+	return out
+}
+
 // SetDraining makes every later admission fail with refusal.Draining.
 func (a *Admitter) SetDraining(on bool) { a.draining.Store(on) }
 
@@ -164,6 +176,9 @@ func (a *Admitter) Admit(ctx context.Context, req Request) (*Lease, error) {
 	k := st.key
 	if k.Status == Revoked {
 		return nil, refusal.KeyRevoked
+	}
+	if k.Suspended != "" {
+		return nil, refusal.KeySuspended
 	}
 	need := ScopeCallsInbound
 	if req.Direction == Outbound {

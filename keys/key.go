@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 	"time"
@@ -84,6 +85,11 @@ type Key struct {
 	Scopes []Scope `json:"scopes"`
 	Limits Limits  `json:"limits"`
 	Status Status  `json:"status"`
+	// Suspended, when set, says why an alert suspended the key: its new
+	// calls are refused until an operator resumes it.
+	Suspended string `json:"suspended,omitempty"`
+	// Alerts is how the key is watched.
+	Alerts AlertConfig `json:"alerts"`
 
 	// Hash is SHA-256 of the full key text. PrevHash is the hash of the key
 	// this one was rotated from, accepted until PrevExpiresAt.
@@ -116,6 +122,8 @@ func (k *Key) Clone() *Key {
 	c.Scopes = append([]Scope(nil), k.Scopes...)
 	c.PrevHash = append([]byte(nil), k.PrevHash...)
 	c.Limits = k.Limits.Clone()
+	c.Alerts.SpendThresholds = append([]int(nil), k.Alerts.SpendThresholds...)
+	c.Alerts.Actions = maps.Clone(k.Alerts.Actions)
 	return &c
 }
 

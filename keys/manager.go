@@ -34,10 +34,11 @@ type Actor struct {
 
 // CreateSpec describes a new key.
 type CreateSpec struct {
-	Name   string   `json:"name"`
-	Mode   Mode     `json:"mode"`
-	Scopes []string `json:"scopes"`
-	Limits *Limits  `json:"limits"`
+	Name   string       `json:"name"`
+	Mode   Mode         `json:"mode"`
+	Scopes []string     `json:"scopes"`
+	Limits *Limits      `json:"limits"`
+	Alerts *AlertConfig `json:"alerts"`
 }
 
 // Created is the one moment the full key text exists outside its owner.
@@ -110,6 +111,13 @@ func (m *Manager) create(ctx context.Context, spec CreateSpec, text string) (*Cr
 	if err := limits.Validate(); err != nil {
 		return nil, err
 	}
+	var alerts AlertConfig
+	if spec.Alerts != nil {
+		alerts = *spec.Alerts
+		if err := alerts.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	var id string
 	if text == "" {
 		id, text = NewText(spec.Mode)
@@ -119,7 +127,7 @@ func (m *Manager) create(ctx context.Context, spec CreateSpec, text string) (*Cr
 	}
 	now := m.now()
 	k := &Key{
-		ID: id, Name: spec.Name, Mode: spec.Mode, Scopes: scopes, Limits: limits, Status: Active,
+		ID: id, Name: spec.Name, Mode: spec.Mode, Scopes: scopes, Limits: limits, Alerts: alerts, Status: Active,
 		Hash: Hash(text), SigningSecret: NewSigningSecret(), CreatedAt: now, UpdatedAt: now,
 	}
 	if err := m.store.InsertKey(ctx, k); err != nil {

@@ -56,6 +56,9 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit (at_ms);
 CREATE INDEX audit_target ON audit (target, at_ms);
+`}, {Version: 2, SQL: `
+ALTER TABLE keys ADD COLUMN alerts    TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE keys ADD COLUMN suspended TEXT NOT NULL DEFAULT '';
 `}}
 
 // NewSQLiteStore migrates the keys schema on db and returns the store.
@@ -93,11 +96,17 @@ func (s *SQLiteStore) InsertKey(ctx context.Context, k *Key) error {
 	if err != nil {
 		return fmt.Errorf("insert key %s: %w", k.ID, err)
 	}
+	alerts, err := json.Marshal(k.Alerts)
+	if err != nil {
+		return fmt.Errorf("insert key %s: %w", k.ID, err)
+	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO keys
-		(id, name, mode, hash, prev_hash, prev_expires_ms, scopes, limits, signing_secret, status, created_ms, updated_ms, revoked_ms)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		(id, name, mode, hash, prev_hash, prev_expires_ms, scopes, limits, signing_secret, status, created_ms, updated_ms,
+		revoked_ms, alerts, suspended)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		k.ID, k.Name, string(k.Mode), k.Hash[:], k.PrevHash, ms(k.PrevExpiresAt), scopesText(k.Scopes),
-		string(limits), k.SigningSecret, string(k.Status), ms(k.CreatedAt), ms(k.UpdatedAt), ms(k.RevokedAt))
+		string(limits), k.SigningSecret, string(k.Status), ms(k.CreatedAt), ms(k.UpdatedAt), ms(k.RevokedAt),
+		string(alerts), k.Suspended)
 	if err != nil {
 		return fmt.Errorf("insert key %s: %w", k.ID, err)
 	}
@@ -109,10 +118,14 @@ func (s *SQLiteStore) UpdateKey(ctx context.Context, k *Key) error {
 	if err != nil {
 		return fmt.Errorf("update key %s: %w", k.ID, err)
 	}
+	alerts, err := json.Marshal(k.Alerts)
+	if err != nil {
+		return fmt.Errorf("update key %s: %w", k.ID, err)
+	}
 	res, err := s.db.ExecContext(ctx, `UPDATE keys SET name=?, hash=?, prev_hash=?, prev_expires_ms=?,
-		scopes=?, limits=?, status=?, updated_ms=?, revoked_ms=? WHERE id=?`,
+		scopes=?, limits=?, status=?, updated_ms=?, revoked_ms=?, alerts=?, suspended=? WHERE id=?`,
 		k.Name, k.Hash[:], k.PrevHash, ms(k.PrevExpiresAt), scopesText(k.Scopes), string(limits),
-		string(k.Status), ms(k.UpdatedAt), ms(k.RevokedAt), k.ID)
+		string(k.Status), ms(k.UpdatedAt), ms(k.RevokedAt), string(alerts), k.Suspended, k.ID)
 	if err != nil {
 		return fmt.Errorf("update key %s: %w", k.ID, err)
 	}
@@ -122,7 +135,8 @@ func (s *SQLiteStore) UpdateKey(ctx context.Context, k *Key) error {
 	return nil
 }
 
-const keyColumns = `id, name, mode, hash, prev_hash, prev_expires_ms, scopes, limits, signing_secret, status, created_ms, updated_ms, revoked_ms`
+const keyColumns = `id, name, mode, hash, prev_hash, prev_expires_ms, scopes, limits, signing_secret, status, created_ms,
+	updated_ms, revoked_ms, alerts, suspended`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -130,11 +144,12 @@ func scanKey(row scanner) (*Key, error) {
 	var (
 		k                                 Key
 		mode, scopes, limits, status      string
+		alerts                            string
 		hash, prevHash                    []byte
 		prevExp, created, updated, revokd int64
 	)
 	if err := row.Scan(&k.ID, &k.Name, &mode, &hash, &prevHash, &prevExp, &scopes, &limits,
-		&k.SigningSecret, &status, &created, &updated, &revokd); err != nil {
+		&k.SigningSecret, &status, &created, &updated, &revokd, &alerts, &k.Suspended); err != nil {
 		return nil, err
 	}
 	if len(hash) != len(k.Hash) {
@@ -150,6 +165,9 @@ func scanKey(row scanner) (*Key, error) {
 		return nil, fmt.Errorf("key %s: limits: %w", k.ID, err)
 	}
 	k.Limits.FoldRate() // keys stored with the single rate
+	if err := json.Unmarshal([]byte(alerts), &k.Alerts); err != nil {
+		return nil, fmt.Errorf("key %s: alerts: %w", k.ID, err)
+	}
 	if k.Limits.AllowedPrefixes == nil {
 		k.Limits.AllowedPrefixes = []string{}
 	}

@@ -28,6 +28,7 @@ const (
 	KeyUnknown                           // no such key, or a malformed one
 	KeyExpired                           // rotated key past its grace period
 	KeyRevoked                           // key revoked by an operator
+	KeySuspended                         // key suspended by an alert until an operator resumes it
 	ScopeMissing                         // key lacks the scope for this direction
 	DestinationBlocked                   // outbound destination fails prefix rules
 	ChannelCap                           // max_channels calls already up
@@ -91,6 +92,7 @@ var table = map[Reason]entry{
 	KeyUnknown:         {403, "Forbidden", 401, 0, "key unknown", "key_unknown", 0, false},
 	KeyExpired:         {403, "Forbidden", 401, 0, "key expired", "key_expired", 0, false},
 	KeyRevoked:         {403, "Forbidden", 401, 0, "key revoked", "key_revoked", 0, false},
+	KeySuspended:       {403, "Forbidden", 403, 0, "key suspended by an alert", "key_suspended", 0, false},
 	ScopeMissing:       {403, "Forbidden", 403, 0, "key lacks the scope", "scope_missing", 0, false},
 	DestinationBlocked: {403, "Forbidden", 403, 0, "destination blocked", "destination_blocked", 0, false},
 	ChannelCap:         {486, "Busy Here", 429, 1, "channel cap reached", "channel_cap", 0, false},

@@ -24,6 +24,7 @@ func TestTable(t *testing.T) {
 		{KeyUnknown, 403, 401, 0, "key_unknown", `SIP;cause=403;text="key unknown"`},
 		{KeyExpired, 403, 401, 0, "key_expired", `SIP;cause=403;text="key expired"`},
 		{KeyRevoked, 403, 401, 0, "key_revoked", `SIP;cause=403;text="key revoked"`},
+		{KeySuspended, 403, 403, 0, "key_suspended", `SIP;cause=403;text="key suspended by an alert"`},
 		{ScopeMissing, 403, 403, 0, "scope_missing", `SIP;cause=403;text="key lacks the scope"`},
 		{DestinationBlocked, 403, 403, 0, "destination_blocked", `SIP;cause=403;text="destination blocked"`},
 		{ChannelCap, 486, 429, 0, "channel_cap", `SIP;cause=486;text="channel cap reached"`},

@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"trunkgate/alerts"
 	"trunkgate/api"
 	"trunkgate/billing"
 	"trunkgate/call"
@@ -44,6 +46,9 @@ type backend interface {
 	// Usage runs a usage report: as CSV streamed to csvOut, or, with
 	// csvOut nil, returned whole.
 	Usage(ctx context.Context, q url.Values, csvOut io.Writer) (*api.UsageReport, error)
+	SetAlerts(ctx context.Context, id string, c keys.AlertConfig) (api.KeyView, error)
+	Resume(ctx context.Context, id string) (api.KeyView, error)
+	ListAlerts(ctx context.Context, f alerts.Filter) ([]alerts.Alert, error)
 	Close() error
 }
 
@@ -233,6 +238,25 @@ func (h *httpBackend) Usage(ctx context.Context, q url.Values, csvOut io.Writer)
 	return nil, h.send(ctx, "GET", "/v1/usage?"+q.Encode(), "", nil, csvOut)
 }
 
+func (h *httpBackend) SetAlerts(ctx context.Context, id string, c keys.AlertConfig) (api.KeyView, error) {
+	var out api.KeyView
+	return out, h.do(ctx, "PUT", "/v1/keys/"+url.PathEscape(id)+"/alerts", c, &out)
+}
+
+func (h *httpBackend) Resume(ctx context.Context, id string) (api.KeyView, error) {
+	var out api.KeyView
+	return out, h.do(ctx, "POST", "/v1/keys/"+url.PathEscape(id)+"/resume", nil, &out)
+}
+
+func (h *httpBackend) ListAlerts(ctx context.Context, f alerts.Filter) ([]alerts.Alert, error) {
+	q := url.Values{"key_id": {f.KeyID}, "rule": {f.Rule}}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out struct{ Alerts []alerts.Alert }
+	return out.Alerts, h.do(ctx, "GET", "/v1/alerts?"+q.Encode(), nil, &out)
+}
+
 // dbBackend works on the database file; the actor in the audit log is
 // "cli". Changes reach a running edge's caches only after it restarts, so
 // use it when the edge is down.
@@ -395,6 +419,26 @@ func (d *dbBackend) Usage(ctx context.Context, q url.Values, csvOut io.Writer) (
 		return nil
 	})
 	return rep, err
+}
+
+func (d *dbBackend) SetAlerts(ctx context.Context, id string, c keys.AlertConfig) (api.KeyView, error) {
+	k, err := d.e.manager.SetAlerts(ctx, cliActor, id, c)
+	if err != nil {
+		return api.KeyView{}, err
+	}
+	return d.view(k), nil
+}
+
+func (d *dbBackend) Resume(ctx context.Context, id string) (api.KeyView, error) {
+	k, err := d.e.manager.Resume(ctx, cliActor, id)
+	if err != nil {
+		return api.KeyView{}, err
+	}
+	return d.view(k), nil
+}
+
+func (d *dbBackend) ListAlerts(ctx context.Context, f alerts.Filter) ([]alerts.Alert, error) {
+	return d.e.alerts.List(ctx, f)
 }
 
 func cdrFilter(q url.Values) (billing.Filter, error) {

@@ -155,11 +155,13 @@ func (l *limitFlags) patch() keys.LimitsPatch {
 
 func runKeys(args []string) error {
 	if len(args) == 0 {
-		return errors.New("keys: want create, list, show, set, rotate or revoke")
+		return errors.New("keys: want create, list, show, set, rotate, revoke, alerts or resume")
 	}
 	var cf clientFlags
 	sub, args := args[0], args[1:]
 	switch sub {
+	case "alerts", "resume":
+		return runKeyAlerts(sub, args)
 	case "create":
 		fs := newFlags("keys create", "keys create --name NAME [--live] [--scopes ...] [limits]")
 		cf.register(fs)
@@ -304,6 +306,12 @@ func printKey(k api.KeyView) error {
 	}
 	fmt.Fprintf(w, "spend this month\t%s (live calls: %s)\nremaining under the cap\t%s\n", money(k.Spend.MonthToDate),
 		money(k.Spend.Live), remaining)
+	if k.Suspended != "" {
+		fmt.Fprintf(w, "SUSPENDED\t%s (trunkgate keys resume %s)\n", textsafe.Terminal(k.Suspended), k.ID)
+	}
+	if a := k.Alerts; a.URL != "" || len(a.Actions) > 0 || len(a.SpendThresholds) > 0 {
+		fmt.Fprintf(w, "alerts\t%s thresholds %v actions %v\n", textsafe.Terminal(dash(a.URL)), a.Thresholds(), a.Actions)
+	}
 	fmt.Fprintf(w, "allowed_prefixes\t%s\nblocked_prefixes\t%s\ncreated\t%s\n", strings.Join(l.AllowedPrefixes, ","),
 		strings.Join(l.BlockedPrefixes, ","), k.CreatedAt.Format(time.RFC3339))
 	if !k.PrevExpiresAt.IsZero() {

@@ -12,7 +12,7 @@ const usage = `trunkgate — SIP trunking edge for voice AI
 
 Usage:
   trunkgate serve [flags]                 run the edge (SIP, RTP, WebSocket, REST)
-  trunkgate keys create|list|show|set|rotate|revoke ...
+  trunkgate keys create|list|show|set|rotate|revoke|alerts|resume ...
   trunkgate trunks create|list|show|delete ...
   trunkgate calls list|hangup ...
   trunkgate call --to +E164 [--key KEY]   place an outbound call from the terminal (a test key reaches the sandbox)
@@ -20,6 +20,7 @@ Usage:
   trunkgate audit [flags]                 list the audit log
   trunkgate rates list|set|delete|import  destination rate tables (the edge's, or a key's with --key)
   trunkgate usage [flags]                 usage report: calls, seconds, cost by key, trunk, prefix, day... (--csv)
+  trunkgate alerts list [flags]           alerts that fired (spend thresholds, spikes, new or blocked destinations)
   trunkgate echo-app [--addr HOST:PORT]   run the demo echo AI app on its own
 
 Every flag has a TRUNKGATE_* environment variable (--sip-addr: TRUNKGATE_SIP_ADDR).
@@ -54,6 +55,8 @@ func main() {
 		err = runRates(args)
 	case "usage":
 		err = runUsage(args)
+	case "alerts":
+		err = runAlerts(args)
 	case "echo-app":
 		err = runEchoApp(args)
 	case "-h", "--help", "help":

@@ -17,14 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"trunkgate/alerts"
+
 	"trunkgate/api"
-	"trunkgate/billing"
 	"trunkgate/bridge"
 	"trunkgate/call"
 	"trunkgate/flood"
-	"trunkgate/internal/sqlitedb"
 	"trunkgate/keys"
-	"trunkgate/ledger"
 	"trunkgate/media"
 	"trunkgate/metrics"
 	"trunkgate/refusal"
@@ -44,7 +43,7 @@ type serveConfig struct {
 	serverHeader                                  string
 	unknownSource                                 string
 	floodRequests                                 int
-	floodWindow, floodBan, sipTCPIdle             time.Duration
+	floodWindow, floodBan, sipTCPIdle, alertCheck time.Duration
 	floodAction                                   string
 	floodExempt                                   listFlag
 	logLevel, logFormat                           string
@@ -78,6 +77,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.sipTCPIdle, "sip-tcp-idle", 2*time.Minute, "close a SIP TCP connection idle this long (0 = never)")
 	fs.StringVar(&c.floodAction, "flood-action", "drop", "requests from a banned source: drop, or reject (503)")
 	fs.Var(&c.floodExempt, "flood-exempt", "CIDRs the flood guard never counts, besides the trunks' carrier networks (repeat or comma-separate)")
+	fs.DurationVar(&c.alertCheck, "alert-check-interval", 2*time.Second, "how often spend and live calls are held against each key's alert rules")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
@@ -106,18 +106,6 @@ func parsePortRange(s string) (int, int, error) {
 }
 
 // edge is everything serve wires together.
-type edge struct {
-	db       *dbHandle
-	ledger   *ledger.Memory
-	rates    *billing.Rates
-	admitter *keys.Admitter
-	manager  *keys.Manager
-	audit    *keys.Auditor
-	trunks   *trunks.Directory
-	meter    *billing.Meter
-	cdrs     *billing.SQLiteStore
-}
-
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	sipHost, _, err := net.SplitHostPort(c.sipAddr)
 	if err != nil {
@@ -187,9 +175,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	watch := alerts.New(alerts.Config{Store: e.alerts, Keys: e.admitter, Suspender: e.manager, Spend: e.meter, Live: e.ledger,
+		Usage: e.cdrs, Audit: e.audit, Log: log, CheckEvery: c.alertCheck})
 	calls := call.NewManager(call.Config{
 		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Ledger: e.ledger, Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
-		Audit: e.audit, Metrics: met, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
+		Audit: e.audit, Metrics: met, Watch: watch, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
 		UnknownSourceReply: c.unknownSource == "reject",
 		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
@@ -201,7 +191,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	calls.SetCarrier(call.Carriers(sipSrv))
 	restAPI := api.New(api.Config{
 		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
-		CDRs: e.cdrs, Rates: e.rates, Usage: e.cdrs, Spend: e.meter, Metrics: met.Handler(), Log: log,
+		CDRs: e.cdrs, Rates: e.rates, Usage: e.cdrs, Spend: e.meter, Alerts: e.alerts, Metrics: met.Handler(), Log: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", restAPI)
@@ -233,6 +223,13 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	go func() {
 		defer close(meterDone)
 		e.meter.Run(meterCtx)
+	}()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		watch.Run(watchCtx)
 	}()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(httpLn) }()
@@ -276,6 +273,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	sandboxCarrier.Wait()
 	stopMeter()
 	<-meterDone
+	stopWatch()
+	<-watchDone
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = httpSrv.Shutdown(shutdownCtx)
 	cancelShutdown()
@@ -353,95 +352,6 @@ func choosePublicIP(flagValue, sipHost string) (netip.Addr, error) {
 		return a, nil
 	}
 	return netip.MustParseAddr("127.0.0.1"), nil
-}
-
-// keyUsage adapts the admitter and the meter to the metrics collector.
-type keyUsage struct {
-	a *keys.Admitter
-	m *billing.Meter
-}
-
-func (u keyUsage) KeyUsage() []metrics.KeyUsage {
-	usage := u.a.Usage()
-	out := make([]metrics.KeyUsage, len(usage))
-	for i, x := range usage {
-		s := u.m.Spend(x.KeyID, x.SpendCap)
-		out[i] = metrics.KeyUsage{KeyID: x.KeyID, Active: x.Active, Limit: x.MaxChannels, SpendMicros: s.MonthToDate,
-			RemainingMicros: s.Remaining}
-	}
-	return out
-}
-
-// openEdge opens the database and the stores, caches and logs on it.
-func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error) {
-	db, err := openDB(ctx, path)
-	if err != nil {
-		return nil, err
-	}
-	live := ledger.NewMemory(nodeName())
-	meter, err := billing.NewMeter(ctx, db.cdrs, live, log)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	audit := keys.NewAuditor(db.keys, log)
-	rates, err := billing.NewRates(ctx, db.cdrs, audit)
-	if err != nil {
-		audit.Close()
-		db.Close()
-		return nil, err
-	}
-	admitter := keys.NewAdmitter(db.keys, live, meter, rates)
-	if err := admitter.Load(ctx); err != nil {
-		audit.Close()
-		db.Close()
-		return nil, err
-	}
-	dir, err := trunks.NewDirectory(ctx, db.trunks)
-	if err != nil {
-		audit.Close()
-		db.Close()
-		return nil, err
-	}
-	return &edge{db: db, ledger: live, rates: rates, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
-		trunks: dir, meter: meter, cdrs: db.cdrs}, nil
-}
-
-// nodeName names this edge in the ledger: the host name.
-func nodeName() string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return "edge"
-}
-
-// dbHandle is the database with each component's store on it.
-type dbHandle struct {
-	close  func() error
-	keys   *keys.SQLiteStore
-	trunks *trunks.SQLiteStore
-	cdrs   *billing.SQLiteStore
-}
-
-func (d *dbHandle) Close() error { return d.close() }
-
-func openDB(ctx context.Context, path string) (*dbHandle, error) {
-	db, err := sqlitedb.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	ks, err := keys.NewSQLiteStore(ctx, db)
-	if err == nil {
-		var ts *trunks.SQLiteStore
-		if ts, err = trunks.NewSQLiteStore(ctx, db); err == nil {
-			var cs *billing.SQLiteStore
-			if cs, err = billing.NewSQLiteStore(ctx, db); err == nil {
-				return &dbHandle{close: db.Close, keys: ks, trunks: ts, cdrs: cs}, nil
-			}
-		}
-	}
-	db.Close()
-	return nil, fmt.Errorf("database %s: %w", path, err)
 }
 
 // bootstrapAdmin makes sure an admin key exists. On an empty database it

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"trunkgate/alerts"
+
+	"trunkgate/billing"
+	"trunkgate/internal/sqlitedb"
+	"trunkgate/keys"
+	"trunkgate/ledger"
+	"trunkgate/metrics"
+	"trunkgate/trunks"
+)
+
+// edge is the edge's state on its database: stores, caches, the ledger,
+// the meter and the audit log, opened the same way for serve and for the
+// CLI's --db mode.
+type edge struct {
+	db       *dbHandle
+	ledger   *ledger.Memory
+	rates    *billing.Rates
+	admitter *keys.Admitter
+	manager  *keys.Manager
+	audit    *keys.Auditor
+	trunks   *trunks.Directory
+	meter    *billing.Meter
+	cdrs     *billing.SQLiteStore
+	alerts   *alerts.SQLiteStore
+}
+
+// keyUsage adapts the admitter and the meter to the metrics collector.
+type keyUsage struct {
+	a *keys.Admitter
+	m *billing.Meter
+}
+
+func (u keyUsage) KeyUsage() []metrics.KeyUsage {
+	usage := u.a.Usage()
+	out := make([]metrics.KeyUsage, len(usage))
+	for i, x := range usage {
+		s := u.m.Spend(x.KeyID, x.SpendCap)
+		out[i] = metrics.KeyUsage{KeyID: x.KeyID, Active: x.Active, Limit: x.MaxChannels, SpendMicros: s.MonthToDate,
+			RemainingMicros: s.Remaining}
+	}
+	return out
+}
+
+// openEdge opens the database and the stores, caches and logs on it.
+func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error) {
+	db, err := openDB(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	live := ledger.NewMemory(nodeName())
+	meter, err := billing.NewMeter(ctx, db.cdrs, live, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	audit := keys.NewAuditor(db.keys, log)
+	rates, err := billing.NewRates(ctx, db.cdrs, audit)
+	if err != nil {
+		audit.Close()
+		db.Close()
+		return nil, err
+	}
+	admitter := keys.NewAdmitter(db.keys, live, meter, rates)
+	if err := admitter.Load(ctx); err != nil {
+		audit.Close()
+		db.Close()
+		return nil, err
+	}
+	dir, err := trunks.NewDirectory(ctx, db.trunks)
+	if err != nil {
+		audit.Close()
+		db.Close()
+		return nil, err
+	}
+	return &edge{db: db, ledger: live, rates: rates, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
+		trunks: dir, meter: meter, cdrs: db.cdrs, alerts: db.alerts}, nil
+}
+
+// nodeName names this edge in the ledger: the host name.
+func nodeName() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "edge"
+}
+
+// dbHandle is the database with each component's store on it.
+type dbHandle struct {
+	close  func() error
+	keys   *keys.SQLiteStore
+	trunks *trunks.SQLiteStore
+	cdrs   *billing.SQLiteStore
+	alerts *alerts.SQLiteStore
+}
+
+func (d *dbHandle) Close() error { return d.close() }
+
+func openDB(ctx context.Context, path string) (*dbHandle, error) {
+	db, err := sqlitedb.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keys.NewSQLiteStore(ctx, db)
+	if err == nil {
+		var ts *trunks.SQLiteStore
+		if ts, err = trunks.NewSQLiteStore(ctx, db); err == nil {
+			var cs *billing.SQLiteStore
+			if cs, err = billing.NewSQLiteStore(ctx, db); err == nil {
+				var as *alerts.SQLiteStore
+				if as, err = alerts.NewSQLiteStore(ctx, db); err == nil {
+					return &dbHandle{close: db.Close, keys: ks, trunks: ts, cdrs: cs, alerts: as}, nil
+				}
+			}
+		}
+	}
+	db.Close()
+	return nil, fmt.Errorf("database %s: %w", path, err)
+}
