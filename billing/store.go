@@ -92,53 +92,45 @@ CREATE TABLE rates (
 	PRIMARY KEY (key_id, prefix)
 );
 `}, {Version: 4, SQL: `
-CREATE TABLE usage_daily (
-	at_ms          INTEGER NOT NULL,
-	key_id         TEXT NOT NULL,
-	trunk_id       TEXT NOT NULL,
-	direction      TEXT NOT NULL,
-	prefix         TEXT NOT NULL,
-	country        TEXT NOT NULL,
-	calls          INTEGER NOT NULL,
-	answered       INTEGER NOT NULL,
-	billed_seconds INTEGER NOT NULL,
-	cost_micros    INTEGER NOT NULL,
-	PRIMARY KEY (at_ms, key_id, trunk_id, direction, prefix, country)
-) WITHOUT ROWID;
-CREATE INDEX usage_daily_key ON usage_daily (key_id, at_ms);
-CREATE TABLE usage_hourly (
-	at_ms          INTEGER NOT NULL,
-	key_id         TEXT NOT NULL,
-	trunk_id       TEXT NOT NULL,
-	direction      TEXT NOT NULL,
-	prefix         TEXT NOT NULL,
-	country        TEXT NOT NULL,
-	calls          INTEGER NOT NULL,
-	answered       INTEGER NOT NULL,
-	billed_seconds INTEGER NOT NULL,
-	cost_micros    INTEGER NOT NULL,
-	PRIMARY KEY (at_ms, key_id, trunk_id, direction, prefix, country)
-) WITHOUT ROWID;
-CREATE INDEX usage_hourly_key ON usage_hourly (key_id, at_ms);
+` + rollupTable("usage_daily") + rollupTable("usage_hourly") + `
 CREATE INDEX cdrs_key_setup ON cdrs (key_id, setup_ms);
 ` + rebuildRollup}}
 
 // rebuildRollup fills the usage rollup from the final CDRs (the
 // migration that adds it; tests).
-const rebuildRollup = `
-INSERT INTO usage_daily
-	SELECT setup_ms - setup_ms % 86400000, key_id, trunk_id, direction,
+var rebuildRollup = rollupFill("usage_daily", 86_400_000) + rollupFill("usage_hourly", 3_600_000)
+
+// rollupTable is the schema of a usage rollup.
+func rollupTable(name string) string {
+	return fmt.Sprintf(`
+CREATE TABLE %[1]s (
+	at_ms          INTEGER NOT NULL,
+	key_id         TEXT NOT NULL,
+	trunk_id       TEXT NOT NULL,
+	direction      TEXT NOT NULL,
+	prefix         TEXT NOT NULL,
+	country        TEXT NOT NULL,
+	calls          INTEGER NOT NULL,
+	answered       INTEGER NOT NULL,
+	billed_seconds INTEGER NOT NULL,
+	cost_micros    INTEGER NOT NULL,
+	PRIMARY KEY (at_ms, key_id, trunk_id, direction, prefix, country)
+) WITHOUT ROWID;
+CREATE INDEX %[1]s_key ON %[1]s (key_id, at_ms);
+`, name)
+}
+
+// rollupFill sums the final CDRs into a rollup of unit milliseconds.
+func rollupFill(name string, unit int64) string {
+	return fmt.Sprintf(`
+INSERT INTO %s
+	SELECT setup_ms - setup_ms %% %d, key_id, trunk_id, direction,
 		CASE WHEN rate_prefix != '' THEN rate_prefix ELSE country END, country,
 		COUNT(*), SUM(answer_ms > 0), SUM(billed_seconds), SUM(cost_micros)
 	FROM cdrs WHERE status != 'live'
 	GROUP BY 1, 2, 3, 4, 5, 6;
-INSERT INTO usage_hourly
-	SELECT setup_ms - setup_ms % 3600000, key_id, trunk_id, direction,
-		CASE WHEN rate_prefix != '' THEN rate_prefix ELSE country END, country,
-		COUNT(*), SUM(answer_ms > 0), SUM(billed_seconds), SUM(cost_micros)
-	FROM cdrs WHERE status != 'live'
-	GROUP BY 1, 2, 3, 4, 5, 6;
-`
+`, name, unit)
+}
 
 // NewSQLiteStore migrates the billing schema and returns the store.
 func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {

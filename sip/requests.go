@@ -35,12 +35,21 @@ func (s *Server) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	s.cfg.Handler.HandleInvite(inv)
 }
 
-// onOffer takes an in-dialog re-INVITE, or an UPDATE (RFC 3311): a session
-// refresh or a new offer, and a target refresh.
-func (s *Server) onOffer(req *gosip.Request, tx gosip.ServerTransaction) {
+// inDialog is the dialog an in-dialog request belongs to; a request for
+// no dialog of the edge is answered 481 (RFC 3261 §12.2.2) and gets nil.
+func (s *Server) inDialog(req *gosip.Request, tx gosip.ServerTransaction) *Dialog {
 	d := s.lookup(req)
 	if d == nil {
 		s.refuse(tx, req, refusal.NoSuchDialog, "")
+	}
+	return d
+}
+
+// onOffer takes an in-dialog re-INVITE, or an UPDATE (RFC 3311): a session
+// refresh or a new offer, and a target refresh.
+func (s *Server) onOffer(req *gosip.Request, tx gosip.ServerTransaction) {
+	d := s.inDialog(req, tx)
+	if d == nil {
 		return
 	}
 	d.handleOffer(req, tx)
@@ -55,9 +64,8 @@ func (s *Server) onAck(req *gosip.Request, tx gosip.ServerTransaction) {
 }
 
 func (s *Server) onBye(req *gosip.Request, tx gosip.ServerTransaction) {
-	d := s.lookup(req)
+	d := s.inDialog(req, tx)
 	if d == nil {
-		s.refuse(tx, req, refusal.NoSuchDialog, "")
 		return
 	}
 	s.accept(tx, req)
@@ -82,9 +90,8 @@ func (s *Server) onOptions(req *gosip.Request, tx gosip.ServerTransaction) {
 // onInfo accepts in-dialog INFO (some carriers send DTMF as
 // application/dtmf-relay) and hands digits to the dialog.
 func (s *Server) onInfo(req *gosip.Request, tx gosip.ServerTransaction) {
-	d := s.lookup(req)
+	d := s.inDialog(req, tx)
 	if d == nil {
-		s.refuse(tx, req, refusal.NoSuchDialog, "")
 		return
 	}
 	s.accept(tx, req)
