@@ -148,7 +148,7 @@ func placeCall(ctx context.Context, out io.Writer, streamURL, key string, hold t
 				fmt.Fprintf(out, "closed: %d %s\n", ce.Code, ce.Reason)
 			} else if ctx.Err() != nil {
 				fmt.Fprintln(out, "interrupted")
-			} else {
+			} else if !hungUp.Load() { // our own close ends the read too
 				fmt.Fprintf(out, "stream lost: %v\n", err)
 			}
 			if hungUp.Load() {
