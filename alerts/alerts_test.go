@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"trunkgate/billing"
-	"trunkgate/internal/sqlitedb/sqlitedbtest"
+	"trunkgate/internal/sqldb/sqldbtest"
 	"trunkgate/keys"
 	"trunkgate/refusal"
 )
@@ -126,8 +126,8 @@ type harness struct {
 	spend  fakeSpend
 	live   fakeLive
 	audit  *fakeAudit
-	store  *SQLiteStore
-	cdrs   *billing.SQLiteStore
+	store  *SQLStore
+	cdrs   *billing.SQLStore
 	now    time.Time
 	recv   *receiver
 	ctx    context.Context
@@ -137,13 +137,13 @@ type harness struct {
 const secret = "sekrit"
 
 func newHarness(t *testing.T, cfg keys.AlertConfig) *harness {
-	db := sqlitedbtest.Open(t)
+	db := sqldbtest.Open(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	store, err := NewSQLiteStore(ctx, db)
+	store, err := NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cdrs, err := billing.NewSQLiteStore(ctx, db)
+	cdrs, err := billing.NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,3 +287,5 @@ func TestAttemptNeverBlocks(t *testing.T) {
 		t.Fatalf("10000 attempts took %v, %d dropped", d, h.e.dropped.Load())
 	}
 }
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }

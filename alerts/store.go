@@ -3,10 +3,11 @@ package alerts
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqldb"
 )
 
 // Alert is one alert that fired.
@@ -51,52 +52,51 @@ type Store interface {
 	Pending(ctx context.Context) ([]Alert, error)
 }
 
-// SQLiteStore keeps alerts in the embedded database.
-type SQLiteStore struct{ db *sql.DB }
+// SQLStore keeps alerts in the embedded database.
+type SQLStore struct{ db *sqldb.DB }
 
-var migrations = []sqlitedb.Migration{{Version: 1, SQL: `
+var migrations = []sqldb.Migration{{Version: 1, SQL: `
 CREATE TABLE alerts (
-	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	id           {{serial}},
 	key_id       TEXT NOT NULL,
 	rule         TEXT NOT NULL,
 	period       TEXT NOT NULL,
-	fired_ms     INTEGER NOT NULL,
+	fired_ms     BIGINT NOT NULL,
 	action       TEXT NOT NULL,
 	detail       TEXT NOT NULL,
 	url          TEXT NOT NULL DEFAULT '',
 	delivery     TEXT NOT NULL,
-	attempts     INTEGER NOT NULL DEFAULT 0,
+	attempts     BIGINT NOT NULL DEFAULT 0,
 	last_error   TEXT NOT NULL DEFAULT '',
-	delivered_ms INTEGER NOT NULL DEFAULT 0,
+	delivered_ms BIGINT NOT NULL DEFAULT 0,
 	UNIQUE (key_id, rule, period)
 );
 CREATE INDEX alerts_fired ON alerts (fired_ms);
 CREATE INDEX alerts_pending ON alerts (delivery) WHERE delivery = 'pending';
 `}}
 
-// NewSQLiteStore migrates the alerts schema.
-func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
-	if err := sqlitedb.Migrate(ctx, db, "alerts", migrations); err != nil {
+// NewSQLStore migrates the alerts schema.
+func NewSQLStore(ctx context.Context, db *sqldb.DB) (*SQLStore, error) {
+	if err := sqldb.Migrate(ctx, db, "alerts", migrations); err != nil {
 		return nil, err
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLStore{db: db}, nil
 }
 
-func (s *SQLiteStore) Insert(ctx context.Context, a *Alert) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO alerts (key_id, rule, period, fired_ms, action, detail, url, delivery)
-		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (key_id, rule, period) DO NOTHING`,
-		a.KeyID, a.Rule, a.Period, a.FiredAt.UnixMilli(), a.Action, a.Detail, a.URL, a.Delivery)
+func (s *SQLStore) Insert(ctx context.Context, a *Alert) (bool, error) {
+	err := s.db.QueryRowContext(ctx, `INSERT INTO alerts (key_id, rule, period, fired_ms, action, detail, url, delivery)
+		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (key_id, rule, period) DO NOTHING RETURNING id`,
+		a.KeyID, a.Rule, a.Period, a.FiredAt.UnixMilli(), a.Action, a.Detail, a.URL, a.Delivery).Scan(&a.ID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil // fired before
+	}
 	if err != nil {
 		return false, fmt.Errorf("insert alert: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return false, nil
-	}
-	a.ID, err = res.LastInsertId()
-	return err == nil, err
+	return true, nil
 }
 
-func (s *SQLiteStore) UpdateDelivery(ctx context.Context, a *Alert) error {
+func (s *SQLStore) UpdateDelivery(ctx context.Context, a *Alert) error {
 	delivered := int64(0)
 	if !a.DeliveredAt.IsZero() {
 		delivered = a.DeliveredAt.UnixMilli()
@@ -111,7 +111,7 @@ func (s *SQLiteStore) UpdateDelivery(ctx context.Context, a *Alert) error {
 
 const alertColumns = `id, key_id, rule, period, fired_ms, action, detail, url, delivery, attempts, last_error, delivered_ms`
 
-func (s *SQLiteStore) List(ctx context.Context, f Filter) ([]Alert, error) {
+func (s *SQLStore) List(ctx context.Context, f Filter) ([]Alert, error) {
 	q, args := `SELECT `+alertColumns+` FROM alerts WHERE 1=1`, []any{}
 	if f.KeyID != "" {
 		q += ` AND key_id=?`
@@ -128,11 +128,11 @@ func (s *SQLiteStore) List(ctx context.Context, f Filter) ([]Alert, error) {
 	return s.query(ctx, q+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
 }
 
-func (s *SQLiteStore) Pending(ctx context.Context) ([]Alert, error) {
+func (s *SQLStore) Pending(ctx context.Context) ([]Alert, error) {
 	return s.query(ctx, `SELECT `+alertColumns+` FROM alerts WHERE delivery='pending' ORDER BY id`)
 }
 
-func (s *SQLiteStore) query(ctx context.Context, q string, args ...any) ([]Alert, error) {
+func (s *SQLStore) query(ctx context.Context, q string, args ...any) ([]Alert, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list alerts: %w", err)

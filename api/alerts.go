@@ -9,7 +9,7 @@ import (
 	"trunkgate/keys"
 )
 
-// AlertList lists alerts that fired (alerts.SQLiteStore).
+// AlertList lists alerts that fired (alerts.SQLStore).
 type AlertList interface {
 	List(ctx context.Context, f alerts.Filter) ([]alerts.Alert, error)
 }

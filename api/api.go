@@ -39,7 +39,7 @@ type Gateways interface {
 	Status() []trunks.GatewayStatus
 }
 
-// CDRs reads call records (billing.SQLiteStore).
+// CDRs reads call records (billing.SQLStore).
 type CDRs interface {
 	ListCDRs(ctx context.Context, f billing.Filter) ([]billing.CDR, error)
 	GetCDR(ctx context.Context, callID string) (*billing.CDR, error)

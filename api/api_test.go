@@ -14,7 +14,7 @@ import (
 	"trunkgate/alerts"
 	"trunkgate/billing"
 	"trunkgate/call"
-	"trunkgate/internal/sqlitedb/sqlitedbtest"
+	"trunkgate/internal/sqldb/sqldbtest"
 	"trunkgate/keys"
 	"trunkgate/ledger"
 	"trunkgate/refusal"
@@ -46,16 +46,16 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	db := sqlitedbtest.Open(t)
-	ks, err := keys.NewSQLiteStore(ctx, db)
+	db := sqldbtest.Open(t)
+	ks, err := keys.NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, err := trunks.NewSQLiteStore(ctx, db)
+	ts, err := trunks.NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := billing.NewSQLiteStore(ctx, db)
+	cs, err := billing.NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	as, err := alerts.NewSQLiteStore(ctx, db)
+	as, err := alerts.NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,3 +245,5 @@ func FuzzRequestBodies(f *testing.F) {
 		}
 	})
 }
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }

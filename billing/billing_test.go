@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"trunkgate/internal/sqlitedb/sqlitedbtest"
+	"trunkgate/internal/sqldb/sqldbtest"
 	"trunkgate/ledger"
 	"trunkgate/refusal"
 )
@@ -36,10 +36,10 @@ func TestBilledSecondsAndCost(t *testing.T) {
 	}
 }
 
-func newStore(t testing.TB) *SQLiteStore {
+func newStore(t testing.TB) *SQLStore {
 	t.Helper()
-	db := sqlitedbtest.Open(t)
-	s, err := NewSQLiteStore(context.Background(), db)
+	db := sqldbtest.Open(t)
+	s, err := NewSQLStore(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,3 +180,5 @@ func TestMonthRollover(t *testing.T) {
 		t.Fatalf("December spend %d after a November straggler", got)
 	}
 }
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqldb"
 )
 
 // ErrNotFound is returned for an unknown call id.
@@ -46,10 +46,10 @@ type Filter struct {
 	Limit  int
 }
 
-// SQLiteStore keeps CDRs in the embedded database.
-type SQLiteStore struct{ db *sql.DB }
+// SQLStore keeps CDRs in the embedded database.
+type SQLStore struct{ db *sqldb.DB }
 
-var migrations = []sqlitedb.Migration{{Version: 1, SQL: `
+var migrations = []sqldb.Migration{{Version: 1, SQL: `
 CREATE TABLE cdrs (
 	call_id         TEXT PRIMARY KEY,
 	sip_call_id     TEXT NOT NULL,
@@ -58,16 +58,16 @@ CREATE TABLE cdrs (
 	direction       TEXT NOT NULL,
 	from_uri        TEXT NOT NULL DEFAULT '',
 	to_uri          TEXT NOT NULL DEFAULT '',
-	test_key        INTEGER NOT NULL DEFAULT 0,
-	setup_ms        INTEGER NOT NULL,
-	answer_ms       INTEGER NOT NULL DEFAULT 0,
-	end_ms          INTEGER NOT NULL DEFAULT 0,
-	checkpoint_ms   INTEGER NOT NULL DEFAULT 0,
-	duration_ms     INTEGER NOT NULL DEFAULT 0,
-	billed_seconds  INTEGER NOT NULL DEFAULT 0,
-	rate_per_minute INTEGER NOT NULL DEFAULT 0,
-	cost_micros     INTEGER NOT NULL DEFAULT 0,
-	final_code      INTEGER NOT NULL DEFAULT 0,
+	test_key        BIGINT NOT NULL DEFAULT 0,
+	setup_ms        BIGINT NOT NULL,
+	answer_ms       BIGINT NOT NULL DEFAULT 0,
+	end_ms          BIGINT NOT NULL DEFAULT 0,
+	checkpoint_ms   BIGINT NOT NULL DEFAULT 0,
+	duration_ms     BIGINT NOT NULL DEFAULT 0,
+	billed_seconds  BIGINT NOT NULL DEFAULT 0,
+	rate_per_minute BIGINT NOT NULL DEFAULT 0,
+	cost_micros     BIGINT NOT NULL DEFAULT 0,
+	final_code      BIGINT NOT NULL DEFAULT 0,
 	hangup_side     TEXT NOT NULL DEFAULT '',
 	hangup_cause    TEXT NOT NULL DEFAULT '',
 	status          TEXT NOT NULL,
@@ -78,7 +78,7 @@ CREATE INDEX cdrs_key_end ON cdrs (key_id, end_ms);
 CREATE INDEX cdrs_status ON cdrs (status);
 CREATE INDEX cdrs_setup ON cdrs (setup_ms);
 `}, {Version: 2, SQL: `
-ALTER TABLE cdrs ADD COLUMN sandbox   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cdrs ADD COLUMN sandbox   BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cdrs ADD COLUMN gateway   TEXT NOT NULL DEFAULT '';
 ALTER TABLE cdrs ADD COLUMN transport TEXT NOT NULL DEFAULT '';
 `}, {Version: 3, SQL: `
@@ -87,7 +87,7 @@ ALTER TABLE cdrs ADD COLUMN country     TEXT NOT NULL DEFAULT '';
 CREATE TABLE rates (
 	key_id      TEXT NOT NULL DEFAULT '',
 	prefix      TEXT NOT NULL,
-	per_minute  INTEGER NOT NULL,
+	per_minute  BIGINT NOT NULL,
 	description TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (key_id, prefix)
 );
@@ -104,18 +104,18 @@ var rebuildRollup = rollupFill("usage_daily", 86_400_000) + rollupFill("usage_ho
 func rollupTable(name string) string {
 	return fmt.Sprintf(`
 CREATE TABLE %[1]s (
-	at_ms          INTEGER NOT NULL,
+	at_ms          BIGINT NOT NULL,
 	key_id         TEXT NOT NULL,
 	trunk_id       TEXT NOT NULL,
 	direction      TEXT NOT NULL,
 	prefix         TEXT NOT NULL,
 	country        TEXT NOT NULL,
-	calls          INTEGER NOT NULL,
-	answered       INTEGER NOT NULL,
-	billed_seconds INTEGER NOT NULL,
-	cost_micros    INTEGER NOT NULL,
+	calls          BIGINT NOT NULL,
+	answered       BIGINT NOT NULL,
+	billed_seconds BIGINT NOT NULL,
+	cost_micros    BIGINT NOT NULL,
 	PRIMARY KEY (at_ms, key_id, trunk_id, direction, prefix, country)
-) WITHOUT ROWID;
+) {{without_rowid}};
 CREATE INDEX %[1]s_key ON %[1]s (key_id, at_ms);
 `, name)
 }
@@ -126,18 +126,18 @@ func rollupFill(name string, unit int64) string {
 INSERT INTO %s
 	SELECT setup_ms - setup_ms %% %d, key_id, trunk_id, direction,
 		CASE WHEN rate_prefix != '' THEN rate_prefix ELSE country END, country,
-		COUNT(*), SUM(answer_ms > 0), SUM(billed_seconds), SUM(cost_micros)
+		COUNT(*), SUM(CASE WHEN answer_ms > 0 THEN 1 ELSE 0 END), SUM(billed_seconds), SUM(cost_micros)
 	FROM cdrs WHERE status != 'live'
 	GROUP BY 1, 2, 3, 4, 5, 6;
 `, name, unit)
 }
 
-// NewSQLiteStore migrates the billing schema and returns the store.
-func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
-	if err := sqlitedb.Migrate(ctx, db, "billing", migrations); err != nil {
+// NewSQLStore migrates the billing schema and returns the store.
+func NewSQLStore(ctx context.Context, db *sqldb.DB) (*SQLStore, error) {
+	if err := sqldb.Migrate(ctx, db, "billing", migrations); err != nil {
 		return nil, err
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLStore{db: db}, nil
 }
 
 func boolInt(b bool) int {
@@ -152,7 +152,7 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func (s *SQLiteStore) InsertCDR(ctx context.Context, c *CDR) error {
+func (s *SQLStore) InsertCDR(ctx context.Context, c *CDR) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
@@ -195,7 +195,7 @@ func insertCDR(ctx context.Context, db execer, c *CDR) error {
 // stored live) and, the first time it is final, adds it to the hourly
 // usage rollup in the same transaction: a report never counts a call
 // twice or misses one.
-func (s *SQLiteStore) FinishCDR(ctx context.Context, c *CDR) error {
+func (s *SQLStore) FinishCDR(ctx context.Context, c *CDR) error {
 	media, err := json.Marshal(c.Media)
 	if err != nil {
 		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
@@ -230,7 +230,7 @@ func (s *SQLiteStore) FinishCDR(ctx context.Context, c *CDR) error {
 	return tx.Commit()
 }
 
-func (s *SQLiteStore) Checkpoint(ctx context.Context, callIDs []string, t time.Time) error {
+func (s *SQLStore) Checkpoint(ctx context.Context, callIDs []string, t time.Time) error {
 	if len(callIDs) == 0 {
 		return nil
 	}
@@ -252,7 +252,7 @@ func (s *SQLiteStore) Checkpoint(ctx context.Context, callIDs []string, t time.T
 	return tx.Commit()
 }
 
-func (s *SQLiteStore) LiveCDRs(ctx context.Context) ([]LiveCDR, error) {
+func (s *SQLStore) LiveCDRs(ctx context.Context) ([]LiveCDR, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+cdrColumns+`, checkpoint_ms FROM cdrs WHERE status='live' ORDER BY setup_ms`)
 	if err != nil {
 		return nil, fmt.Errorf("live cdrs: %w", err)
@@ -272,8 +272,8 @@ func (s *SQLiteStore) LiveCDRs(ctx context.Context) ([]LiveCDR, error) {
 	return out, rows.Err()
 }
 
-func (s *SQLiteStore) MonthSpend(ctx context.Context, monthStart time.Time) (map[string]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT key_id, SUM(cost_micros) FROM cdrs
+func (s *SQLStore) MonthSpend(ctx context.Context, monthStart time.Time) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, CAST(SUM(cost_micros) AS BIGINT) FROM cdrs
 		WHERE status != 'live' AND end_ms >= ? GROUP BY key_id`, monthStart.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("month spend: %w", err)
@@ -320,7 +320,7 @@ func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
 	return c, nil
 }
 
-func (s *SQLiteStore) ListCDRs(ctx context.Context, f Filter) ([]CDR, error) {
+func (s *SQLStore) ListCDRs(ctx context.Context, f Filter) ([]CDR, error) {
 	q := `SELECT ` + cdrColumns + ` FROM cdrs WHERE 1=1`
 	var args []any
 	if f.KeyID != "" {
@@ -364,7 +364,7 @@ func (s *SQLiteStore) ListCDRs(ctx context.Context, f Filter) ([]CDR, error) {
 	return out, rows.Err()
 }
 
-func (s *SQLiteStore) GetCDR(ctx context.Context, callID string) (*CDR, error) {
+func (s *SQLStore) GetCDR(ctx context.Context, callID string) (*CDR, error) {
 	c, err := scanCDR(s.db.QueryRowContext(ctx, `SELECT `+cdrColumns+` FROM cdrs WHERE call_id = ?`, callID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("cdr %s: %w", callID, ErrNotFound)

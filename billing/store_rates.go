@@ -7,15 +7,15 @@ import (
 
 // The rates table: one row per prefix per table (key_id "" is the edge's).
 
-func (s *SQLiteStore) ListRates(ctx context.Context, keyID string) ([]Rate, error) {
+func (s *SQLStore) ListRates(ctx context.Context, keyID string) ([]Rate, error) {
 	return s.queryRates(ctx, `WHERE key_id=? ORDER BY prefix`, keyID)
 }
 
-func (s *SQLiteStore) AllRates(ctx context.Context) ([]Rate, error) {
+func (s *SQLStore) AllRates(ctx context.Context) ([]Rate, error) {
 	return s.queryRates(ctx, `ORDER BY key_id, prefix`)
 }
 
-func (s *SQLiteStore) queryRates(ctx context.Context, where string, args ...any) ([]Rate, error) {
+func (s *SQLStore) queryRates(ctx context.Context, where string, args ...any) ([]Rate, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT key_id, prefix, per_minute, description FROM rates `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("rates: %w", err)
@@ -32,7 +32,7 @@ func (s *SQLiteStore) queryRates(ctx context.Context, where string, args ...any)
 	return out, rows.Err()
 }
 
-func (s *SQLiteStore) PutRate(ctx context.Context, r Rate) error {
+func (s *SQLStore) PutRate(ctx context.Context, r Rate) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO rates (key_id, prefix, per_minute, description) VALUES (?,?,?,?)
 		ON CONFLICT (key_id, prefix) DO UPDATE SET per_minute=excluded.per_minute, description=excluded.description`,
 		r.KeyID, r.Prefix, r.PerMinute, r.Description)
@@ -42,7 +42,7 @@ func (s *SQLiteStore) PutRate(ctx context.Context, r Rate) error {
 	return nil
 }
 
-func (s *SQLiteStore) DeleteRate(ctx context.Context, keyID, prefix string) (bool, error) {
+func (s *SQLStore) DeleteRate(ctx context.Context, keyID, prefix string) (bool, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM rates WHERE key_id=? AND prefix=?`, keyID, prefix)
 	if err != nil {
 		return false, fmt.Errorf("delete rate %s: %w", prefix, err)
@@ -51,7 +51,7 @@ func (s *SQLiteStore) DeleteRate(ctx context.Context, keyID, prefix string) (boo
 	return n > 0, nil
 }
 
-func (s *SQLiteStore) ReplaceRates(ctx context.Context, keyID string, rows []Rate) error {
+func (s *SQLStore) ReplaceRates(ctx context.Context, keyID string, rows []Rate) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("replace rates: %w", err)

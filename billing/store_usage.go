@@ -34,8 +34,9 @@ func rollUp(ctx context.Context, db execer, c *CDR) error {
 			(at_ms, key_id, trunk_id, direction, prefix, country, calls, answered, billed_seconds, cost_micros)
 			VALUES (?,?,?,?,?,?,1,?,?,?)
 			ON CONFLICT (at_ms, key_id, trunk_id, direction, prefix, country) DO UPDATE SET
-				calls = calls + 1, answered = answered + excluded.answered,
-				billed_seconds = billed_seconds + excluded.billed_seconds, cost_micros = cost_micros + excluded.cost_micros`,
+				calls = `+r.table+`.calls + 1, answered = `+r.table+`.answered + excluded.answered,
+				billed_seconds = `+r.table+`.billed_seconds + excluded.billed_seconds,
+				cost_micros = `+r.table+`.cost_micros + excluded.cost_micros`,
 			c.SetupMS-c.SetupMS%r.unit, c.KeyID, c.TrunkID, c.Direction, reportPrefix(c), c.Country,
 			answered, c.BilledSeconds, c.CostMicros)
 		if err != nil {
@@ -81,23 +82,33 @@ func periodBucket(period, timeCol string, offset int) string {
 	return fmt.Sprintf("(%s + %d) / 3600000", timeCol, int64(offset)*1000)
 }
 
+// sumsOf sums each expression as a BIGINT, 0 over no rows.
+func sumsOf(exprs ...string) string {
+	out := make([]string, len(exprs))
+	for i, e := range exprs {
+		out[i] = "CAST(COALESCE(SUM(" + e + "), 0) AS BIGINT)"
+	}
+	return strings.Join(out, ", ")
+}
+
 // UsageFacts streams the facts of q from its source, summed by SQL over
 // what the report does not group by, in time order when q has a period.
-func (s *SQLiteStore) UsageFacts(ctx context.Context, q FactQuery, fn func(Fact) error) error {
+func (s *SQLStore) UsageFacts(ctx context.Context, q FactQuery, fn func(Fact) error) error {
 	fromCDRs := q.Source == SourceCDRs
 	cols, group := factColumns(q.Dims, fromCDRs)
 	var sql strings.Builder
 	var args []any
 	timeCol := "at_ms"
-	// COALESCE: a sum over no rows is NULL.
-	sums := "COALESCE(SUM(calls), 0), COALESCE(SUM(answered), 0), COALESCE(SUM(billed_seconds), 0), COALESCE(SUM(cost_micros), 0)"
+	// COALESCE: a sum over no rows is NULL; CAST: PostgreSQL sums BIGINTs
+	// as NUMERIC.
+	sums := sumsOf("calls", "answered", "billed_seconds", "cost_micros")
 	from, where := "usage_hourly", "at_ms >= ? AND at_ms < ?"
 	switch q.Source {
 	case SourceDaily:
 		from = "usage_daily"
 	case SourceCDRs:
 		timeCol = "setup_ms"
-		sums = "COUNT(*), COALESCE(SUM(answer_ms > 0), 0), COALESCE(SUM(billed_seconds), 0), COALESCE(SUM(cost_micros), 0)"
+		sums = "COUNT(*), " + sumsOf("CASE WHEN answer_ms > 0 THEN 1 ELSE 0 END", "billed_seconds", "cost_micros")
 		from, where = "cdrs", "status != 'live' AND setup_ms >= ? AND setup_ms < ?"
 	}
 	args = append(args, q.Since.UnixMilli(), q.Until.UnixMilli())

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqldb"
 )
 
 // The report benchmarks run over a year of one million CDRs, built once
@@ -25,22 +25,22 @@ var bigYear = time.Date(2025, 12, 1, 0, 0, 0, 0, time.UTC)
 
 var (
 	bigOnce  sync.Once
-	bigStore *SQLiteStore
+	bigStore *SQLStore
 	bigErr   error
 )
 
-func millionCDRs(b *testing.B) *SQLiteStore {
+func millionCDRs(b *testing.B) *SQLStore {
 	b.Helper()
 	bigOnce.Do(func() {
 		path := filepath.Join(os.TempDir(), "trunkgate-bench-1m-v2.db")
 		_, statErr := os.Stat(path)
-		db, err := sqlitedb.Open(path)
+		db, err := sqldb.Open(path)
 		if err != nil {
 			bigErr = err
 			return
 		}
 		ctx := context.Background()
-		if bigStore, bigErr = NewSQLiteStore(ctx, db); bigErr != nil {
+		if bigStore, bigErr = NewSQLStore(ctx, db); bigErr != nil {
 			return
 		}
 		var n int
@@ -58,7 +58,7 @@ func millionCDRs(b *testing.B) *SQLiteStore {
 	return bigStore
 }
 
-func fillCDRs(ctx context.Context, s *SQLiteStore) error {
+func fillCDRs(ctx context.Context, s *SQLStore) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM cdrs; DELETE FROM usage_daily; DELETE FROM usage_hourly`); err != nil {
 		return err
 	}

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"trunkgate/internal/sqldb"
+	"trunkgate/internal/sqldb/sqldbtest"
 	"trunkgate/keys"
 )
 
@@ -81,6 +83,14 @@ func startEdge(t *testing.T, binary string, extraArgs ...string) *Edge {
 	lo, hi := rtpRange(t)
 	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"),
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	if sqldbtest.Engine() == sqldb.Postgres {
+		e.DB = sqldbtest.PostgresURL(t)
+	}
+	for i, a := range extraArgs { // a test's own --db: edges sharing one database
+		if a == "--db" && i+1 < len(extraArgs) {
+			e.DB = extraArgs[i+1]
+		}
+	}
 	// SIP and HTTP bind port 0: the kernel picks free ports, and the edge
 	// says which in its "trunkgate up" line.
 	args := append([]string{"serve",

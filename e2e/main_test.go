@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"trunkgate/internal/sqldb/sqldbtest"
 )
 
 var (
@@ -37,6 +39,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	defer sqldbtest.Stop()
 	tmpDir = dir
 	edgeBinary = filepath.Join(dir, "trunkgate")
 	if err := buildEdge(edgeBinary, raceEnabled); err != nil {

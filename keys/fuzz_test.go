@@ -3,6 +3,8 @@ package keys
 import (
 	"strings"
 	"testing"
+
+	"trunkgate/internal/sqldb/sqldbtest"
 )
 
 // FuzzParse: key text comes from outside (Authorization headers, the
@@ -37,3 +39,5 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }

@@ -9,13 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqldb"
 )
 
 // ErrNotFound is returned for a key id the store does not hold.
 var ErrNotFound = errors.New("not found")
 
-// Store keeps keys and the audit log. SQLiteStore is the embedded default.
+// Store keeps keys and the audit log. SQLStore is the embedded default.
 type Store interface {
 	InsertKey(ctx context.Context, k *Key) error
 	UpdateKey(ctx context.Context, k *Key) error
@@ -25,28 +25,28 @@ type Store interface {
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 }
 
-// SQLiteStore is the Store on the embedded SQLite database.
-type SQLiteStore struct{ db *sql.DB }
+// SQLStore is the Store on the embedded SQLite database.
+type SQLStore struct{ db *sqldb.DB }
 
-var migrations = []sqlitedb.Migration{{Version: 1, SQL: `
+var migrations = []sqldb.Migration{{Version: 1, SQL: `
 CREATE TABLE keys (
 	id              TEXT PRIMARY KEY,
 	name            TEXT NOT NULL DEFAULT '',
 	mode            TEXT NOT NULL CHECK (mode IN ('live','test')),
-	hash            BLOB NOT NULL,
-	prev_hash       BLOB,
-	prev_expires_ms INTEGER NOT NULL DEFAULT 0,
+	hash            {{blob}} NOT NULL,
+	prev_hash       {{blob}},
+	prev_expires_ms BIGINT NOT NULL DEFAULT 0,
 	scopes          TEXT NOT NULL,
 	limits          TEXT NOT NULL,
 	signing_secret  TEXT NOT NULL,
 	status          TEXT NOT NULL CHECK (status IN ('active','revoked')),
-	created_ms      INTEGER NOT NULL,
-	updated_ms      INTEGER NOT NULL,
-	revoked_ms      INTEGER NOT NULL DEFAULT 0
+	created_ms      BIGINT NOT NULL,
+	updated_ms      BIGINT NOT NULL,
+	revoked_ms      BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE audit (
-	id       INTEGER PRIMARY KEY AUTOINCREMENT,
-	at_ms    INTEGER NOT NULL,
+	id       {{serial}},
+	at_ms    BIGINT NOT NULL,
 	actor    TEXT NOT NULL,
 	action   TEXT NOT NULL,
 	target   TEXT NOT NULL DEFAULT '',
@@ -61,12 +61,12 @@ ALTER TABLE keys ADD COLUMN alerts    TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE keys ADD COLUMN suspended TEXT NOT NULL DEFAULT '';
 `}}
 
-// NewSQLiteStore migrates the keys schema on db and returns the store.
-func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
-	if err := sqlitedb.Migrate(ctx, db, "keys", migrations); err != nil {
+// NewSQLStore migrates the keys schema on db and returns the store.
+func NewSQLStore(ctx context.Context, db *sqldb.DB) (*SQLStore, error) {
+	if err := sqldb.Migrate(ctx, db, "keys", migrations); err != nil {
 		return nil, err
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLStore{db: db}, nil
 }
 
 func ms(t time.Time) int64 {
@@ -91,7 +91,7 @@ func scopesText(s []Scope) string {
 	return strings.Join(parts, " ")
 }
 
-func (s *SQLiteStore) InsertKey(ctx context.Context, k *Key) error {
+func (s *SQLStore) InsertKey(ctx context.Context, k *Key) error {
 	limits, err := json.Marshal(k.Limits)
 	if err != nil {
 		return fmt.Errorf("insert key %s: %w", k.ID, err)
@@ -113,7 +113,7 @@ func (s *SQLiteStore) InsertKey(ctx context.Context, k *Key) error {
 	return nil
 }
 
-func (s *SQLiteStore) UpdateKey(ctx context.Context, k *Key) error {
+func (s *SQLStore) UpdateKey(ctx context.Context, k *Key) error {
 	limits, err := json.Marshal(k.Limits)
 	if err != nil {
 		return fmt.Errorf("update key %s: %w", k.ID, err)
@@ -178,7 +178,7 @@ func scanKey(row scanner) (*Key, error) {
 	return &k, nil
 }
 
-func (s *SQLiteStore) GetKey(ctx context.Context, id string) (*Key, error) {
+func (s *SQLStore) GetKey(ctx context.Context, id string) (*Key, error) {
 	k, err := scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("key %s: %w", id, ErrNotFound)
@@ -189,7 +189,7 @@ func (s *SQLiteStore) GetKey(ctx context.Context, id string) (*Key, error) {
 	return k, nil
 }
 
-func (s *SQLiteStore) ListKeys(ctx context.Context) ([]*Key, error) {
+func (s *SQLStore) ListKeys(ctx context.Context) ([]*Key, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+keyColumns+` FROM keys ORDER BY created_ms, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
@@ -206,7 +206,7 @@ func (s *SQLiteStore) ListKeys(ctx context.Context) ([]*Key, error) {
 	return out, rows.Err()
 }
 
-func (s *SQLiteStore) InsertAudit(ctx context.Context, entries []AuditEntry) error {
+func (s *SQLStore) InsertAudit(ctx context.Context, entries []AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -228,7 +228,7 @@ func (s *SQLiteStore) InsertAudit(ctx context.Context, entries []AuditEntry) err
 	return tx.Commit()
 }
 
-func (s *SQLiteStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+func (s *SQLStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	q := `SELECT id, at_ms, actor, action, target, outcome, detail, source FROM audit WHERE 1=1`
 	var args []any
 	if f.Target != "" {

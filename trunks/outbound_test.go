@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"trunkgate/internal/sqldb/sqldbtest"
 )
 
 func TestParseGateway(t *testing.T) {
@@ -116,7 +118,7 @@ func TestOutboundSpecValidation(t *testing.T) {
 // key's numbers are its inbound trunks' numbers.
 func TestOutboundDirectory(t *testing.T) {
 	ctx := context.Background()
-	store, err := NewSQLiteStore(ctx, openDB(t))
+	store, err := NewSQLStore(ctx, openDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,3 +256,5 @@ func FuzzParseGateway(f *testing.F) {
 		}
 	})
 }
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }

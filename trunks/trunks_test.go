@@ -2,13 +2,13 @@ package trunks
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
-	"trunkgate/internal/sqlitedb/sqlitedbtest"
+	"trunkgate/internal/sqldb"
+	"trunkgate/internal/sqldb/sqldbtest"
 )
 
 func TestNormaliseNumber(t *testing.T) {
@@ -86,9 +86,9 @@ func TestSpecValidation(t *testing.T) {
 	}
 }
 
-func openDB(t *testing.T) *sql.DB {
+func openDB(t *testing.T) *sqldb.DB {
 	t.Helper()
-	db := sqlitedbtest.Open(t)
+	db := sqldbtest.Open(t)
 	// trunks reference keys; a minimal keys table stands in for the keys store.
 	if _, err := db.Exec(`CREATE TABLE keys (id TEXT PRIMARY KEY); INSERT INTO keys VALUES ('AAAAAAAAAAAA')`); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func openDB(t *testing.T) *sql.DB {
 func TestDirectory(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
-	store, err := NewSQLiteStore(ctx, db)
+	store, err := NewSQLStore(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}

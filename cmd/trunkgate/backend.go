@@ -19,6 +19,7 @@ import (
 	"trunkgate/api"
 	"trunkgate/billing"
 	"trunkgate/call"
+	"trunkgate/internal/sqldb"
 	"trunkgate/keys"
 	"trunkgate/trunks"
 )
@@ -263,7 +264,7 @@ func (h *httpBackend) ListAlerts(ctx context.Context, f alerts.Filter) ([]alerts
 type dbBackend struct{ e *edge }
 
 func openDBBackend(ctx context.Context, path string) (*dbBackend, error) {
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); err != nil && !sqldb.IsPostgres(path) {
 		return nil, fmt.Errorf("--db %s: %w", path, err)
 	}
 	e, err := openEdge(ctx, path, discardLogger())

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"trunkgate/internal/sqldb"
 	"trunkgate/keys"
 	"trunkgate/trunks"
 )
@@ -112,7 +113,7 @@ func demoKeyText(ctx context.Context, e *edge, k *keys.Key, keyFile string) (str
 
 func printBanner(w io.Writer, sipHostPort, httpURL string, c serveConfig, demo *demoInfo) {
 	fmt.Fprintf(w, "\ntrunkgate is up\n  SIP   %s (UDP and TCP)\n  HTTP  %s  (REST /v1/, /metrics, /healthz)\n  RTP   ports %s\n  DB    %s\n",
-		sipHostPort, httpURL, c.rtpPorts, c.dbPath)
+		sipHostPort, httpURL, c.rtpPorts, sqldb.Redact(c.dbPath))
 	if demo == nil {
 		fmt.Fprintln(w)
 		return
@@ -141,5 +142,5 @@ Demo: %[1]s rings the built-in echo app (key %[2]s, test mode; trunk %[3]s).
   Then see the call's record:
     ./bin/trunkgate cdrs --db %[6]s
 
-`, demo.number, demo.keyID, demo.trunkID, sipHostPort, dir, c.dbPath, demo.keyText, httpURL, "ws"+strings.TrimPrefix(httpURL, "http"))
+`, demo.number, demo.keyID, demo.trunkID, sipHostPort, dir, sqldb.Redact(c.dbPath), demo.keyText, httpURL, "ws"+strings.TrimPrefix(httpURL, "http"))
 }

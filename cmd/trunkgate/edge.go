@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"trunkgate/alerts"
 
 	"trunkgate/billing"
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqldb"
 	"trunkgate/keys"
 	"trunkgate/ledger"
 	"trunkgate/metrics"
@@ -28,8 +29,8 @@ type edge struct {
 	audit    *keys.Auditor
 	trunks   *trunks.Directory
 	meter    *billing.Meter
-	cdrs     *billing.SQLiteStore
-	alerts   *alerts.SQLiteStore
+	cdrs     *billing.SQLStore
+	alerts   *alerts.SQLStore
 }
 
 // keyUsage adapts the admitter and the meter to the metrics collector.
@@ -94,33 +95,43 @@ func nodeName() string {
 
 // dbHandle is the database with each component's store on it.
 type dbHandle struct {
+	sql    *sqldb.DB
 	close  func() error
-	keys   *keys.SQLiteStore
-	trunks *trunks.SQLiteStore
-	cdrs   *billing.SQLiteStore
-	alerts *alerts.SQLiteStore
+	keys   *keys.SQLStore
+	trunks *trunks.SQLStore
+	cdrs   *billing.SQLStore
+	alerts *alerts.SQLStore
 }
 
 func (d *dbHandle) Close() error { return d.close() }
 
 func openDB(ctx context.Context, path string) (*dbHandle, error) {
-	db, err := sqlitedb.Open(path)
+	db, err := sqldb.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	ks, err := keys.NewSQLiteStore(ctx, db)
+	ks, err := keys.NewSQLStore(ctx, db)
 	if err == nil {
-		var ts *trunks.SQLiteStore
-		if ts, err = trunks.NewSQLiteStore(ctx, db); err == nil {
-			var cs *billing.SQLiteStore
-			if cs, err = billing.NewSQLiteStore(ctx, db); err == nil {
-				var as *alerts.SQLiteStore
-				if as, err = alerts.NewSQLiteStore(ctx, db); err == nil {
-					return &dbHandle{close: db.Close, keys: ks, trunks: ts, cdrs: cs, alerts: as}, nil
+		var ts *trunks.SQLStore
+		if ts, err = trunks.NewSQLStore(ctx, db); err == nil {
+			var cs *billing.SQLStore
+			if cs, err = billing.NewSQLStore(ctx, db); err == nil {
+				var as *alerts.SQLStore
+				if as, err = alerts.NewSQLStore(ctx, db); err == nil {
+					return &dbHandle{sql: db, close: db.Close, keys: ks, trunks: ts, cdrs: cs, alerts: as}, nil
 				}
 			}
 		}
 	}
 	db.Close()
-	return nil, fmt.Errorf("database %s: %w", path, err)
+	return nil, fmt.Errorf("database %s: %w", db.Where, err)
+}
+
+// dataDir is where the edge keeps its files beside the database: the
+// SQLite file's directory, or data/ with PostgreSQL.
+func dataDir(db string) string {
+	if sqldb.IsPostgres(db) {
+		return "data"
+	}
+	return filepath.Dir(db)
 }

@@ -57,7 +57,7 @@ func runServe(args []string) error {
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address: REST API, metrics, WebSocket")
 	fs.StringVar(&c.rtpPorts, "rtp-ports", "10000-20000", "RTP port range (even ports; RTCP on port+1)")
 	fs.StringVar(&c.publicIP, "public-ip", "", "address carriers reach the edge at, put in SDP and Contact (default: the SIP host, or 127.0.0.1)")
-	fs.StringVar(&c.dbPath, "db", "data/trunkgate.db", "SQLite database path")
+	fs.StringVar(&c.dbPath, "db", "data/trunkgate.db", "the database: a SQLite file, or postgres://user@host/db for several edges sharing one PostgreSQL")
 	fs.BoolVar(&c.demo, "demo", false, "seed a demo test key and trunk pointed at the built-in echo app")
 	fs.StringVar(&c.demoNumber, "demo-number", "+15550100", "the demo trunk's number")
 	fs.DurationVar(&c.rtpTimeout, "rtp-timeout", 30*time.Second, "hang up a call when no RTP arrives for this long")
@@ -197,7 +197,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	mux.Handle("/", restAPI)
 	var demo *demoInfo
 	if c.demo {
-		keyFile := filepath.Join(filepath.Dir(c.dbPath), "demo-test-key")
+		keyFile := filepath.Join(dataDir(c.dbPath), "demo-test-key")
 		if demo, err = seedDemo(ctx, e, c.demoNumber, "ws://"+httpLn.Addr().String()+"/demo/echo", keyFile, log); err != nil {
 			return err
 		}
@@ -241,7 +241,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 
 	sipHostPort := net.JoinHostPort(publicIP.String(), strconv.Itoa(sipSrv.Port()))
 	log.Info("trunkgate up", "sip", sipHostPort, "http", httpURL, "rtp_ports", fmt.Sprintf("%d-%d", minPort, maxPort),
-		"db", c.dbPath)
+		"db", e.db.sql.Where)
 	printBanner(os.Stdout, sipHostPort, httpURL, c, demo)
 
 	select {

@@ -2,21 +2,20 @@ package trunks
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
 
-	"trunkgate/internal/sqlitedb"
+	"trunkgate/internal/sqldb"
 )
 
-// SQLiteStore keeps trunks in the embedded database. Numbers have their own
+// SQLStore keeps trunks in the embedded database. Numbers have their own
 // table whose primary key makes "one trunk per number" a database rule.
-type SQLiteStore struct{ db *sql.DB }
+type SQLStore struct{ db *sqldb.DB }
 
-var migrations = []sqlitedb.Migration{{Version: 1, SQL: `
+var migrations = []sqldb.Migration{{Version: 1, SQL: `
 CREATE TABLE trunks (
 	id          TEXT PRIMARY KEY,
 	key_id      TEXT NOT NULL REFERENCES keys(id),
@@ -24,9 +23,9 @@ CREATE TABLE trunks (
 	ai_url      TEXT NOT NULL,
 	sources     TEXT NOT NULL,
 	format      TEXT NOT NULL,
-	sample_rate INTEGER NOT NULL,
+	sample_rate BIGINT NOT NULL,
 	params      TEXT NOT NULL,
-	created_ms  INTEGER NOT NULL
+	created_ms  BIGINT NOT NULL
 );
 CREATE TABLE trunk_numbers (
 	number   TEXT PRIMARY KEY,
@@ -42,21 +41,21 @@ ALTER TABLE trunks ADD COLUMN gateways       TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE trunks ADD COLUMN auth_user      TEXT NOT NULL DEFAULT '';
 ALTER TABLE trunks ADD COLUMN auth_password  TEXT NOT NULL DEFAULT '';
 ALTER TABLE trunks ADD COLUMN caller_id      TEXT NOT NULL DEFAULT '';
-ALTER TABLE trunks ADD COLUMN max_channels   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trunks ADD COLUMN max_channels   BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE trunks ADD COLUMN headers        TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE trunks ADD COLUMN ring_timeout_s INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trunks ADD COLUMN ring_timeout_s BIGINT NOT NULL DEFAULT 0;
 `}}
 
-// NewSQLiteStore migrates the trunks schema (after the keys schema, which
+// NewSQLStore migrates the trunks schema (after the keys schema, which
 // it references) and returns the store.
-func NewSQLiteStore(ctx context.Context, db *sql.DB) (*SQLiteStore, error) {
-	if err := sqlitedb.Migrate(ctx, db, "trunks", migrations); err != nil {
+func NewSQLStore(ctx context.Context, db *sqldb.DB) (*SQLStore, error) {
+	if err := sqldb.Migrate(ctx, db, "trunks", migrations); err != nil {
 		return nil, err
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLStore{db: db}, nil
 }
 
-func (s *SQLiteStore) Insert(ctx context.Context, t *Trunk) error {
+func (s *SQLStore) Insert(ctx context.Context, t *Trunk) error {
 	sources := make([]string, len(t.AllowedSources))
 	for i, p := range t.AllowedSources {
 		sources[i] = p.String()
@@ -103,7 +102,7 @@ func (s *SQLiteStore) Insert(ctx context.Context, t *Trunk) error {
 	return tx.Commit()
 }
 
-func (s *SQLiteStore) Delete(ctx context.Context, id string) error {
+func (s *SQLStore) Delete(ctx context.Context, id string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM trunks WHERE id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("delete trunk %s: %w", id, err)
@@ -114,7 +113,7 @@ func (s *SQLiteStore) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *SQLiteStore) List(ctx context.Context) ([]*Trunk, error) {
+func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1,
 		created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s FROM trunks ORDER BY id`)
 	if err != nil {

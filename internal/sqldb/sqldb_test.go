@@ -1,12 +1,16 @@
-package sqlitedb
+package sqldb_test
 
 import (
 	"context"
-	"database/sql"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	. "trunkgate/internal/sqldb"
+	"trunkgate/internal/sqldb/sqldbtest"
 )
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }
 
 func TestOpenIsWALWithBusyTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a dir with spaces", "edge.db")
@@ -30,14 +34,11 @@ func TestOpenIsWALWithBusyTimeout(t *testing.T) {
 
 func TestMigrate(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := sqldbtest.Open(t)
 	steps := []Migration{
-		{1, `CREATE TABLE things (id INTEGER PRIMARY KEY)`},
-		{2, `ALTER TABLE things ADD COLUMN name TEXT`},
+		{Version: 1, SQL: `CREATE TABLE things (id {{serial}}, data {{blob}})`},
+		{Version: 2, SQL: `ALTER TABLE things ADD COLUMN name TEXT`},
+		{Version: 3, SQL: `CREATE TABLE pg_only (id BIGINT)`, Only: On(Postgres)},
 	}
 	for range 2 { // the second run finds nothing to do
 		if err := Migrate(ctx, db, "things", steps); err != nil {
@@ -48,20 +49,68 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("schema after v2: %v", err)
 	}
 	// A failing step leaves neither its changes nor its version behind.
-	bad := append(steps, Migration{3, `CREATE TABLE more (id INTEGER); SELECT * FROM nowhere`})
+	if _, err := db.Exec(`SELECT * FROM pg_only`); (err == nil) != (db.Dialect == Postgres) {
+		t.Fatalf("a PostgreSQL-only step on %v: %v", db.Dialect, err)
+	}
+	bad := append(steps, Migration{Version: 4, SQL: `CREATE TABLE more (id BIGINT); SELECT * FROM nowhere`})
 	if err := Migrate(ctx, db, "things", bad); err == nil {
 		t.Fatal("a broken migration succeeded")
 	}
 	var v int
-	if err := db.QueryRow(`SELECT MAX(version) FROM schema_migrations WHERE component = 'things'`).Scan(&v); err != nil || v != 2 {
-		t.Fatalf("version %d (%v) after a failed v3; want 2", v, err)
+	if err := db.QueryRow(`SELECT MAX(version) FROM schema_migrations WHERE component = 'things'`).Scan(&v); err != nil || v != 3 {
+		t.Fatalf("version %d (%v) after a failed v4; want 3", v, err)
 	}
 	if _, err := db.Exec(`SELECT * FROM more`); err == nil {
 		t.Fatal("the failed migration's table exists")
 	}
 	// Components keep separate versions.
-	if err := Migrate(ctx, db, "others", []Migration{{1, `CREATE TABLE others (id INTEGER)`}}); err != nil {
+	if err := Migrate(ctx, db, "others", []Migration{{Version: 1, SQL: `CREATE TABLE others (id BIGINT)`}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMigrateConcurrently: edges starting together on one PostgreSQL each
+// run Migrate; every step runs once.
+func TestMigrateConcurrently(t *testing.T) {
+	url := sqldbtest.PostgresURL(t)
+	steps := []Migration{{Version: 1, SQL: `CREATE TABLE things (id {{serial}})`}, {Version: 2, SQL: `INSERT INTO things DEFAULT VALUES`}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := Open(url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer db.Close()
+			errs <- Migrate(context.Background(), db, "things", steps)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, _ := Open(url)
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM things`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows (%v): a step ran more than once", n, err)
+	}
+}
+
+func TestRebind(t *testing.T) {
+	pg := &DB{Dialect: Postgres}
+	if got := pg.Rebind(`SELECT a FROM t WHERE b = ? AND c IN (?, ?)`); got != `SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)` {
+		t.Fatal(got)
+	}
+	if got := (&DB{Dialect: SQLite}).Rebind(`b = ?`); got != `b = ?` {
+		t.Fatal(got)
 	}
 }
 
@@ -79,12 +128,12 @@ func TestWritersQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := a.Exec(`CREATE TABLE n (v INTEGER)`); err != nil {
+	if _, err := a.Exec(`CREATE TABLE n (v BIGINT)`); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 400)
-	for _, db := range []*sql.DB{a, b} {
+	for _, db := range []*DB{a, b} {
 		for range 4 {
 			wg.Add(1)
 			go func() {

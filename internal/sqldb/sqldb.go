@@ -1,0 +1,208 @@
+// Package sqldb opens the database trunkgate keeps its state in — the
+// embedded SQLite file by default, or a PostgreSQL server that several
+// edges share — and applies each component's schema migrations. One SQL
+// text serves both: queries are written with ? placeholders, which this
+// package numbers for PostgreSQL, and migrations use a few macros for
+// the types the two engines spell differently. Components (keys, trunks,
+// billing, alerts, the ledger) own their tables; this package owns the
+// connection settings and the migration bookkeeping.
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "github.com/mattn/go-sqlite3"    // registers the "sqlite3" driver
+)
+
+// Dialect is the engine behind a DB.
+type Dialect int
+
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+func (d Dialect) String() string {
+	if d == Postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// DB is a database with its dialect. Its query methods take ? placeholders.
+type DB struct {
+	*sql.DB
+	Dialect Dialect
+	// Where names the database in messages, without a password.
+	Where string
+}
+
+// IsPostgres reports whether dsn names a PostgreSQL server rather than a
+// SQLite file.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Open opens the database dsn names: a postgres:// URL, or a SQLite path.
+func Open(dsn string) (*DB, error) {
+	if IsPostgres(dsn) {
+		return openPostgres(dsn)
+	}
+	return openSQLite(dsn)
+}
+
+// openSQLite opens (creating if needed) the file at path in WAL mode with
+// a busy timeout, so that the edge's readers never block on its writer
+// and a CLI opening the same file waits instead of failing.
+func openSQLite(path string) (*DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create database directory: %w", err)
+		}
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_busy_timeout", "5000")
+	q.Set("_foreign_keys", "on")
+	q.Set("_synchronous", "NORMAL")
+	// IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
+	// busy timeout instead of one failing with SQLITE_BUSY mid-transaction.
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read journal mode: %w", err)
+	}
+	if mode != "wal" {
+		db.Close()
+		return nil, fmt.Errorf("database %s: journal mode is %q, want wal", path, mode)
+	}
+	return &DB{DB: db, Dialect: SQLite, Where: path}, nil
+}
+
+// Redact is dsn fit for a log line: a PostgreSQL URL without its
+// password.
+func Redact(dsn string) string {
+	if !IsPostgres(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func openPostgres(dsn string) (*DB, error) {
+	where := Redact(dsn)
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", where, err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", where, err)
+	}
+	return &DB{DB: db, Dialect: Postgres, Where: where}, nil
+}
+
+// Rebind numbers ? placeholders as $1, $2 ... for PostgreSQL. The
+// project's SQL has no ? inside string literals.
+func (db *DB) Rebind(q string) string { return rebind(db.Dialect, q) }
+
+func rebind(d Dialect, q string) string {
+	if d != Postgres || !strings.Contains(q, "?") {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range q {
+		if c == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func (db *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return db.DB.ExecContext(ctx, db.Rebind(q), args...)
+}
+
+func (db *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return db.DB.QueryContext(ctx, db.Rebind(q), args...)
+}
+
+func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return db.DB.QueryRowContext(ctx, db.Rebind(q), args...)
+}
+
+// Exec, Query and QueryRow are the background-context forms.
+func (db *DB) Exec(q string, args ...any) (sql.Result, error) {
+	return db.ExecContext(context.Background(), q, args...)
+}
+
+func (db *DB) Query(q string, args ...any) (*sql.Rows, error) {
+	return db.QueryContext(context.Background(), q, args...)
+}
+
+func (db *DB) QueryRow(q string, args ...any) *sql.Row {
+	return db.QueryRowContext(context.Background(), q, args...)
+}
+
+// BeginTx starts a transaction whose statements take ? placeholders too.
+func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
+	tx, err := db.DB.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{Tx: tx, dialect: db.Dialect}, nil
+}
+
+// Tx is a transaction with ? placeholders.
+type Tx struct {
+	*sql.Tx
+	dialect Dialect
+}
+
+func (tx *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return tx.Tx.ExecContext(ctx, rebind(tx.dialect, q), args...)
+}
+
+func (tx *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return tx.Tx.QueryContext(ctx, rebind(tx.dialect, q), args...)
+}
+
+func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return tx.Tx.QueryRowContext(ctx, rebind(tx.dialect, q), args...)
+}
+
+func (tx *Tx) PrepareContext(ctx context.Context, q string) (*sql.Stmt, error) {
+	return tx.Tx.PrepareContext(ctx, rebind(tx.dialect, q))
+}
+
+func (tx *Tx) Exec(q string, args ...any) (sql.Result, error) {
+	return tx.ExecContext(context.Background(), q, args...)
+}
