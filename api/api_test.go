@@ -68,11 +68,11 @@ func newFixture(t testing.TB) *fixture {
 	admitter := keys.NewAdmitter(ks, live, meter, nil)
 	audit := keys.NewAuditor(ks, log)
 	t.Cleanup(audit.Close)
-	dir, err := trunks.NewDirectory(ctx, ts)
+	dir, err := trunks.NewDirectory(ctx, ts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := keys.NewManager(ks, admitter, audit)
+	m := keys.NewManager(ks, admitter, audit, nil)
 	by := keys.Actor{KeyID: "test", Source: "test"}
 	admin, err := m.Create(ctx, by, keys.CreateSpec{Name: "admin", Mode: keys.Live, Scopes: []string{"keys:admin", "usage:read", "calls:outbound"}})
 	if err != nil {
@@ -82,7 +82,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rates, err := billing.NewRates(ctx, cs, audit)
+	rates, err := billing.NewRates(ctx, cs, audit, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

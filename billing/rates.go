@@ -82,25 +82,39 @@ type Auditor interface {
 // REST and the CLI change the tables through it, and every change is
 // audited.
 type Rates struct {
-	store RateStore
-	audit Auditor
+	store   RateStore
+	audit   Auditor
+	changed func(keyID string)
 
 	mu      sync.RWMutex
 	tables  map[string]map[string]Rate // by key id ("" = edge), then prefix
 	longest int
 }
 
-// NewRates loads every rate table; audit may be nil.
-func NewRates(ctx context.Context, store RateStore, audit Auditor) (*Rates, error) {
-	all, err := store.AllRates(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load rates: %w", err)
+// NewRates loads every rate table; audit may be nil. changed, if not
+// nil, hears of every table changed here ("" for the edge's): other edges
+// reload (cluster's change log).
+func NewRates(ctx context.Context, store RateStore, audit Auditor, changed func(keyID string)) (*Rates, error) {
+	if changed == nil {
+		changed = func(string) {}
 	}
-	r := &Rates{store: store, audit: audit, tables: map[string]map[string]Rate{}}
+	r := &Rates{store: store, audit: audit, changed: changed}
+	return r, r.Reload(ctx)
+}
+
+// Reload re-reads every table (after another edge or the CLI changed one).
+func (r *Rates) Reload(ctx context.Context) error {
+	all, err := r.store.AllRates(ctx)
+	if err != nil {
+		return fmt.Errorf("load rates: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tables, r.longest = map[string]map[string]Rate{}, 0
 	for _, row := range all {
 		r.putLocked(row)
 	}
-	return r, nil
+	return nil
 }
 
 func (r *Rates) putLocked(row Rate) {
@@ -206,6 +220,7 @@ func (r *Rates) Import(ctx context.Context, actor keys.Actor, keyID string, deck
 }
 
 func (r *Rates) record(actor keys.Actor, action, keyID, detail string) {
+	r.changed(keyID)
 	if r.audit == nil {
 		return
 	}

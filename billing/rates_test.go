@@ -14,7 +14,7 @@ var op = keys.Actor{KeyID: "admin0000000", Source: "test"}
 
 func TestRateLookup(t *testing.T) {
 	ctx := context.Background()
-	rates, err := NewRates(ctx, newStore(t), nil)
+	rates, err := NewRates(ctx, newStore(t), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestRateLookup(t *testing.T) {
 		}
 	}
 	// A restart reads the same tables back.
-	again, err := NewRates(ctx, rates.store, nil)
+	again, err := NewRates(ctx, rates.store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,23 +63,32 @@ type edgeOpts struct {
 // imported admin key, and stops it (SIGTERM, then waits) at cleanup.
 func StartEdge(t *testing.T, extraArgs ...string) *Edge {
 	t.Helper()
-	return startEdge(t, edgeBinary, extraArgs...)
+	return startEdge(t, edgeBinary, "", extraArgs...)
+}
+
+// startEdgeAs starts an edge whose admin key is admin: a second edge on
+// another's database.
+func startEdgeAs(t *testing.T, admin string, extraArgs ...string) *Edge {
+	t.Helper()
+	return startEdge(t, edgeBinary, admin, extraArgs...)
 }
 
 // StartTimingEdge is StartEdge with the binary built without the race
 // detector, for tests that measure time on the wire.
 func StartTimingEdge(t *testing.T, extraArgs ...string) *Edge {
 	t.Helper()
-	return startEdge(t, timingEdgeBinary(t), extraArgs...)
+	return startEdge(t, timingEdgeBinary(t), "", extraArgs...)
 }
 
 // upLine is the edge's log line that gives its real SIP and HTTP addresses.
 var upLine = regexp.MustCompile(`msg="trunkgate up" sip=127\.0\.0\.1:(\d+) http=(http://127\.0\.0\.1:\d+)`)
 
-func startEdge(t *testing.T, binary string, extraArgs ...string) *Edge {
+func startEdge(t *testing.T, binary, admin string, extraArgs ...string) *Edge {
 	t.Helper()
 	dir := t.TempDir()
-	_, admin := keys.NewText(keys.Live)
+	if admin == "" {
+		_, admin = keys.NewText(keys.Live)
+	}
 	lo, hi := rtpRange(t)
 	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"),
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}

@@ -143,6 +143,21 @@ func (a *Admitter) state(ctx context.Context, id string) (*keyState, error) {
 	return a.keys[id], nil
 }
 
+// Refresh reloads a key another edge (or the CLI) changed: the change is
+// in force here at the next admission, and a revocation ends the key's
+// live calls held here.
+func (a *Admitter) Refresh(ctx context.Context, id string) error {
+	k, err := a.store.GetKey(ctx, id)
+	if err != nil {
+		return err
+	}
+	a.Put(k)
+	if k.Status == Revoked {
+		a.EndCalls(id, refusal.KeyRevoked)
+	}
+	return nil
+}
+
 // Cached lists every cached key. Keys are immutable snapshots: the
 // caller must not change them.
 func (a *Admitter) Cached() []*Key {

@@ -139,7 +139,7 @@ func (m *Manager) setAlerts(ctx context.Context, id string, c AlertConfig) (*Key
 	if err := m.store.UpdateKey(ctx, k); err != nil {
 		return nil, err
 	}
-	m.admitter.Put(k)
+	m.put(k)
 	return k, nil
 }
 
@@ -173,6 +173,6 @@ func (m *Manager) setSuspended(ctx context.Context, id, reason string) error {
 	if err := m.store.UpdateKey(ctx, k); err != nil {
 		return err
 	}
-	m.admitter.Put(k)
+	m.put(k)
 	return nil
 }

@@ -68,7 +68,7 @@ func newFixture(t testing.TB, spend SpendChecker) *fixture {
 	a.now = clock.now
 	audit := NewAuditor(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(audit.Close)
-	m := NewManager(store, a, audit)
+	m := NewManager(store, a, audit, nil)
 	m.now = clock.now
 	return &fixture{store: store, admitter: a, manager: m, audit: audit, clock: clock}
 }

@@ -18,12 +18,24 @@ type Manager struct {
 	store    Store
 	admitter *Admitter
 	audit    *Auditor
+	changed  func(keyID string)
 	now      func() time.Time
 }
 
 // NewManager ties the store, the admission cache and the audit log.
-func NewManager(store Store, admitter *Admitter, audit *Auditor) *Manager {
-	return &Manager{store: store, admitter: admitter, audit: audit, now: func() time.Time { return time.Now().UTC() }}
+// changed, if not nil, hears of every change to a key, after it is
+// stored: other edges reload the key (cluster's change log).
+func NewManager(store Store, admitter *Admitter, audit *Auditor, changed func(keyID string)) *Manager {
+	if changed == nil {
+		changed = func(string) {}
+	}
+	return &Manager{store: store, admitter: admitter, audit: audit, changed: changed, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// put makes a stored change effective here, and tells other edges.
+func (m *Manager) put(k *Key) {
+	m.admitter.Put(k)
+	m.changed(k.ID)
 }
 
 // Actor says who asks for an operation, for the audit log.
@@ -133,7 +145,7 @@ func (m *Manager) create(ctx context.Context, spec CreateSpec, text string) (*Cr
 	if err := m.store.InsertKey(ctx, k); err != nil {
 		return nil, err
 	}
-	m.admitter.Put(k)
+	m.put(k)
 	return &Created{Key: k.Clone(), Text: text, SigningSecret: k.SigningSecret}, nil
 }
 
@@ -173,7 +185,7 @@ func (m *Manager) setLimits(ctx context.Context, id string, patch LimitsPatch) (
 	if err := m.store.UpdateKey(ctx, k); err != nil {
 		return nil, err
 	}
-	m.admitter.Put(k)
+	m.put(k)
 	return k, nil
 }
 
@@ -246,7 +258,7 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 	if err := m.store.UpdateKey(ctx, k); err != nil {
 		return nil, err
 	}
-	m.admitter.Put(k)
+	m.put(k)
 	return &Created{Key: k.Clone(), Text: text}, nil
 }
 
@@ -271,7 +283,7 @@ func (m *Manager) revoke(ctx context.Context, id string) (int, error) {
 			return 0, err
 		}
 	}
-	m.admitter.Put(k)
+	m.put(k)
 	return m.admitter.EndCalls(id, refusal.KeyRevoked), nil
 }
 

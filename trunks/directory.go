@@ -19,24 +19,30 @@ type Store interface {
 // Directory answers "which trunk owns this number" from memory and keeps
 // the store in step with operator changes.
 type Directory struct {
-	store Store
-	now   func() time.Time
+	store   Store
+	changed func(trunkID string)
+	now     func() time.Time
 
 	mu       sync.RWMutex
 	byID     map[string]*Trunk
 	byNumber map[string]*Trunk
 }
 
-// NewDirectory loads every trunk from store.
-func NewDirectory(ctx context.Context, store Store) (*Directory, error) {
-	d := &Directory{store: store, now: func() time.Time { return time.Now().UTC() }}
+// NewDirectory loads every trunk from store. changed, if not nil, hears
+// of every trunk created or deleted here: other edges reload (cluster's
+// change log).
+func NewDirectory(ctx context.Context, store Store, changed func(trunkID string)) (*Directory, error) {
+	if changed == nil {
+		changed = func(string) {}
+	}
+	d := &Directory{store: store, changed: changed, now: func() time.Time { return time.Now().UTC() }}
 	if err := d.Reload(ctx); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// Reload re-reads the store (after a direct database change).
+// Reload re-reads the store (after another edge or the CLI changed it).
 func (d *Directory) Reload(ctx context.Context) error {
 	all, err := d.store.List(ctx)
 	if err != nil {
@@ -179,6 +185,7 @@ func (d *Directory) Create(ctx context.Context, spec Spec) (*Trunk, error) {
 		d.byNumber[n] = t
 	}
 	d.mu.Unlock()
+	d.changed(t.ID)
 	return t, nil
 }
 
@@ -197,5 +204,6 @@ func (d *Directory) Delete(ctx context.Context, id string) error {
 		}
 	}
 	d.mu.Unlock()
+	d.changed(id)
 	return nil
 }

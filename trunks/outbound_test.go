@@ -122,7 +122,7 @@ func TestOutboundDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := NewDirectory(ctx, store)
+	dir, err := NewDirectory(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestOutboundDirectory(t *testing.T) {
 	if _, err := dir.Create(ctx, validSpec()); err != nil {
 		t.Fatal(err)
 	}
-	again, err := NewDirectory(ctx, store)
+	again, err := NewDirectory(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

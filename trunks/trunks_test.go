@@ -103,7 +103,7 @@ func TestDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := NewDirectory(ctx, store)
+	dir, err := NewDirectory(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestDirectory(t *testing.T) {
 		t.Fatalf("trunk of a missing key: %v", err)
 	}
 	// A fresh directory reads the same back from the store.
-	again, err := NewDirectory(ctx, store)
+	again, err := NewDirectory(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

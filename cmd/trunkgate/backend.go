@@ -267,7 +267,7 @@ func openDBBackend(ctx context.Context, path string) (*dbBackend, error) {
 	if _, err := os.Stat(path); err != nil && !sqldb.IsPostgres(path) {
 		return nil, fmt.Errorf("--db %s: %w", path, err)
 	}
-	e, err := openEdge(ctx, path, discardLogger())
+	e, err := openEdge(ctx, path, "cli", discardLogger())
 	if err != nil {
 		return nil, err
 	}

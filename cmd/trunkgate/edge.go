@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"trunkgate/alerts"
+	"trunkgate/cluster"
 
 	"trunkgate/billing"
 	"trunkgate/internal/sqldb"
@@ -22,6 +25,8 @@ import (
 // CLI's --db mode.
 type edge struct {
 	db       *dbHandle
+	node     string
+	changes  *cluster.Log
 	ledger   *ledger.Memory
 	rates    *billing.Rates
 	admitter *keys.Admitter
@@ -51,46 +56,76 @@ func (u keyUsage) KeyUsage() []metrics.KeyUsage {
 }
 
 // openEdge opens the database and the stores, caches and logs on it.
-func openEdge(ctx context.Context, path string, log *slog.Logger) (*edge, error) {
+// node names this edge in the ledger and the change log.
+func openEdge(ctx context.Context, path, node string, log *slog.Logger) (*edge, error) {
 	db, err := openDB(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	live := ledger.NewMemory(nodeName())
-	meter, err := billing.NewMeter(ctx, db.cdrs, live, log)
+	e, err := newEdge(ctx, db, node, log)
 	if err != nil {
 		db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEdge(ctx context.Context, db *dbHandle, node string, log *slog.Logger) (*edge, error) {
+	changes, err := cluster.Open(ctx, db.sql, log)
+	if err != nil {
+		return nil, err
+	}
+	changed := func(kind string) func(string) { return func(id string) { changes.Changed(kind, id) } }
+	live := ledger.NewMemory(node)
+	meter, err := billing.NewMeter(ctx, db.cdrs, live, log)
+	if err != nil {
 		return nil, err
 	}
 	audit := keys.NewAuditor(db.keys, log)
-	rates, err := billing.NewRates(ctx, db.cdrs, audit)
-	if err != nil {
-		audit.Close()
-		db.Close()
-		return nil, err
+	rates, err := billing.NewRates(ctx, db.cdrs, audit, changed(cluster.KindRates))
+	if err == nil {
+		admitter := keys.NewAdmitter(db.keys, live, meter, rates)
+		if err = admitter.Load(ctx); err == nil {
+			var dir *trunks.Directory
+			if dir, err = trunks.NewDirectory(ctx, db.trunks, changed(cluster.KindTrunk)); err == nil {
+				return &edge{db: db, node: node, changes: changes, ledger: live, rates: rates, admitter: admitter,
+					manager: keys.NewManager(db.keys, admitter, audit, changed(cluster.KindKey)), audit: audit,
+					trunks: dir, meter: meter, cdrs: db.cdrs, alerts: db.alerts}, nil
+			}
+		}
 	}
-	admitter := keys.NewAdmitter(db.keys, live, meter, rates)
-	if err := admitter.Load(ctx); err != nil {
-		audit.Close()
-		db.Close()
-		return nil, err
-	}
-	dir, err := trunks.NewDirectory(ctx, db.trunks)
-	if err != nil {
-		audit.Close()
-		db.Close()
-		return nil, err
-	}
-	return &edge{db: db, ledger: live, rates: rates, admitter: admitter, manager: keys.NewManager(db.keys, admitter, audit), audit: audit,
-		trunks: dir, meter: meter, cdrs: db.cdrs, alerts: db.alerts}, nil
+	audit.Close()
+	return nil, err
 }
 
-// nodeName names this edge in the ledger: the host name.
-func nodeName() string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
+// follow applies what other edges (or the CLI) change, until ctx ends.
+func (e *edge) follow(ctx context.Context, f *cluster.Follower, log *slog.Logger) {
+	f.Run(ctx, 250*time.Millisecond, func(c cluster.Change) {
+		var err error
+		switch c.Kind {
+		case cluster.KindKey:
+			err = e.admitter.Refresh(ctx, c.ID)
+		case cluster.KindTrunk:
+			err = e.trunks.Reload(ctx)
+		case cluster.KindRates:
+			err = e.rates.Reload(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Error("applying a change from the cluster", "kind", c.Kind, "id", c.ID, "error", err)
+		}
+	})
+}
+
+// defaultNodeName names this process: the host name and a random suffix
+// (two edges on one host are two nodes).
+func defaultNodeName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "edge"
 	}
-	return "edge"
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%x", h, b)
 }
 
 // dbHandle is the database with each component's store on it.

@@ -40,7 +40,7 @@ type serveConfig struct {
 	checkpoint                                    time.Duration
 	ringTimeout, probeInterval, gatewayTimeout    time.Duration
 	blockedPrefixes                               defaultList
-	serverHeader                                  string
+	serverHeader, node                            string
 	unknownSource                                 string
 	floodRequests                                 int
 	floodWindow, floodBan, sipTCPIdle, alertCheck time.Duration
@@ -78,6 +78,7 @@ func runServe(args []string) error {
 	fs.StringVar(&c.floodAction, "flood-action", "drop", "requests from a banned source: drop, or reject (503)")
 	fs.Var(&c.floodExempt, "flood-exempt", "CIDRs the flood guard never counts, besides the trunks' carrier networks (repeat or comma-separate)")
 	fs.DurationVar(&c.alertCheck, "alert-check-interval", 2*time.Second, "how often spend and live calls are held against each key's alert rules")
+	fs.StringVar(&c.node, "node-name", defaultNodeName(), "this edge's name among edges sharing one database")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
@@ -128,7 +129,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		return err
 	}
 
-	e, err := openEdge(ctx, c.dbPath, log)
+	e, err := openEdge(ctx, c.dbPath, c.node, log)
 	if err != nil {
 		return err
 	}
@@ -218,11 +219,22 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		go (&http.Server{Handler: dmux, ReadHeaderTimeout: 10 * time.Second}).Serve(dbg)
 	}
+	follower, err := e.changes.Follow(ctx)
+	if err != nil {
+		return err
+	}
 	meterCtx, stopMeter := context.WithCancel(context.Background())
 	meterDone := make(chan struct{})
 	go func() {
 		defer close(meterDone)
 		e.meter.Run(meterCtx)
+	}()
+	followCtx, stopFollow := context.WithCancel(context.Background())
+	defer stopFollow()
+	followDone := make(chan struct{})
+	go func() {
+		defer close(followDone)
+		e.follow(followCtx, follower, log)
 	}()
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
@@ -275,6 +287,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	<-meterDone
 	stopWatch()
 	<-watchDone
+	stopFollow()
+	<-followDone
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = httpSrv.Shutdown(shutdownCtx)
 	cancelShutdown()

@@ -1,0 +1,187 @@
+// Package cluster keeps the edges that share one database in step. Every
+// change an edge or the CLI makes to a key or a trunk, and every order to
+// end a call another edge holds, is appended to a change log in the
+// database; each edge follows the log and applies what it has not seen
+// within a poll interval (250 ms by default). The log is plain SQL, the
+// same on SQLite (a CLI with --db beside a running edge) and PostgreSQL
+// (several edges).
+//
+// A sequence number is taken when a row is inserted but becomes visible
+// when its transaction commits, so a row can appear after a higher one:
+// the follower remembers the gaps below the highest row it has seen and
+// looks again until they fill or, after a while (a transaction rolled
+// back and left its number unused), gives up on them.
+//
+// It knows nothing of what a change means: the edge's wiring applies it.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"trunkgate/internal/sqldb"
+)
+
+// Kinds of change.
+const (
+	KindKey   = "key"   // a key was created, changed, rotated, suspended or revoked: reload it
+	KindTrunk = "trunk" // a trunk was created, changed or deleted: reload it
+	KindRates = "rates" // a rate table changed (id: its key, "" for the edge's): reload them
+	KindCall  = "call"  // a call is ordered to end: its holder ends it (id "callID cause")
+)
+
+// Change is one row of the log.
+type Change struct {
+	Seq  int64
+	Kind string
+	ID   string
+}
+
+var migrations = []sqldb.Migration{{Version: 1, SQL: `
+CREATE TABLE changes (
+	seq   {{serial}},
+	kind  TEXT NOT NULL,
+	id    TEXT NOT NULL,
+	at_ms BIGINT NOT NULL
+);
+CREATE INDEX changes_at ON changes (at_ms);
+`}}
+
+// Log is the change log.
+type Log struct {
+	db  *sqldb.DB
+	log *slog.Logger
+	now func() time.Time
+}
+
+// Open migrates the change log's table.
+func Open(ctx context.Context, db *sqldb.DB, log *slog.Logger) (*Log, error) {
+	if err := sqldb.Migrate(ctx, db, "cluster", migrations); err != nil {
+		return nil, err
+	}
+	return &Log{db: db, log: log, now: time.Now}, nil
+}
+
+// Append records a change for every edge to apply.
+func (l *Log) Append(ctx context.Context, kind, id string) error {
+	if _, err := l.db.ExecContext(ctx, `INSERT INTO changes (kind, id, at_ms) VALUES (?, ?, ?)`, kind, id, l.now().UnixMilli()); err != nil {
+		return fmt.Errorf("change log: %w", err)
+	}
+	return nil
+}
+
+// Changed is Append for callers that cannot act on a failure: it is
+// logged (the change itself stands; other edges see it at their next
+// restart).
+func (l *Log) Changed(kind, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Append(ctx, kind, id); err != nil {
+		l.log.Error("change not logged for other edges", "kind", kind, "id", id, "error", err)
+	}
+}
+
+// gapPatience is how long a missing sequence number is looked for.
+const gapPatience = 30 * time.Second
+
+// keepFor is how long rows stay in the log.
+const keepFor = time.Hour
+
+// Follow starts following the log from its end: the changes appended
+// from now on are the ones Run applies.
+func (l *Log) Follow(ctx context.Context) (*Follower, error) {
+	var top int64
+	if err := l.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM changes`).Scan(&top); err != nil {
+		return nil, fmt.Errorf("change log: %w", err)
+	}
+	return &Follower{l: l, f: &follower{low: top, seen: map[int64]bool{}, gaps: map[int64]time.Time{}}}, nil
+}
+
+// Follower applies the log's changes.
+type Follower struct {
+	l *Log
+	f *follower
+}
+
+// Run applies each change once, in log order, on Run's goroutine, polling
+// every interval, until ctx ends; it also prunes rows older than an hour.
+func (fl *Follower) Run(ctx context.Context, every time.Duration, apply func(Change)) {
+	l := fl.l
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	lastPrune := l.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := l.poll(ctx, fl.f, apply); err != nil && ctx.Err() == nil {
+			l.log.Error("change log: poll", "error", err)
+		}
+		if now := l.now(); now.Sub(lastPrune) > time.Minute {
+			lastPrune = now
+			if _, err := l.db.ExecContext(ctx, `DELETE FROM changes WHERE at_ms < ?`, now.Add(-keepFor).UnixMilli()); err != nil && ctx.Err() == nil {
+				l.log.Error("change log: prune", "error", err)
+			}
+		}
+	}
+}
+
+// follower is where a Follower is in the log: every row at or below low has
+// been applied or given up on; seen are the rows above low applied; gaps
+// are the numbers above low not seen yet, and since when.
+type follower struct {
+	low  int64
+	seen map[int64]bool
+	gaps map[int64]time.Time
+}
+
+func (l *Log) poll(ctx context.Context, f *follower, apply func(Change)) error {
+	rows, err := l.db.QueryContext(ctx, `SELECT seq, kind, id FROM changes WHERE seq > ? ORDER BY seq`, f.low)
+	if err != nil {
+		return err
+	}
+	var got []Change
+	for rows.Next() {
+		var c Change
+		if err := rows.Scan(&c.Seq, &c.Kind, &c.ID); err != nil {
+			rows.Close()
+			return err
+		}
+		got = append(got, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	now := l.now()
+	high := f.low
+	for _, c := range got {
+		if !f.seen[c.Seq] {
+			f.seen[c.Seq] = true
+			delete(f.gaps, c.Seq)
+			apply(c)
+		}
+		high = max(high, c.Seq)
+	}
+	for s := f.low + 1; s < high; s++ {
+		if _, waiting := f.gaps[s]; !f.seen[s] && !waiting {
+			f.gaps[s] = now
+		}
+	}
+	// Move low up over what is applied or given up on.
+	for s := f.low + 1; s <= high; s++ {
+		if since, gap := f.gaps[s]; gap {
+			if now.Sub(since) < gapPatience {
+				break
+			}
+			delete(f.gaps, s)
+		}
+		delete(f.seen, s)
+		f.low = s
+	}
+	return nil
+}

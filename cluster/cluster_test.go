@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"trunkgate/internal/sqldb/sqldbtest"
+)
+
+func TestMain(m *testing.M) { sqldbtest.Main(m) }
+
+func TestFollowerFillsGaps(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t)
+	l, err := Open(ctx, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	if err := l.Append(ctx, KindKey, "before"); err != nil { // before following: not applied
+		t.Fatal(err)
+	}
+	var top int64
+	db.QueryRow(`SELECT MAX(seq) FROM changes`).Scan(&top)
+	f := &follower{low: top, seen: map[int64]bool{}, gaps: map[int64]time.Time{}}
+	var got []string
+	apply := func(c Change) { got = append(got, fmt.Sprintf("%d %s %s", c.Seq-top, c.Kind, c.ID)) }
+	insert := func(seq int64, id string) {
+		if _, err := db.Exec(`INSERT INTO changes (seq, kind, id, at_ms) VALUES (?, ?, ?, ?)`, top+seq, KindKey, id, now.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rows 2 and 4 commit first; 1 and 3 are still in flight.
+	insert(2, "b")
+	insert(4, "d")
+	if err := l.poll(ctx, f, apply); err != nil {
+		t.Fatal(err)
+	}
+	insert(1, "a")
+	l.poll(ctx, f, apply)
+	l.poll(ctx, f, apply) // nothing new: nothing applied twice
+	if fmt.Sprint(got) != "[2 key b 4 key d 1 key a]" || f.low != top+2 {
+		t.Fatalf("applied %v, low %d", got, f.low-top)
+	}
+	// Row 3 never commits (rolled back): after a while it is given up.
+	now = now.Add(gapPatience + time.Second)
+	l.poll(ctx, f, apply)
+	if f.low != top+4 || len(f.seen) != 0 || len(f.gaps) != 0 {
+		t.Fatalf("low %d, seen %v, gaps %v", f.low-top, f.seen, f.gaps)
+	}
+	insert(5, "e")
+	l.poll(ctx, f, apply)
+	if got[len(got)-1] != "5 key e" {
+		t.Fatalf("applied %v", got)
+	}
+}
+
+func TestFollow(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	db := sqldbtest.Open(t)
+	l, err := Open(ctx, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := make(chan Change, 4)
+	fl, err := l.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { fl.Run(ctx, 10*time.Millisecond, func(c Change) { applied <- c }); close(done) }()
+	l.Changed(KindTrunk, "tr_1")
+	select {
+	case c := <-applied:
+		if c.Kind != KindTrunk || c.ID != "tr_1" {
+			t.Fatalf("applied %+v", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the change never came")
+	}
+	cancel()
+	<-done
+}
