@@ -74,8 +74,7 @@ type Admitter struct {
 }
 
 type keyState struct {
-	key    *Key // immutable snapshot; replaced, never changed
-	bucket tokenBucket
+	key *Key // immutable snapshot; replaced, never changed
 }
 
 // NewAdmitter makes an admitter over store that holds calls in l; spend
@@ -213,13 +212,9 @@ func (a *Admitter) Admit(ctx context.Context, req Request) (*Lease, error) {
 	}
 	hold, err := a.ledger.Open(ledger.Entry{CallID: req.CallID, KeyID: k.ID, TrunkID: req.TrunkID, Direction: string(req.Direction),
 		Destination: req.Destination, AdmittedAt: a.now(), RatePerMinute: rate, SpendCap: k.Limits.MonthlySpendCap},
-		ledger.Caps{Key: k.Limits.MaxChannels, Trunk: req.TrunkChannels})
+		ledger.Caps{Key: k.Limits.MaxChannels, Trunk: req.TrunkChannels, CPS: k.Limits.CPS})
 	if err != nil {
 		return nil, err
-	}
-	if !st.bucket.take(a.now(), k.Limits.CPS) {
-		hold.Close()
-		return nil, refusal.CallRate
 	}
 	return &Lease{key: k, Direction: req.Direction, hold: hold, rate: rate, ratePrefix: prefix}, nil
 }
@@ -301,31 +296,3 @@ func (l *Lease) Answer(at time.Time) { l.hold.Answer(at) }
 
 // Release frees the channel. It is safe to call more than once.
 func (l *Lease) Release() { l.hold.Close() }
-
-// tokenBucket limits the rate of new calls. The rate is read at each take,
-// so a changed cps applies at the next admission.
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-	primed bool
-}
-
-func (b *tokenBucket) take(now time.Time, rate float64) bool {
-	if rate <= 0 {
-		return true // no limit
-	}
-	burst := max(1, rate)
-	if !b.primed {
-		b.tokens, b.last, b.primed = burst, now, true
-	}
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(burst, b.tokens+dt*rate)
-		b.last = now
-	}
-	b.tokens = min(b.tokens, burst) // the operator may have lowered cps
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}

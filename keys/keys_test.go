@@ -184,32 +184,6 @@ func TestDestinationAllowed(t *testing.T) {
 	}
 }
 
-func TestTokenBucket(t *testing.T) {
-	var b tokenBucket
-	t0 := time.Unix(0, 0)
-	// cps 2: burst of 2, then one more every 500 ms.
-	got := []bool{b.take(t0, 2), b.take(t0, 2), b.take(t0, 2), b.take(t0.Add(499*time.Millisecond), 2),
-		b.take(t0.Add(500*time.Millisecond), 2), b.take(t0.Add(500*time.Millisecond), 2)}
-	want := []bool{true, true, false, false, true, false}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("take #%d = %v, want %v (all: %v)", i, got[i], want[i], got)
-		}
-	}
-	// cps 0.5: burst is still 1.
-	var slow tokenBucket
-	if !slow.take(t0, 0.5) || slow.take(t0.Add(time.Second), 0.5) || !slow.take(t0.Add(2*time.Second), 0.5) {
-		t.Fatal("cps 0.5 should allow one call every 2 s")
-	}
-	// cps 0: no limit.
-	var none tokenBucket
-	for range 1000 {
-		if !none.take(t0, 0) {
-			t.Fatal("cps 0 refused")
-		}
-	}
-}
-
 func TestAdmitRefusals(t *testing.T) {
 	ctx := context.Background()
 	spend := fixedSpend{}

@@ -48,6 +48,9 @@ func (e Entry) Answered() bool { return !e.AnsweredAt.IsZero() }
 type Caps struct {
 	Key   int // the key's max_channels
 	Trunk int // the call's trunk's max_channels (outbound trunks)
+	// CPS is the key's call rate (new calls a second, 0 = no limit): a
+	// token bucket holding up to max(1, CPS) calls, refilled at CPS.
+	CPS float64
 }
 
 // Memory is the ledger of one edge, in memory.
@@ -58,6 +61,7 @@ type Memory struct {
 	calls   map[string]*held
 	byKey   map[string]map[string]*held
 	byTrunk map[string]int // live calls per trunk with a cap
+	buckets map[string]*Bucket
 }
 
 type held struct {
@@ -69,13 +73,15 @@ type held struct {
 
 // NewMemory makes an empty ledger for the edge called node.
 func NewMemory(node string) *Memory {
-	return &Memory{node: node, calls: map[string]*held{}, byKey: map[string]map[string]*held{}, byTrunk: map[string]int{}}
+	return &Memory{node: node, calls: map[string]*held{}, byKey: map[string]map[string]*held{}, byTrunk: map[string]int{}, buckets: map[string]*Bucket{}}
 }
 
 // Open records an admitted call, unless its key already has caps.Key live
-// calls (refusal.ChannelCap) or its trunk caps.Trunk (TrunkChannelCap):
-// the check and the insert are one step, so two calls racing for the last
-// channel cannot both get it. The entry's CallID must be unique.
+// calls (refusal.ChannelCap), its trunk caps.Trunk (TrunkChannelCap) or
+// its key's call rate is spent (CallRate): the checks and the insert are
+// one step, so two calls racing for the last channel cannot both get it.
+// The call rate is measured at e.AdmittedAt. The entry's CallID must be
+// unique.
 func (m *Memory) Open(e Entry, caps Caps) (*Hold, error) {
 	if e.Node == "" {
 		e.Node = m.node
@@ -93,6 +99,16 @@ func (m *Memory) Open(e Entry, caps Caps) (*Hold, error) {
 	}
 	if _, dup := m.calls[e.CallID]; dup {
 		return nil, refusal.Internal
+	}
+	if caps.CPS > 0 {
+		b := m.buckets[e.KeyID]
+		if b == nil {
+			b = &Bucket{}
+			m.buckets[e.KeyID] = b
+		}
+		if !b.Take(e.AdmittedAt, caps.CPS) {
+			return nil, refusal.CallRate
+		}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	h := &held{entry: e, ctx: ctx, cancel: cancel, capped: caps.Trunk > 0}
@@ -271,3 +287,33 @@ func (h *Hold) Answer(at time.Time) { h.m.answer(h.id, at) }
 // Close takes the call out of the ledger, freeing its channel. It is safe
 // to call more than once.
 func (h *Hold) Close() { h.m.close(h.id) }
+
+// Bucket is a token bucket that limits the rate of new calls. The rate is
+// given at each take, so a changed cps applies at the next admission; a
+// full bucket holds max(1, rate) calls.
+type Bucket struct {
+	Tokens float64
+	Last   time.Time
+	primed bool
+}
+
+// Take spends a token at now if there is one; rate <= 0 means no limit.
+func (b *Bucket) Take(now time.Time, rate float64) bool {
+	if rate <= 0 {
+		return true
+	}
+	burst := max(1, rate)
+	if !b.primed {
+		b.Tokens, b.Last, b.primed = burst, now, true
+	}
+	if dt := now.Sub(b.Last).Seconds(); dt > 0 {
+		b.Tokens = min(burst, b.Tokens+dt*rate)
+		b.Last = now
+	}
+	b.Tokens = min(b.Tokens, burst) // the operator may have lowered cps
+	if b.Tokens < 1 {
+		return false
+	}
+	b.Tokens--
+	return true
+}

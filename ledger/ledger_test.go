@@ -162,3 +162,49 @@ func BenchmarkOpenClose(b *testing.B) {
 		h.Close()
 	}
 }
+
+func TestTokenBucket(t *testing.T) {
+	var b Bucket
+	t0 := time.Unix(0, 0)
+	// cps 2: burst of 2, then one more every 500 ms.
+	got := []bool{b.Take(t0, 2), b.Take(t0, 2), b.Take(t0, 2), b.Take(t0.Add(499*time.Millisecond), 2),
+		b.Take(t0.Add(500*time.Millisecond), 2), b.Take(t0.Add(500*time.Millisecond), 2)}
+	want := []bool{true, true, false, false, true, false}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("take #%d = %v, want %v (all: %v)", i, got[i], want[i], got)
+		}
+	}
+	// cps 0.5: burst is still 1.
+	var slow Bucket
+	if !slow.Take(t0, 0.5) || slow.Take(t0.Add(time.Second), 0.5) || !slow.Take(t0.Add(2*time.Second), 0.5) {
+		t.Fatal("cps 0.5 should allow one call every 2 s")
+	}
+	// cps 0: no limit.
+	var none Bucket
+	for range 1000 {
+		if !none.Take(t0, 0) {
+			t.Fatal("cps 0 refused")
+		}
+	}
+}
+
+func TestOpenCallRate(t *testing.T) {
+	m := NewMemory("n1")
+	t0 := time.Unix(1000, 0)
+	caps := Caps{Key: 10, CPS: 2}
+	var got []error
+	for i, at := range []time.Duration{0, 0, 0, 500 * time.Millisecond} {
+		_, err := m.Open(Entry{CallID: fmt.Sprint("c", i), KeyID: "k", AdmittedAt: t0.Add(at)}, caps)
+		got = append(got, err)
+	}
+	want := []error{nil, nil, refusal.CallRate, nil}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("open #%d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if n := m.Count("k"); n != 3 {
+		t.Fatalf("a call refused for its rate holds no channel: count %d, want 3", n)
+	}
+}
