@@ -120,8 +120,14 @@ func (m *Memory) Open(e Entry, caps Caps) (*Hold, error) {
 	if h.capped {
 		m.byTrunk[e.TrunkID]++
 	}
-	return &Hold{m: m, id: e.CallID, ctx: ctx}, nil
+	return &Hold{owner: m, id: e.CallID, ctx: ctx}, nil
 }
+
+// Node is the name of the edge this ledger belongs to.
+func (m *Memory) Node() string { return m.node }
+
+// Local lists the live calls this edge holds: all of them.
+func (m *Memory) Local() []Entry { return m.Calls() }
 
 func (m *Memory) answer(id string, at time.Time) {
 	m.mu.Lock()
@@ -269,9 +275,15 @@ func sortEntries(es []Entry) {
 // Hold is one call's place in the ledger, held by the call from admission
 // until it ends.
 type Hold struct {
-	m   *Memory
-	id  string
-	ctx context.Context
+	owner holder
+	id    string
+	ctx   context.Context
+}
+
+// holder is the ledger a Hold belongs to.
+type holder interface {
+	answer(callID string, at time.Time)
+	close(callID string)
 }
 
 // CallID is the call's id.
@@ -282,11 +294,11 @@ func (h *Hold) CallID() string { return h.id }
 func (h *Hold) Context() context.Context { return h.ctx }
 
 // Answer records when the call was answered: from then on it costs money.
-func (h *Hold) Answer(at time.Time) { h.m.answer(h.id, at) }
+func (h *Hold) Answer(at time.Time) { h.owner.answer(h.id, at) }
 
 // Close takes the call out of the ledger, freeing its channel. It is safe
 // to call more than once.
-func (h *Hold) Close() { h.m.close(h.id) }
+func (h *Hold) Close() { h.owner.close(h.id) }
 
 // Bucket is a token bucket that limits the rate of new calls. The rate is
 // given at each take, so a changed cps applies at the next admission; a

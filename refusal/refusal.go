@@ -237,3 +237,14 @@ func All() []Reason {
 	}
 	return out
 }
+
+// ByLabel finds the reason whose metric label is label: a reason stored
+// or sent by name (an order to end a call, kept in a shared database).
+func ByLabel(label string) (Reason, bool) {
+	for r := NoTrunk; r <= lastReason; r++ {
+		if r.Label() == label {
+			return r, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,257 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"trunkgate/internal/sqldb"
+	"trunkgate/internal/sqldb/sqldbtest"
+	"trunkgate/ledger"
+	"trunkgate/refusal"
+)
+
+// sharedTable opens a fresh PostgreSQL database with the ledger's tables.
+func sharedTable(t testing.TB) (*LedgerTable, *sqldb.DB) {
+	t.Helper()
+	db, err := sqldb.Open(sqldbtest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	table, err := OpenLedgerTable(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table, db
+}
+
+func sharedNode(t testing.TB, table *LedgerTable, name string) *ledger.Shared {
+	t.Helper()
+	s := ledger.NewShared(name, table, slog.New(slog.DiscardHandler))
+	if err := s.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestLedgerTableNeedsPostgres(t *testing.T) {
+	db, err := sqldb.Open(t.TempDir() + "/x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := OpenLedgerTable(context.Background(), db); !errors.Is(err, ErrNeedsPostgres) {
+		t.Fatalf("shared ledger on SQLite: %v, want ErrNeedsPostgres", err)
+	}
+}
+
+// Two nodes race ten calls for a key's three channels, many times over:
+// exactly three win each time.
+func TestSharedLastChannelGoesOnce(t *testing.T) {
+	table, _ := sharedTable(t)
+	nodes := []*ledger.Shared{sharedNode(t, table, "a"), sharedNode(t, table, "b")}
+	for round := range 25 {
+		var wg sync.WaitGroup
+		errs := make([]error, 10)
+		holds := make([]*ledger.Hold, 10)
+		start := make(chan struct{})
+		for i := range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				holds[i], errs[i] = nodes[i%2].Open(ledger.Entry{CallID: fmt.Sprintf("r%d-c%d", round, i), KeyID: "k",
+					Direction: "inbound", AdmittedAt: time.Now()}, ledger.Caps{Key: 3})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		won, capped := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, refusal.ChannelCap):
+				capped++
+			default:
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if won != 3 || capped != 7 {
+			t.Fatalf("round %d: %d admitted, %d refused channel_cap; want 3 and 7", round, won, capped)
+		}
+		for _, h := range holds {
+			if h != nil {
+				h.Close()
+			}
+		}
+	}
+}
+
+func TestSharedTrunkCapAndCallRate(t *testing.T) {
+	table, _ := sharedTable(t)
+	a, b := sharedNode(t, table, "a"), sharedNode(t, table, "b")
+	open := func(n *ledger.Shared, id string, caps ledger.Caps) error {
+		_, err := n.Open(ledger.Entry{CallID: id, KeyID: "k", TrunkID: "t", Direction: "outbound"}, caps)
+		return err
+	}
+	if err := open(a, "t1", ledger.Caps{Trunk: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(b, "t2", ledger.Caps{Trunk: 1}); !errors.Is(err, refusal.TrunkChannelCap) {
+		t.Fatalf("second call on a one-channel trunk: %v, want trunk_channel_cap", err)
+	}
+	// cps 5: a full bucket holds five calls, across both nodes.
+	admitted := 0
+	for i := range 12 {
+		err := open([]*ledger.Shared{a, b}[i%2], fmt.Sprint("r", i), ledger.Caps{CPS: 5})
+		switch {
+		case err == nil:
+			admitted++
+		case !errors.Is(err, refusal.CallRate):
+			t.Fatal(err)
+		}
+	}
+	if admitted != 5 {
+		t.Fatalf("cps 5: %d of 12 immediate calls admitted, want 5", admitted)
+	}
+}
+
+// Each node sees the other's calls after a sync; an order to end a call
+// reaches its holder; a node that stops heartbeating has its channels
+// freed by exactly one survivor.
+func TestSharedSyncOrdersAndDeadNodes(t *testing.T) {
+	ctx := context.Background()
+	table, db := sharedTable(t)
+	a, b := sharedNode(t, table, "a"), sharedNode(t, table, "b")
+	var deadMu sync.Mutex
+	var dead []string
+	for _, n := range []*ledger.Shared{a, b} {
+		n.OnDead = func(node string) { deadMu.Lock(); dead = append(dead, node); deadMu.Unlock() }
+	}
+	ha, err := a.Open(ledger.Entry{CallID: "on-a", KeyID: "k", Direction: "inbound"}, ledger.Caps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha.Answer(time.Now())
+	if _, err := b.Open(ledger.Entry{CallID: "on-b", KeyID: "k", Direction: "inbound"}, ledger.Caps{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Count("k"); got != 2 {
+		t.Fatalf("b counts %d calls for k, want 2", got)
+	}
+	if e, ok := b.Get("on-a"); !ok || e.Node != "a" || !e.Answered() {
+		t.Fatalf("b sees a's call as %+v (%v)", e, ok)
+	}
+	if got := len(b.Local()); got != 1 {
+		t.Fatalf("b holds %d calls, want 1", got)
+	}
+	if !b.EndCall("on-a", refusal.OperatorHangup) {
+		t.Fatal("b could not order a's call to end")
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ha.Context().Done():
+		if r, _ := refusal.As(context.Cause(ha.Context())); r != refusal.OperatorHangup {
+			t.Fatalf("a's call ended with %v", context.Cause(ha.Context()))
+		}
+	default:
+		t.Fatal("a did not end its call when b ordered it")
+	}
+	ha.Close()
+
+	// c takes two calls and falls silent.
+	c := sharedNode(t, table, "c")
+	for i := range 2 {
+		if _, err := c.Open(ledger.Entry{CallID: fmt.Sprint("on-c", i), KeyID: "k", Direction: "inbound"}, ledger.Caps{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`UPDATE ledger_nodes SET heartbeat_ms = heartbeat_ms - ? WHERE name = 'c'`, (ledger.DeadAfter + time.Second).Milliseconds()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, n := range []*ledger.Shared{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = n.Sync(ctx) }()
+	}
+	wg.Wait()
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dead, []string{"c"}) {
+		t.Fatalf("dead nodes reported %v, want [c] once", dead)
+	}
+	if got := a.Count("k"); got != 1 {
+		t.Fatalf("after c died a counts %d calls for k, want 1 (b's)", got)
+	}
+	nodes, _ := table.Nodes(ctx)
+	sort.Strings(nodes)
+	if !slices.Equal(nodes, []string{"a", "b"}) {
+		t.Fatalf("nodes %v, want [a b]", nodes)
+	}
+}
+
+// A closed call frees its channel at once; a row a node no longer holds
+// (its delete failed) is dropped by its next sync.
+func TestSharedCloseAndStaleRows(t *testing.T) {
+	ctx := context.Background()
+	table, db := sharedTable(t)
+	a := sharedNode(t, table, "a")
+	h, err := a.Open(ledger.Entry{CallID: "x", KeyID: "k", Direction: "inbound"}, ledger.Caps{Key: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	h.Close()
+	if _, err := a.Open(ledger.Entry{CallID: "y", KeyID: "k", Direction: "inbound"}, ledger.Caps{Key: 1}); err != nil {
+		t.Fatalf("channel not freed by Close: %v", err)
+	}
+	if _, err := db.Exec(`INSERT INTO live_calls (call_id, key_id, trunk_id, trunk_capped, direction, destination, node, admitted_ms, rate, spend_cap)
+		VALUES ('stale', 'k', '', false, 'inbound', '', 'a', ?, 0, 0)`, time.Now().Add(-time.Minute).UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	db.QueryRow(`SELECT count(*) FROM live_calls WHERE key_id='k'`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("%d rows for k after sync, want 1", n)
+	}
+}
+
+// BenchmarkSharedOpen measures admission against PostgreSQL on loopback:
+// one round trip per call (ledger_open), reported as p50 and p99.
+func BenchmarkSharedOpen(b *testing.B) {
+	table, _ := sharedTable(b)
+	n := sharedNode(b, table, "a")
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		h, err := n.Open(ledger.Entry{CallID: fmt.Sprint("b", i), KeyID: "k", Direction: "inbound"}, ledger.Caps{Key: 100, CPS: 1e9})
+		lat = append(lat, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		h.Close()
+		b.StartTimer()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}

@@ -1,0 +1,310 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"trunkgate/refusal"
+)
+
+// Table is the ledger's rows in a database several edges share
+// (cluster.LedgerTable): one row per live call, naming the node that
+// holds it.
+type Table interface {
+	// Insert adds the call's row unless caps refuse it (a refusal.Reason):
+	// the check and the insert are one atomic step across every node, in
+	// one round trip.
+	Insert(ctx context.Context, e Entry, caps Caps) error
+	Answer(ctx context.Context, callID string, at time.Time) error
+	Delete(ctx context.Context, callID string) error
+	// Order asks the node holding a call to end it with cause; false if
+	// there is no such call.
+	Order(ctx context.Context, callID string, cause refusal.Reason) (bool, error)
+	// Sync records that node is alive and holds the calls local (its
+	// other rows admitted before since are dropped), frees the rows of
+	// nodes silent for longer than deadAfter, and returns every row.
+	Sync(ctx context.Context, node string, local []string, since time.Time, deadAfter time.Duration) (Synced, error)
+	// Leave removes node and its rows.
+	Leave(ctx context.Context, node string) error
+}
+
+// Row is a live call in a shared table, with any order to end it.
+type Row struct {
+	Entry
+	End refusal.Reason // 0: none
+}
+
+// Synced is what a Sync found.
+type Synced struct {
+	Rows []Row
+	// Dead are the nodes this sync found silent and freed the calls of:
+	// this node alone (the one whose sync freed them) closes their bills.
+	Dead []string
+}
+
+// Shared is the ledger of an edge that shares a database with others: its
+// own calls are held in memory as in Memory (their contexts, answers and
+// ends), and every call of every node is a row in the Table, which alone
+// decides admission. Reads (Calls, Count, ...) see this node's calls as
+// they are and other nodes' as of the last sync, at most SyncEvery old.
+type Shared struct {
+	local *Memory
+	table Table
+	log   *slog.Logger
+	// OnDead is told of each node whose calls a sync freed (their bills
+	// are still open); set it before Run.
+	OnDead func(node string)
+
+	mu     sync.Mutex
+	remote []Entry // other nodes' calls at the last sync
+}
+
+// Timing of a shared ledger.
+const (
+	// SyncEvery is how often a node heartbeats and reads every node's
+	// calls: how stale another node's calls look, and how soon an order
+	// to end a call reaches its holder.
+	SyncEvery = 250 * time.Millisecond
+	// DeadAfter is how long a node may miss its heartbeats before another
+	// frees its channels and closes its calls' bills.
+	DeadAfter = 15 * time.Second
+	// tableTimeout bounds one database call: admission fails (overloaded)
+	// rather than waits on a database that does not answer.
+	tableTimeout = 2 * time.Second
+)
+
+// NewShared makes the ledger of node over table.
+func NewShared(node string, table Table, log *slog.Logger) *Shared {
+	return &Shared{local: NewMemory(node), table: table, log: log}
+}
+
+// Node is the name of this edge.
+func (s *Shared) Node() string { return s.local.node }
+
+// Open admits a call if the shared table has room for it under caps,
+// across every node, in one round trip. A database that fails refuses
+// the call as overloaded.
+func (s *Shared) Open(e Entry, caps Caps) (*Hold, error) {
+	if e.Node == "" {
+		e.Node = s.local.node
+	}
+	if e.AdmittedAt.IsZero() {
+		e.AdmittedAt = time.Now()
+	}
+	// Held here first, so that a sync running meanwhile keeps its row.
+	h, err := s.local.Open(e, Caps{})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
+	defer cancel()
+	if err := s.table.Insert(ctx, e, caps); err != nil {
+		s.local.close(e.CallID)
+		if _, ok := refusal.As(err); ok {
+			return nil, err
+		}
+		s.log.Error("shared ledger: admission failed", "call_id", e.CallID, "error", err)
+		return nil, fmt.Errorf("%w: %w", refusal.Overloaded, err)
+	}
+	h.owner = s
+	return h, nil
+}
+
+func (s *Shared) answer(callID string, at time.Time) {
+	s.local.answer(callID, at)
+	ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
+	defer cancel()
+	if err := s.table.Answer(ctx, callID, at); err != nil {
+		s.log.Error("shared ledger: recording an answer failed", "call_id", callID, "error", err)
+	}
+}
+
+func (s *Shared) close(callID string) {
+	if _, ok := s.local.Get(callID); !ok {
+		return // closed before
+	}
+	s.local.close(callID)
+	ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
+	defer cancel()
+	if err := s.table.Delete(ctx, callID); err != nil {
+		// The next sync drops the row: it is not among this node's calls.
+		s.log.Error("shared ledger: freeing a channel failed", "call_id", callID, "error", err)
+	}
+}
+
+// Local lists the calls this node holds.
+func (s *Shared) Local() []Entry { return s.local.Calls() }
+
+// Calls lists every node's live calls, oldest admission first.
+func (s *Shared) Calls() []Entry {
+	out := s.local.Calls()
+	s.mu.Lock()
+	out = append(out, s.remote...)
+	s.mu.Unlock()
+	sortEntries(out)
+	return out
+}
+
+// KeyCalls lists one key's live calls on every node.
+func (s *Shared) KeyCalls(keyID string) []Entry {
+	out := s.local.KeyCalls(keyID)
+	s.mu.Lock()
+	for _, e := range s.remote {
+		if e.KeyID == keyID {
+			out = append(out, e)
+		}
+	}
+	s.mu.Unlock()
+	sortEntries(out)
+	return out
+}
+
+// Count is how many live calls a key has on every node.
+func (s *Shared) Count(keyID string) int {
+	n := s.local.Count(keyID)
+	s.mu.Lock()
+	for _, e := range s.remote {
+		if e.KeyID == keyID {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	return n
+}
+
+// Counts is every key's number of live calls on every node.
+func (s *Shared) Counts() map[string]int {
+	out := s.local.Counts()
+	s.mu.Lock()
+	for _, e := range s.remote {
+		out[e.KeyID]++
+	}
+	s.mu.Unlock()
+	return out
+}
+
+// Get returns one live call held by any node.
+func (s *Shared) Get(callID string) (Entry, bool) {
+	if e, ok := s.local.Get(callID); ok {
+		return e, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.remote {
+		if e.CallID == callID {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// SetSpendCap changes the spend cap of the key's calls on this node
+// (every node applies the same change from the cluster's change log).
+func (s *Shared) SetSpendCap(keyID string, cap int64) { s.local.SetSpendCap(keyID, cap) }
+
+// End ends the key's calls on this node. Every node ends its own for the
+// same reason: a revocation reaches each through the change log, and each
+// holds the key's calls on every node against its spend cap.
+func (s *Shared) End(keyID string, cause error) int { return s.local.End(keyID, cause) }
+
+// EndAll ends this node's calls (the end of its drain).
+func (s *Shared) EndAll(cause error) int { return s.local.EndAll(cause) }
+
+// EndCall ends a call held by any node: the holder ends it at its next
+// sync.
+func (s *Shared) EndCall(callID string, cause error) bool {
+	if s.local.EndCall(callID, cause) {
+		return true
+	}
+	r, ok := refusal.As(cause)
+	if !ok {
+		r = refusal.Internal
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
+	defer cancel()
+	found, err := s.table.Order(ctx, callID, r)
+	if err != nil {
+		s.log.Error("shared ledger: ordering a call to end failed", "call_id", callID, "error", err)
+	}
+	return found
+}
+
+// Join clears what an earlier run of this node left in the table (its
+// rows: a node restarted under the same name holds none of them) and
+// syncs once; call it before taking calls.
+func (s *Shared) Join(ctx context.Context) error {
+	if err := s.table.Leave(ctx, s.local.node); err != nil {
+		return fmt.Errorf("shared ledger: %w", err)
+	}
+	return s.Sync(ctx)
+}
+
+// Leave takes this node out of the table (a clean stop, after its calls
+// ended).
+func (s *Shared) Leave(ctx context.Context) error { return s.table.Leave(ctx, s.local.node) }
+
+// Sync heartbeats this node, ends the calls other nodes ordered to end,
+// frees dead nodes' channels and refreshes the view of other nodes' calls.
+func (s *Shared) Sync(ctx context.Context) error {
+	started := time.Now()
+	local := s.local.Calls()
+	ids := make([]string, len(local))
+	for i, e := range local {
+		ids[i] = e.CallID
+	}
+	// Rows admitted after this list was taken are not dropped.
+	since := started.Add(-time.Second)
+	ctx, cancel := context.WithTimeout(ctx, tableTimeout)
+	defer cancel()
+	got, err := s.table.Sync(ctx, s.local.node, ids, since, DeadAfter)
+	if err != nil {
+		return fmt.Errorf("shared ledger sync: %w", err)
+	}
+	remote := make([]Entry, 0, len(got.Rows))
+	for _, r := range got.Rows {
+		if r.Node != s.local.node {
+			remote = append(remote, r.Entry)
+			continue
+		}
+		if r.End != 0 {
+			s.local.EndCall(r.CallID, r.End)
+		}
+	}
+	s.mu.Lock()
+	s.remote = remote
+	s.mu.Unlock()
+	for _, node := range got.Dead {
+		s.log.Warn("edge node stopped heartbeating; its channels are freed", "node", node)
+		if s.OnDead != nil {
+			s.OnDead(node)
+		}
+	}
+	return nil
+}
+
+// Run syncs every SyncEvery until ctx ends.
+func (s *Shared) Run(ctx context.Context) {
+	t := time.NewTicker(SyncEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := s.Sync(ctx)
+		switch {
+		case err != nil && !failing && !errors.Is(err, context.Canceled):
+			s.log.Error("shared ledger", "error", err)
+			failing = true
+		case err == nil && failing:
+			s.log.Info("shared ledger in sync again")
+			failing = false
+		}
+	}
+}
