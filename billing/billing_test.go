@@ -102,9 +102,23 @@ func TestMeterSpendAndCheckpoints(t *testing.T) {
 	m.checkpoint(ctx, now)
 	// Crash: a new meter over the same store closes the live call at its
 	// checkpoint and bills it.
-	recovered, err := (&Meter{store: store, ledger: ledger.NewMemory("edge-1"), now: func() time.Time { return now }}).Recover(ctx)
-	if err != nil || len(recovered) != 1 {
+	// Another node's recovery leaves edge-1's call alone; edge-1's closes it.
+	survivor := &Meter{store: store, ledger: ledger.NewMemory("edge-2"), now: func() time.Time { return now }}
+	if recovered, err := survivor.Recover(ctx, "edge-3"); err != nil || len(recovered) != 0 {
+		t.Fatalf("recovering edge-3 closed %v, %v", recovered, err)
+	}
+	recovered, err := survivor.Recover(ctx, "edge-1")
+	if err != nil || len(recovered) != 1 || recovered[0].Node != "edge-1" {
 		t.Fatalf("recovered %v, %v", recovered, err)
+	}
+	// Two edges closing the same dead call bill it once.
+	again := recovered[0]
+	if err := store.FinishCDR(ctx, &again); err != nil {
+		t.Fatal(err)
+	}
+	var calls int64
+	if err := store.db.QueryRow(`SELECT COALESCE(SUM(calls), 0) FROM usage_daily WHERE key_id='k1'`).Scan(&calls); err != nil || calls != 2 {
+		t.Fatalf("usage rollup counts %d calls of k1 (%v), want 2 (last month's and the recovered one, once)", calls, err)
 	}
 	got, err := store.GetCDR(ctx, "CA1")
 	if err != nil {

@@ -39,7 +39,9 @@ type CDR struct {
 	// last one tried, if none answered).
 	Gateway string `json:"gateway,omitempty"`
 	// Transport is the SIP transport toward the carrier: UDP or TCP.
-	Transport     string `json:"transport,omitempty"`
+	Transport string `json:"transport,omitempty"`
+	// Node is the edge that held the call.
+	Node          string `json:"node,omitempty"`
 	SetupMS       int64  `json:"setup_ms"`
 	AnswerMS      int64  `json:"answer_ms"`
 	EndMS         int64  `json:"end_ms"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -13,10 +14,13 @@ import (
 )
 
 // Ledger is where the meter finds live calls and ends them
-// (ledger.Memory): it keeps no list of its own.
+// (ledger.Memory, ledger.Shared): it keeps no list of its own. Calls and
+// KeyCalls are every node's calls, Local this node's.
 type Ledger interface {
+	Node() string
 	Calls() []ledger.Entry
 	KeyCalls(keyID string) []ledger.Entry
+	Local() []ledger.Entry
 	End(keyID string, cause error) int
 }
 
@@ -32,9 +36,14 @@ type Meter struct {
 	now             func() time.Time
 	checkpointEvery time.Duration
 
-	mu    sync.Mutex
-	month time.Time        // first instant of the month mtd counts
-	mtd   map[string]int64 // rated spend of ended calls this month, by key
+	// spendRefresh, when set, reloads mtd from the store this often: other
+	// edges on the same database end calls too.
+	spendRefresh time.Duration
+
+	mu       sync.Mutex
+	month    time.Time        // first instant of the month mtd counts
+	mtd      map[string]int64 // rated spend of ended calls this month, by key
+	finishes int64            // Finish calls so far: a reload that raced one is dropped
 }
 
 // NewMeter loads this month's spend from store.
@@ -58,30 +67,48 @@ func monthStart(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
+// SetSpendRefresh makes the meter reload month-to-date spend from the
+// store every d: set it when other edges share the store.
+func (m *Meter) SetSpendRefresh(d time.Duration) { m.spendRefresh = d }
+
 func (m *Meter) loadMonth(ctx context.Context, start time.Time) error {
+	m.mu.Lock()
+	before := m.finishes
+	m.mu.Unlock()
 	spend, err := m.store.MonthSpend(ctx, start)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
-	m.month, m.mtd = start, spend
+	if m.finishes == before || m.mtd == nil {
+		m.month, m.mtd = start, spend
+	}
 	m.mu.Unlock()
 	return nil
 }
 
 // Recover closes the calls that were live when the edge last stopped:
 // each is billed to its last checkpoint (or its answer, if it died before
-// the first). Run it before taking calls.
-func (m *Meter) Recover(ctx context.Context) ([]CDR, error) {
+// the first). Run it before taking calls. With nodes, only those nodes'
+// calls are closed (edges sharing a database); without, every live call
+// (the one edge on its SQLite file).
+func (m *Meter) Recover(ctx context.Context, nodes ...string) ([]CDR, error) {
 	live, err := m.store.LiveCDRs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
 	}
+	cause := "edge restarted; billed to last checkpoint"
+	if len(nodes) > 0 {
+		cause = "edge node stopped; billed to last checkpoint"
+	}
 	recovered := make([]CDR, 0, len(live))
 	for _, l := range live {
+		if len(nodes) > 0 && !slices.Contains(nodes, l.CDR.Node) {
+			continue
+		}
 		c := l.CDR
 		c.Close(time.UnixMilli(max(l.CheckpointMS, c.AnswerMS)))
-		c.Status, c.HangupSide, c.HangupCause = StatusRecovered, SideEdge, "edge restarted; billed to last checkpoint"
+		c.Status, c.HangupSide, c.HangupCause = StatusRecovered, SideEdge, cause
 		if err := m.store.FinishCDR(ctx, &c); err != nil {
 			return recovered, fmt.Errorf("recover: %w", err)
 		}
@@ -100,6 +127,9 @@ func (m *Meter) Recover(ctx context.Context) ([]CDR, error) {
 // ledger entry must be answered too: the running cost is read there.
 func (m *Meter) Answer(ctx context.Context, c *CDR) error {
 	c.Status = StatusLive
+	if c.Node == "" {
+		c.Node = m.ledger.Node()
+	}
 	if err := m.store.InsertCDR(ctx, c); err != nil {
 		return fmt.Errorf("meter answer: %w", err)
 	}
@@ -109,7 +139,11 @@ func (m *Meter) Answer(ctx context.Context, c *CDR) error {
 // Finish writes the final CDR and adds its cost to the month. c must be
 // closed (CDR.Close) by the caller, who knows when the call really ended.
 func (m *Meter) Finish(ctx context.Context, c *CDR) error {
+	if c.Node == "" {
+		c.Node = m.ledger.Node()
+	}
 	m.mu.Lock()
+	m.finishes++
 	m.rollLocked(m.now())
 	if !time.UnixMilli(c.EndMS).Before(m.month) {
 		m.mtd[c.KeyID] += c.CostMicros
@@ -211,6 +245,12 @@ func (m *Meter) Run(ctx context.Context) {
 	// stretch a checkpoint interval.
 	checkpoints := time.NewTicker(m.checkpointEvery)
 	defer checkpoints.Stop()
+	var reload <-chan time.Time
+	if m.spendRefresh > 0 {
+		t := time.NewTicker(m.spendRefresh)
+		defer t.Stop()
+		reload = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -219,6 +259,10 @@ func (m *Meter) Run(ctx context.Context) {
 			m.EnforceCaps(m.now())
 		case <-checkpoints.C:
 			m.checkpoint(ctx, m.now())
+		case <-reload:
+			if err := m.loadMonth(ctx, monthStart(m.now())); err != nil && ctx.Err() == nil {
+				m.log.Error("reloading month-to-date spend", "error", err)
+			}
 		}
 	}
 }
@@ -246,7 +290,7 @@ func (m *Meter) EnforceCaps(now time.Time) {
 
 func (m *Meter) checkpoint(ctx context.Context, now time.Time) {
 	var ids []string
-	for _, e := range m.ledger.Calls() {
+	for _, e := range m.ledger.Local() {
 		if e.Answered() {
 			ids = append(ids, e.CallID)
 		}

@@ -94,7 +94,9 @@ CREATE TABLE rates (
 `}, {Version: 4, SQL: `
 ` + rollupTable("usage_daily") + rollupTable("usage_hourly") + `
 CREATE INDEX cdrs_key_setup ON cdrs (key_id, setup_ms);
-` + rebuildRollup}}
+` + rebuildRollup}, {Version: 5, SQL: `
+ALTER TABLE cdrs ADD COLUMN node TEXT NOT NULL DEFAULT '';
+`}}
 
 // rebuildRollup fills the usage rollup from the final CDRs (the
 // migration that adds it; tests).
@@ -180,11 +182,11 @@ func insertCDR(ctx context.Context, db execer, c *CDR) error {
 	}
 	_, err = db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
 		test_key, setup_ms, answer_ms, end_ms, checkpoint_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros,
-		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport, rate_prefix, country)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport, rate_prefix, country, node)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.CallID, c.SIPCallID, c.KeyID, c.TrunkID, c.Direction, c.From, c.To, boolInt(c.TestKey), c.SetupMS, c.AnswerMS,
 		c.EndMS, checkpoint, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode, c.HangupSide,
-		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport, c.RatePrefix, c.Country)
+		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport, c.RatePrefix, c.Country, c.Node)
 	if err != nil {
 		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
 	}
@@ -214,12 +216,23 @@ func (s *SQLStore) FinishCDR(ctx context.Context, c *CDR) error {
 	case err != nil:
 		return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
 	default:
-		if _, err := tx.ExecContext(ctx, `UPDATE cdrs SET sip_call_id=?, answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?,
+		// Only over the status it was read with: when two edges close the
+		// same call at once (a dead node's), the second changes nothing
+		// and rolls nothing up twice.
+		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET sip_call_id=?, answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?,
 			billed_seconds=?, rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?,
-			media=?, gateway=?, transport=? WHERE call_id=?`,
+			media=?, gateway=?, transport=? WHERE call_id=? AND status=?`,
 			c.SIPCallID, c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
-			c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.CallID); err != nil {
+			c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.CallID, prev)
+		if err != nil {
 			return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
+		}
+		if n == 0 {
+			return nil // closed by another edge meanwhile
 		}
 	}
 	if prev == "" || prev == StatusLive {
@@ -293,7 +306,7 @@ func (s *SQLStore) MonthSpend(ctx context.Context, monthStart time.Time) (map[st
 
 const cdrColumns = `call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri, test_key, setup_ms, answer_ms,
 	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media,
-	sandbox, gateway, transport, rate_prefix, country`
+	sandbox, gateway, transport, rate_prefix, country, node`
 
 // scanAlso scans the CDR columns and then more.
 type scanAlso struct {
@@ -309,7 +322,7 @@ func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
 	var media string
 	err := row.Scan(&c.CallID, &c.SIPCallID, &c.KeyID, &c.TrunkID, &c.Direction, &c.From, &c.To, &test, &c.SetupMS,
 		&c.AnswerMS, &c.EndMS, &c.DurationMS, &c.BilledSeconds, &c.RatePerMinute, &c.CostMicros, &c.FinalCode,
-		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport, &c.RatePrefix, &c.Country)
+		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport, &c.RatePrefix, &c.Country, &c.Node)
 	if err != nil {
 		return c, err
 	}

@@ -102,6 +102,7 @@ type Lease interface {
 // Manager keeps no count of its own.
 type Ledger interface {
 	Calls() []ledger.Entry
+	Local() []ledger.Entry
 	EndCall(callID string, cause error) bool
 	EndAll(cause error) int
 }
@@ -312,10 +313,10 @@ func (m *Manager) Hangup(callID string) error {
 // up are refused or canceled) and returns how many: the end of a drain.
 func (m *Manager) HangupAll(r refusal.Reason) int { return m.cfg.Ledger.EndAll(r) }
 
-// Live is the number of answered calls not yet ended.
+// Live is the number of answered calls this edge holds.
 func (m *Manager) Live() int {
 	n := 0
-	for _, e := range m.cfg.Ledger.Calls() {
+	for _, e := range m.cfg.Ledger.Local() {
 		if e.Answered() {
 			n++
 		}

@@ -17,6 +17,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"time"
@@ -47,6 +48,11 @@ CREATE TABLE changes (
 	at_ms BIGINT NOT NULL
 );
 CREATE INDEX changes_at ON changes (at_ms);
+`}, {Version: 2, SQL: `
+CREATE TABLE cluster_secrets (
+	name  TEXT PRIMARY KEY,
+	value {{blob}} NOT NULL
+);
 `}}
 
 // Log is the change log.
@@ -62,6 +68,25 @@ func Open(ctx context.Context, db *sqldb.DB, log *slog.Logger) (*Log, error) {
 		return nil, err
 	}
 	return &Log{db: db, log: log, now: time.Now}, nil
+}
+
+// Secret returns the secret called name that every edge on the database
+// shares (the digest nonce key), made of 32 random bytes by whichever
+// edge asks first.
+func (l *Log) Secret(ctx context.Context, name string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	if _, err := l.db.ExecContext(ctx, `INSERT INTO cluster_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`,
+		name, fresh); err != nil {
+		return nil, fmt.Errorf("secret %s: %w", name, err)
+	}
+	var v []byte
+	if err := l.db.QueryRowContext(ctx, `SELECT value FROM cluster_secrets WHERE name = ?`, name).Scan(&v); err != nil {
+		return nil, fmt.Errorf("secret %s: %w", name, err)
+	}
+	return v, nil
 }
 
 // Append records a change for every edge to apply.

@@ -85,3 +85,28 @@ func TestFollow(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestSecretIsSharedAndKept(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t)
+	a, err := Open(ctx, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka, err := a.Secret(ctx, "nonce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := b.Secret(ctx, "nonce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := a.Secret(ctx, "other")
+	if len(ka) != 32 || string(ka) != string(kb) || string(ka) == string(other) {
+		t.Fatalf("secrets: %x, %x, %x", ka, kb, other)
+	}
+}

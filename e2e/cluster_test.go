@@ -1,7 +1,15 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,5 +77,207 @@ func TestClusterChangesAndRevocation(t *testing.T) {
 	}
 	if c := b.WaitCDRs(k.Key.ID, 1)[0]; c.HangupCause != "key revoked" {
 		t.Fatalf("CDR %+v", c)
+	}
+}
+
+// eitherRun is SIPp placing calls that may be answered or refused
+// (testdata/sipp/uac_either.xml).
+type eitherRun struct {
+	cmd    *exec.Cmd
+	dir    string
+	screen *bytes.Buffer
+	done   chan error
+}
+
+// startEither places calls toward e at rate a second; each answered call
+// is held for holdMS.
+func startEither(t *testing.T, e *Edge, number string, calls, rate, holdMS int) *eitherRun {
+	t.Helper()
+	scenario, err := filepath.Abs(filepathFromRoot("testdata/sipp/uac_either.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sipPort, mediaPort := sippPorts(t)
+	r := &eitherRun{dir: t.TempDir(), screen: &bytes.Buffer{}, done: make(chan error, 1)}
+	r.cmd = exec.Command("sipp", fmt.Sprintf("127.0.0.1:%d", e.SIPPort), "-sf", scenario, "-s", number,
+		"-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate), "-l", strconv.Itoa(calls), "-d", strconv.Itoa(holdMS),
+		"-i", "127.0.0.1", "-p", strconv.Itoa(sipPort), "-mi", "127.0.0.1", "-mp", strconv.Itoa(mediaPort),
+		"-nostdin", "-timeout", "60s", "-timeout_error", "-trace_logs", "-log_file", filepath.Join(r.dir, "logs.log"))
+	r.cmd.Dir = r.dir
+	r.cmd.Stdout, r.cmd.Stderr = r.screen, r.screen
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() { r.cmd.Process.Kill() })
+	return r
+}
+
+var outcomeLine = regexp.MustCompile(`OUTCOME (\d+)`)
+
+// outcomes waits for SIPp to finish and counts its calls' final codes.
+func (r *eitherRun) outcomes(t *testing.T) map[int]int {
+	t.Helper()
+	if err := <-r.done; err != nil {
+		t.Fatalf("SIPp: %v\n%s", err, tail(r.screen.String(), 40))
+	}
+	logs, err := os.ReadFile(filepath.Join(r.dir, "logs.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int{}
+	for _, m := range outcomeLine.FindAllStringSubmatch(string(logs), -1) {
+		code, _ := strconv.Atoi(m[1])
+		out[code]++
+	}
+	return out
+}
+
+// refusals sums a refusal reason's metric of a key over edges.
+func refusals(keyID, reason string, edges ...*Edge) float64 {
+	var sum float64
+	for _, e := range edges {
+		v, _ := e.Metric(`trunkgate_refusals_total{key_id="` + keyID + `",reason="` + reason + `"}`)
+		sum += v
+	}
+	return sum
+}
+
+// waitShared waits until edge b serves the trunk a created.
+func waitShared(t *testing.T, b *Edge, trunks int) {
+	t.Helper()
+	waitFor(t, 2*time.Second, "the key and trunk on edge B", func() bool {
+		var tr struct{ Trunks []struct{ ID string } }
+		b.MustAPI(200, "GET", "/v1/trunks", nil, &tr)
+		return len(tr.Trunks) == trunks
+	})
+}
+
+// channelsInUse is the key's live calls as an edge counts them.
+func channelsInUse(e *Edge, keyID string) int {
+	var v struct {
+		ChannelsInUse int `json:"channels_in_use"`
+	}
+	e.MustAPI(200, "GET", "/v1/keys/"+keyID, nil, &v)
+	return v.ChannelsInUse
+}
+
+// TestClusterChannelCapAcrossEdges: a key with max_channels 3; ten calls
+// at once, five to each edge: exactly three are answered and seven get
+// 486, round after round.
+func TestClusterChannelCapAcrossEdges(t *testing.T) {
+	a, b := startCluster(t)
+	app := StartApp(t)
+	k := a.NewKey("capped", keys.Limits{MaxChannels: 3})
+	a.NewTrunk(k.Key.ID, "+15558200", app.URL, nil)
+	waitShared(t, b, 1)
+	const rounds = 3
+	for round := range rounds {
+		ra := startEither(t, a, "+15558200", 5, 200, 2000)
+		rb := startEither(t, b, "+15558200", 5, 200, 2000)
+		oa, ob := ra.outcomes(t), rb.outcomes(t)
+		answered, busy := oa[200]+ob[200], oa[486]+ob[486]
+		t.Logf("round %d: edge A answered %d, refused %d; edge B answered %d, refused %d", round, oa[200], oa[486], ob[200], ob[486])
+		if answered != 3 || busy != 7 {
+			t.Fatalf("round %d: %d answered and %d refused 486 over both edges, want 3 and 7 (A %v, B %v)", round, answered, busy, oa, ob)
+		}
+		waitFor(t, 3*time.Second, "the key's channels free on both edges", func() bool {
+			return channelsInUse(a, k.Key.ID) == 0 && channelsInUse(b, k.Key.ID) == 0
+		})
+	}
+	if got := refusals(k.Key.ID, "channel_cap", a, b); got != 7*rounds {
+		t.Fatalf("channel_cap refusals over both edges %v, want %d", got, 7*rounds)
+	}
+	answered := 0
+	for _, c := range b.WaitCDRs(k.Key.ID, 3*rounds) {
+		if c.FinalCode == 200 && c.BilledSeconds >= 2 {
+			answered++
+		}
+	}
+	if answered != 3*rounds {
+		t.Fatalf("%d answered CDRs of at least 2 s, want %d", answered, 3*rounds)
+	}
+}
+
+// TestClusterDeadEdgeChannelsHeal: kill -9 edge A with two live calls;
+// edge B frees their channels once A's heartbeat is overdue and bills
+// them to their last checkpoint.
+func TestClusterDeadEdgeChannelsHeal(t *testing.T) {
+	a, b := startCluster(t, "--node-timeout", "2s", "--checkpoint-interval", "1s")
+	app := StartApp(t)
+	k := a.NewKey("healing", keys.Limits{MaxChannels: 2, RatePerMinute: 60_000})
+	a.NewTrunk(k.Key.ID, "+15558300", app.URL, nil)
+	waitShared(t, b, 1)
+	var runs []*SIPpRun
+	for range 2 {
+		runs = append(runs, Call{Number: "+15558300", Hangup: "callee", WaitByeMS: 30000, Steps: []Step{{Pcap: g711aPcap}}}.Start(t, a))
+		app.Next(t).Expect(t, "start")
+	}
+	waitFor(t, 2*time.Second, "edge B to see edge A's two calls", func() bool { return channelsInUse(b, k.Key.ID) == 2 })
+	RunSIPp(t, b, Call{Number: "+15558300", Expect: 486}).MustPass(t)
+	time.Sleep(1500 * time.Millisecond) // the calls run past a checkpoint
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.exited
+	killed := time.Now()
+	for _, r := range runs {
+		r.cmd.Process.Kill()
+	}
+	var recovered []CDR
+	waitFor(t, 10*time.Second, "edge B to close edge A's calls", func() bool {
+		recovered = recovered[:0]
+		for _, c := range b.CDRs(k.Key.ID) {
+			if c.Status == "recovered" {
+				recovered = append(recovered, c)
+			}
+		}
+		return len(recovered) == 2 && channelsInUse(b, k.Key.ID) == 0
+	})
+	healed := time.Since(killed)
+	t.Logf("edge A killed: edge B freed its channels and closed its calls %v later (node timeout 2 s)", healed.Round(time.Millisecond))
+	for _, c := range recovered {
+		if c.Node != "edge-a" || c.BilledSeconds < 1 || c.CostMicros != c.BilledSeconds*1000 || !strings.Contains(c.HangupCause, "edge node stopped") {
+			t.Fatalf("recovered CDR %+v", c)
+		}
+	}
+	// Both channels are free again: two calls on B are answered.
+	RunSIPp(t, b, Call{Number: "+15558300", Calls: 2, Rate: 10, Steps: []Step{{PauseMS: 500}}}).MustPass(t)
+}
+
+// TestClusterCallRate: a key with cps 5; SIPp offers 20 calls a second,
+// ten to each edge, for 3 s. The edges share one token bucket: the calls
+// admitted over the offer's span T are at most its burst (5, full at the
+// start) over 5·T, and at least 5·T less one; T is 2.9 s, give or take
+// the 0.5 s the two SIPp may start apart.
+func TestClusterCallRate(t *testing.T) {
+	a, b := startCluster(t)
+	app := StartApp(t)
+	go func() { // the app answers every call
+		for {
+			select {
+			case <-app.conns:
+			case <-t.Context().Done():
+				return
+			}
+		}
+	}()
+	k := a.NewKey("paced", keys.Limits{CPS: 5})
+	a.NewTrunk(k.Key.ID, "+15558400", app.URL, nil)
+	waitShared(t, b, 1)
+	start := time.Now()
+	ra := startEither(t, a, "+15558400", 30, 10, 100)
+	rb := startEither(t, b, "+15558400", 30, 10, 100)
+	oa, ob := ra.outcomes(t), rb.outcomes(t)
+	span := 2.9 // seconds from the first INVITE to the last, at 10 a second
+	admitted, limited := oa[200]+ob[200], oa[503]+ob[503]
+	t.Logf("cps 5 over two edges, 60 calls offered in %.1f s: %d admitted (A %d, B %d), %d refused call_rate; took %v",
+		span, admitted, oa[200], ob[200], limited, time.Since(start).Round(time.Millisecond))
+	if admitted+limited != 60 {
+		t.Fatalf("outcomes A %v, B %v: want 60 calls answered or refused 503", oa, ob)
+	}
+	if lo, hi := 5*span-1, 5*(span+0.5)+5; float64(admitted) < lo || float64(admitted) > hi {
+		t.Fatalf("%d calls admitted at cps 5 over %.1f s, want %.1f..%.1f", admitted, span, lo, hi)
+	}
+	if got := refusals(k.Key.ID, "call_rate", a, b); got != float64(limited) {
+		t.Fatalf("call_rate refusals metric %v, want %d", got, limited)
 	}
 }

@@ -315,6 +315,7 @@ type CDR struct {
 	HangupSide    string `json:"hangup_side"`
 	HangupCause   string `json:"hangup_cause"`
 	Status        string `json:"status"`
+	Node          string `json:"node"`
 	Media         struct {
 		PacketsIn   uint64  `json:"packets_in"`
 		PacketsOut  uint64  `json:"packets_out"`

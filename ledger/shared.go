@@ -58,6 +58,9 @@ type Shared struct {
 	// OnDead is told of each node whose calls a sync freed (their bills
 	// are still open); set it before Run.
 	OnDead func(node string)
+	// DeadAfter is how long another node may miss its heartbeats before
+	// this one frees its calls (default DeadAfter); set it before Run.
+	DeadAfter time.Duration
 
 	mu     sync.Mutex
 	remote []Entry // other nodes' calls at the last sync
@@ -69,8 +72,9 @@ const (
 	// calls: how stale another node's calls look, and how soon an order
 	// to end a call reaches its holder.
 	SyncEvery = 250 * time.Millisecond
-	// DeadAfter is how long a node may miss its heartbeats before another
-	// frees its channels and closes its calls' bills.
+	// DeadAfter is how long a node may miss its heartbeats, by default,
+	// before another frees its channels and closes its calls' bills: long
+	// enough for a database fail-over or a long pause of the process.
 	DeadAfter = 15 * time.Second
 	// tableTimeout bounds one database call: admission fails (overloaded)
 	// rather than waits on a database that does not answer.
@@ -79,7 +83,7 @@ const (
 
 // NewShared makes the ledger of node over table.
 func NewShared(node string, table Table, log *slog.Logger) *Shared {
-	return &Shared{local: NewMemory(node), table: table, log: log}
+	return &Shared{local: NewMemory(node), table: table, log: log, DeadAfter: DeadAfter}
 }
 
 // Node is the name of this edge.
@@ -260,7 +264,7 @@ func (s *Shared) Sync(ctx context.Context) error {
 	since := started.Add(-time.Second)
 	ctx, cancel := context.WithTimeout(ctx, tableTimeout)
 	defer cancel()
-	got, err := s.table.Sync(ctx, s.local.node, ids, since, DeadAfter)
+	got, err := s.table.Sync(ctx, s.local.node, ids, since, s.DeadAfter)
 	if err != nil {
 		return fmt.Errorf("shared ledger sync: %w", err)
 	}

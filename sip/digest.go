@@ -33,7 +33,9 @@ const (
 const nonceTTL = 5 * time.Minute
 
 // nonces makes and checks stateless nonces: the issue time and an HMAC of
-// it and the Call-ID, under a key that lives as long as the process. A
+// it and the Call-ID, under a key that lives as long as the process, or
+// one that edges sharing a database share (Config.NonceKey), so that a
+// challenge one edge issued is answered to another. A
 // nonce is good only for the call it was issued to, so a captured
 // Authorization header cannot start another call.
 type nonces struct {
@@ -41,9 +43,13 @@ type nonces struct {
 	now func() time.Time
 }
 
-func newNonces() *nonces {
+func newNonces(key []byte) *nonces {
 	n := &nonces{now: time.Now}
-	rand.Read(n.key[:])
+	if len(key) == 0 {
+		rand.Read(n.key[:])
+	} else {
+		n.key = sha256.Sum256(key)
+	}
 	return n
 }
 

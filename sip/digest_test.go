@@ -29,7 +29,7 @@ func TestDigestResponse(t *testing.T) {
 
 func TestNonces(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	n := newNonces()
+	n := newNonces(nil)
 	n.now = func() time.Time { return now }
 	nonce := n.issue("call-1@carrier")
 	tests := []struct {
@@ -55,9 +55,14 @@ func TestNonces(t *testing.T) {
 			}
 		})
 	}
-	other := newNonces()
+	other := newNonces(nil)
 	if ours, _ := other.check(nonce, "call-1@carrier"); ours {
 		t.Fatal("another process's nonce accepted")
+	}
+	// Edges sharing a key accept each other's nonces.
+	a, b := newNonces([]byte("cluster secret")), newNonces([]byte("cluster secret"))
+	if ours, fresh := b.check(a.issue("call-3@carrier"), "call-3@carrier"); !ours || !fresh {
+		t.Fatal("a nonce issued under the shared key is refused by another edge")
 	}
 }
 
@@ -65,7 +70,7 @@ func TestNonces(t *testing.T) {
 // neither panics nor lets a call through; only a response computed from
 // the trunk's HA1 and the edge's nonce would.
 func FuzzCheckDigest(f *testing.F) {
-	s := &Server{nonces: newNonces()}
+	s := &Server{nonces: newNonces(nil)}
 	nonce := s.nonces.issue("digest-fuzz")
 	f.Add(`Digest username="carrier", realm="trunkgate", nonce="` + nonce + `", uri="sip:+15550100@127.0.0.1", response="00000000000000000000000000000000", qop=auth, nc=00000001, cnonce="x"`)
 	f.Add(`Digest username="carrier", realm="trunkgate", nonce="` + nonce + `", uri="sip:a@b", response="x", algorithm=SHA-256`)

@@ -60,6 +60,9 @@ type Config struct {
 	// long (0: never): a peer that opens connections and sends nothing, or
 	// half a message, holds no socket and goroutine for ever.
 	TCPIdle time.Duration
+	// NonceKey keys digest nonces; edges behind one load balancer share it
+	// so that any of them accepts another's challenge. Empty: a random key.
+	NonceKey []byte
 }
 
 // Server is the SIP side of the edge.
@@ -123,7 +126,7 @@ func Listen(cfg Config) (*Server, error) {
 			cfg.ContactIP = a
 		}
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, udp: udp, tcp: tcp, port: port, nonces: newNonces(), dialogs: map[string]*Dialog{},
+	s := &Server{cfg: cfg, log: cfg.Log, udp: udp, tcp: tcp, port: port, nonces: newNonces(cfg.NonceKey), dialogs: map[string]*Dialog{},
 		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{}), parser: gosip.NewParser()}
 	la := udp.LocalAddr().(*net.UDPAddr)
 	s.udpAddr = gosip.Addr{IP: la.IP, Port: la.Port, Hostname: la.IP.String()}

@@ -258,16 +258,16 @@ func (h *httpBackend) ListAlerts(ctx context.Context, f alerts.Filter) ([]alerts
 	return out.Alerts, h.do(ctx, "GET", "/v1/alerts?"+q.Encode(), nil, &out)
 }
 
-// dbBackend works on the database file; the actor in the audit log is
-// "cli". Changes reach a running edge's caches only after it restarts, so
-// use it when the edge is down.
+// dbBackend works on the database (a SQLite file or PostgreSQL); the
+// actor in the audit log is "cli". Running edges on the same database
+// apply its changes within a second, through the change log.
 type dbBackend struct{ e *edge }
 
 func openDBBackend(ctx context.Context, path string) (*dbBackend, error) {
 	if _, err := os.Stat(path); err != nil && !sqldb.IsPostgres(path) {
 		return nil, fmt.Errorf("--db %s: %w", path, err)
 	}
-	e, err := openEdge(ctx, path, "cli", discardLogger())
+	e, err := openEdge(ctx, path, "cli", false, discardLogger())
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"trunkgate/cluster"
 
 	"trunkgate/billing"
+	"trunkgate/call"
 	"trunkgate/internal/sqldb"
 	"trunkgate/keys"
 	"trunkgate/ledger"
@@ -24,10 +25,13 @@ import (
 // the meter and the audit log, opened the same way for serve and for the
 // CLI's --db mode.
 type edge struct {
-	db       *dbHandle
-	node     string
-	changes  *cluster.Log
-	ledger   *ledger.Memory
+	db      *dbHandle
+	node    string
+	changes *cluster.Log
+	ledger  liveLedger
+	// shared is the ledger when edges share a PostgreSQL (nil on SQLite,
+	// and in the CLI's --db mode, which holds no calls).
+	shared   *ledger.Shared
 	rates    *billing.Rates
 	admitter *keys.Admitter
 	manager  *keys.Manager
@@ -36,6 +40,15 @@ type edge struct {
 	meter    *billing.Meter
 	cdrs     *billing.SQLStore
 	alerts   *alerts.SQLStore
+}
+
+// liveLedger is the ledger of live calls as the edge's parts read it:
+// ledger.Memory for one edge, ledger.Shared for edges on one PostgreSQL.
+type liveLedger interface {
+	keys.Ledger
+	billing.Ledger
+	call.Ledger
+	alerts.Live
 }
 
 // keyUsage adapts the admitter and the meter to the metrics collector.
@@ -56,13 +69,14 @@ func (u keyUsage) KeyUsage() []metrics.KeyUsage {
 }
 
 // openEdge opens the database and the stores, caches and logs on it.
-// node names this edge in the ledger and the change log.
-func openEdge(ctx context.Context, path, node string, log *slog.Logger) (*edge, error) {
+// node names this edge in the ledger and the change log; an edge that
+// takes calls on PostgreSQL (takesCalls) keeps its ledger there.
+func openEdge(ctx context.Context, path, node string, takesCalls bool, log *slog.Logger) (*edge, error) {
 	db, err := openDB(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	e, err := newEdge(ctx, db, node, log)
+	e, err := newEdge(ctx, db, node, takesCalls, log)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -70,16 +84,40 @@ func openEdge(ctx context.Context, path, node string, log *slog.Logger) (*edge, 
 	return e, nil
 }
 
-func newEdge(ctx context.Context, db *dbHandle, node string, log *slog.Logger) (*edge, error) {
+func newEdge(ctx context.Context, db *dbHandle, node string, takesCalls bool, log *slog.Logger) (*edge, error) {
 	changes, err := cluster.Open(ctx, db.sql, log)
 	if err != nil {
 		return nil, err
 	}
 	changed := func(kind string) func(string) { return func(id string) { changes.Changed(kind, id) } }
-	live := ledger.NewMemory(node)
+	var live liveLedger = ledger.NewMemory(node)
+	var shared *ledger.Shared
+	if takesCalls && db.sql.Dialect == sqldb.Postgres {
+		table, err := cluster.OpenLedgerTable(ctx, db.sql)
+		if err != nil {
+			return nil, err
+		}
+		shared = ledger.NewShared(node, table, log)
+		live = shared
+	}
 	meter, err := billing.NewMeter(ctx, db.cdrs, live, log)
 	if err != nil {
 		return nil, err
+	}
+	if shared != nil {
+		meter.SetSpendRefresh(time.Second)
+		shared.OnDead = func(dead string) {
+			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			recovered, err := meter.Recover(rctx, dead)
+			if err != nil {
+				log.Error("closing a dead node's calls", "node", dead, "error", err)
+			}
+			for _, cdr := range recovered {
+				log.Warn("closed a dead node's call, billed to its last checkpoint", "node", dead,
+					"call_id", cdr.CallID, "key_id", cdr.KeyID, "billed_seconds", cdr.BilledSeconds)
+			}
+		}
 	}
 	audit := keys.NewAuditor(db.keys, log)
 	rates, err := billing.NewRates(ctx, db.cdrs, audit, changed(cluster.KindRates))
@@ -88,7 +126,7 @@ func newEdge(ctx context.Context, db *dbHandle, node string, log *slog.Logger) (
 		if err = admitter.Load(ctx); err == nil {
 			var dir *trunks.Directory
 			if dir, err = trunks.NewDirectory(ctx, db.trunks, changed(cluster.KindTrunk)); err == nil {
-				return &edge{db: db, node: node, changes: changes, ledger: live, rates: rates, admitter: admitter,
+				return &edge{db: db, node: node, changes: changes, ledger: live, shared: shared, rates: rates, admitter: admitter,
 					manager: keys.NewManager(db.keys, admitter, audit, changed(cluster.KindKey)), audit: audit,
 					trunks: dir, meter: meter, cdrs: db.cdrs, alerts: db.alerts}, nil
 			}

@@ -24,6 +24,7 @@ import (
 	"trunkgate/call"
 	"trunkgate/flood"
 	"trunkgate/keys"
+	"trunkgate/ledger"
 	"trunkgate/media"
 	"trunkgate/metrics"
 	"trunkgate/refusal"
@@ -37,7 +38,7 @@ type serveConfig struct {
 	demo                                          bool
 	demoNumber                                    string
 	rtpTimeout, drainTimeout, dialTimeout         time.Duration
-	checkpoint                                    time.Duration
+	checkpoint, nodeTimeout                       time.Duration
 	ringTimeout, probeInterval, gatewayTimeout    time.Duration
 	blockedPrefixes                               defaultList
 	serverHeader, node                            string
@@ -79,6 +80,8 @@ func runServe(args []string) error {
 	fs.Var(&c.floodExempt, "flood-exempt", "CIDRs the flood guard never counts, besides the trunks' carrier networks (repeat or comma-separate)")
 	fs.DurationVar(&c.alertCheck, "alert-check-interval", 2*time.Second, "how often spend and live calls are held against each key's alert rules")
 	fs.StringVar(&c.node, "node-name", defaultNodeName(), "this edge's name among edges sharing one database")
+	fs.DurationVar(&c.nodeTimeout, "node-timeout", ledger.DeadAfter,
+		"on a shared PostgreSQL: how long an edge may miss its heartbeats before another frees its channels and closes its calls")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve Go's pprof profiles here (keep it on loopback)")
@@ -129,14 +132,22 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		return err
 	}
 
-	e, err := openEdge(ctx, c.dbPath, c.node, log)
+	e, err := openEdge(ctx, c.dbPath, c.node, true, log)
 	if err != nil {
 		return err
 	}
 	defer e.db.Close()
 	defer e.audit.Close()
 	e.meter.SetCheckpointInterval(c.checkpoint)
-	recovered, err := e.meter.Recover(ctx)
+	// Alone on its SQLite file, the edge closes every call left live; on a
+	// shared PostgreSQL only those of its own earlier run (under the same
+	// node name): other nodes close a dead node's calls when its
+	// heartbeat stops.
+	var recoverNodes []string
+	if e.shared != nil {
+		recoverNodes = []string{e.node}
+	}
+	recovered, err := e.meter.Recover(ctx, recoverNodes...)
 	if err != nil {
 		return fmt.Errorf("recover live calls: %w", err)
 	}
@@ -184,8 +195,13 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		UnknownSourceReply: c.unknownSource == "reject",
 		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
 	})
+	nonceKey, err := e.changes.Secret(ctx, "sip-digest-nonce")
+	if err != nil {
+		return err
+	}
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log),
-		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject", TCPIdle: c.sipTCPIdle})
+		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject", TCPIdle: c.sipTCPIdle,
+		NonceKey: nonceKey})
 	if err != nil {
 		return err
 	}
@@ -222,6 +238,21 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	follower, err := e.changes.Follow(ctx)
 	if err != nil {
 		return err
+	}
+	ledgerCtx, stopLedger := context.WithCancel(context.Background())
+	defer stopLedger()
+	ledgerDone := make(chan struct{})
+	if e.shared != nil {
+		e.shared.DeadAfter = c.nodeTimeout
+		if err := e.shared.Join(ctx); err != nil {
+			return err
+		}
+		go func() {
+			defer close(ledgerDone)
+			e.shared.Run(ledgerCtx)
+		}()
+	} else {
+		close(ledgerDone)
 	}
 	meterCtx, stopMeter := context.WithCancel(context.Background())
 	meterDone := make(chan struct{})
@@ -289,6 +320,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	<-watchDone
 	stopFollow()
 	<-followDone
+	stopLedger()
+	<-ledgerDone
+	if e.shared != nil {
+		leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := e.shared.Leave(leaveCtx); err != nil {
+			log.Error("leaving the shared ledger", "error", err)
+		}
+		cancelLeave()
+	}
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = httpSrv.Shutdown(shutdownCtx)
 	cancelShutdown()
