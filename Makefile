@@ -19,18 +19,23 @@ run: build
 call: deps
 	./scripts/demo-call.sh
 
-## test: install SIPp and Kamailio if missing, vet, check formatting, run every test with the race detector
-## (-p 1: one package at a time, so the end-to-end timing checks have the cores to themselves)
+## test: install SIPp, Kamailio and PostgreSQL if missing, vet, check formatting, run every test with the
+## race detector (-p 1: one package at a time, so the end-to-end timing checks have the cores to themselves),
+## then the stores' conformance tests again on PostgreSQL (the tests start their own server)
+STORE_PKGS := ./internal/sqldb/... ./keys ./trunks ./billing ./alerts ./cluster ./api
 test: deps vet
-	$(GO) test -race -count=1 -p 1 ./...
+	TRUNKGATE_PG_REQUIRED=1 $(GO) test -race -count=1 -p 1 ./...
+	TRUNKGATE_PG_REQUIRED=1 TRUNKGATE_TEST_DB=postgres $(GO) test -race -count=1 -p 1 $(STORE_PKGS)
 
 ## deps: the real peers the end-to-end tests drive, from Debian: SIPp (the
-## carrier and its gateways) and Kamailio (a record-routing proxy)
+## carrier and its gateways), Kamailio (a record-routing proxy, a dispatcher)
+## and PostgreSQL (edges sharing one database; its binaries are not on PATH)
 DEB_DEPS := sipp:sip-tester kamailio:kamailio
 deps:
 	@missing=""; for pair in $(DEB_DEPS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (Debian)"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \

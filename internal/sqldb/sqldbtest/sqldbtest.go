@@ -61,11 +61,12 @@ func Stop() { server.stop() }
 
 // PostgresURL is a new, empty database on the test server, started on
 // first use. It skips the test when PostgreSQL is not installed, unless
-// TRUNKGATE_TEST_DB=postgres asks for it.
+// TRUNKGATE_TEST_DB=postgres asks for it or TRUNKGATE_PG_REQUIRED is set
+// (make test: a missing PostgreSQL must fail, not pass quietly).
 func PostgresURL(t testing.TB) string {
 	t.Helper()
 	if err := server.start(); err != nil {
-		if Engine() != sqldb.Postgres && strings.Contains(err.Error(), "not installed") {
+		if Engine() != sqldb.Postgres && os.Getenv("TRUNKGATE_PG_REQUIRED") == "" && strings.Contains(err.Error(), "not installed") {
 			t.Skip(err)
 		}
 		t.Fatal(err)
