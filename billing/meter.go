@@ -36,10 +36,6 @@ type Meter struct {
 	now             func() time.Time
 	checkpointEvery time.Duration
 
-	// spendRefresh, when set, reloads mtd from the store this often: other
-	// edges on the same database end calls too.
-	spendRefresh time.Duration
-
 	mu       sync.Mutex
 	month    time.Time        // first instant of the month mtd counts
 	mtd      map[string]int64 // rated spend of ended calls this month, by key
@@ -67,9 +63,15 @@ func monthStart(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
-// SetSpendRefresh makes the meter reload month-to-date spend from the
-// store every d: set it when other edges share the store.
-func (m *Meter) SetSpendRefresh(d time.Duration) { m.spendRefresh = d }
+// ReloadSpend reads the month's spend on ended calls from the store again:
+// edges that share the store end calls too. The ledger's sync calls it
+// after reading every node's calls. A call leaves the ledger a moment
+// before its CDR is written, so a sync in that moment misses its cost
+// until the next (250 ms later): never counting a call twice, which would
+// hang up the key's other calls early.
+func (m *Meter) ReloadSpend(ctx context.Context) error {
+	return m.loadMonth(ctx, monthStart(m.now()))
+}
 
 func (m *Meter) loadMonth(ctx context.Context, start time.Time) error {
 	m.mu.Lock()
@@ -245,12 +247,6 @@ func (m *Meter) Run(ctx context.Context) {
 	// stretch a checkpoint interval.
 	checkpoints := time.NewTicker(m.checkpointEvery)
 	defer checkpoints.Stop()
-	var reload <-chan time.Time
-	if m.spendRefresh > 0 {
-		t := time.NewTicker(m.spendRefresh)
-		defer t.Stop()
-		reload = t.C
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -259,10 +255,6 @@ func (m *Meter) Run(ctx context.Context) {
 			m.EnforceCaps(m.now())
 		case <-checkpoints.C:
 			m.checkpoint(ctx, m.now())
-		case <-reload:
-			if err := m.loadMonth(ctx, monthStart(m.now())); err != nil && ctx.Err() == nil {
-				m.log.Error("reloading month-to-date spend", "error", err)
-			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // The usage rollups: one row per UTC day (usage_daily) or hour
@@ -43,8 +44,20 @@ func rollUp(ctx context.Context, db execer, c *CDR) error {
 			return fmt.Errorf("usage rollup %s: %w", c.CallID, err)
 		}
 	}
+	if c.CostMicros == 0 {
+		return nil
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO spend_month (month, key_id, cost_micros) VALUES (?, ?, ?)
+		ON CONFLICT (month, key_id) DO UPDATE SET cost_micros = spend_month.cost_micros + excluded.cost_micros`,
+		spendMonth(c.EndMS), c.KeyID, c.CostMicros)
+	if err != nil {
+		return fmt.Errorf("month spend %s: %w", c.CallID, err)
+	}
 	return nil
 }
+
+// spendMonth names the calendar month (UTC) of a time: "2026-11".
+func spendMonth(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01") }
 
 // factColumns are a report's dimensions as columns of either source; a
 // dimension the report does not use is a constant, so that SQL sums

@@ -232,12 +232,14 @@ var HighCostPrefixes = []string{
 
 // Info describes a call for operators and for GET /v1/calls/{id}.
 type Info struct {
-	CallID     string         `json:"call_id"`
-	SIPCallID  string         `json:"sip_call_id"`
-	KeyID      string         `json:"key_id"`
-	TrunkID    string         `json:"trunk_id"`
-	Gateway    string         `json:"gateway,omitempty"`
-	Direction  string         `json:"direction"`
+	CallID    string `json:"call_id"`
+	SIPCallID string `json:"sip_call_id"`
+	KeyID     string `json:"key_id"`
+	TrunkID   string `json:"trunk_id"`
+	Gateway   string `json:"gateway,omitempty"`
+	Direction string `json:"direction"`
+	// Node is the edge that holds the call (edges sharing a database).
+	Node       string         `json:"node"`
 	State      string         `json:"state"`
 	From       string         `json:"from"`
 	To         string         `json:"to"`
@@ -265,11 +267,12 @@ func (m *Manager) List() []Info {
 			continue
 		}
 		if info, ok := m.Get(e.CallID); ok {
+			info.Node = e.Node
 			out = append(out, info)
 			continue
 		}
 		// Held by another node: what the ledger knows.
-		out = append(out, Info{CallID: e.CallID, KeyID: e.KeyID, TrunkID: e.TrunkID, Direction: e.Direction,
+		out = append(out, Info{CallID: e.CallID, KeyID: e.KeyID, TrunkID: e.TrunkID, Direction: e.Direction, Node: e.Node,
 			State: StateAnswered, To: e.Destination, SetupAt: e.AdmittedAt, AnswerAt: e.AnsweredAt,
 			DurationMS: time.Since(e.AnsweredAt).Milliseconds()})
 	}

@@ -281,3 +281,87 @@ func TestClusterCallRate(t *testing.T) {
 		t.Fatalf("call_rate refusals metric %v, want %d", got, limited)
 	}
 }
+
+// TestClusterCallsListAndHangupAcrossEdges: edge B lists the call edge A
+// holds, with its node, and an operator's hang-up on B ends it on A
+// within a second.
+func TestClusterCallsListAndHangupAcrossEdges(t *testing.T) {
+	a, b := startCluster(t)
+	app := StartApp(t)
+	k := a.NewKey("listed", keys.Limits{})
+	a.NewTrunk(k.Key.ID, "+15558500", app.URL, nil)
+	waitShared(t, b, 1)
+	run := Call{Number: "+15558500", Hangup: "callee", Steps: []Step{{Pcap: g711aPcap}}}.Start(t, a)
+	app.Next(t).Expect(t, "start")
+	type listed struct {
+		Calls []struct {
+			CallID string `json:"call_id"`
+			KeyID  string `json:"key_id"`
+			Node   string `json:"node"`
+			State  string `json:"state"`
+		}
+	}
+	var onB listed
+	waitFor(t, 2*time.Second, "edge B to list edge A's call", func() bool {
+		b.MustAPI(200, "GET", "/v1/calls", nil, &onB)
+		return len(onB.Calls) == 1
+	})
+	if c := onB.Calls[0]; c.Node != "edge-a" || c.KeyID != k.Key.ID || c.State != "answered" {
+		t.Fatalf("edge B lists %+v", c)
+	}
+	if out := b.cli(t, "calls", "list"); !strings.Contains(out, "edge-a") {
+		t.Fatalf("calls list on edge B:\n%s", out)
+	}
+	hungUp := time.Now()
+	b.MustAPI(202, "POST", "/v1/calls/"+onB.Calls[0].CallID+"/hangup", nil, nil)
+	res := run.Wait(t).MustPass(t)
+	took := res.Ended.Sub(hungUp)
+	t.Logf("hang-up on edge B of edge A's call: BYE answered %v later", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Fatalf("BYE %v after the hang-up on the other edge, want within 1 s", took)
+	}
+	if c := a.WaitCDRs(k.Key.ID, 1)[0]; c.HangupCause != "operator hangup" || c.Node != "edge-a" {
+		t.Fatalf("CDR %+v", c)
+	}
+	b.MustAPI(404, "POST", "/v1/calls/no-such-call/hangup", nil, nil)
+}
+
+// TestClusterSpendCapAcrossEdges: a key whose cap pays for 6.5 seconds of
+// talk has one call on each edge: both are hung up as the key's spend
+// over the cluster reaches the cap, the total stays under it, and then
+// neither edge admits a call the key cannot pay a second of.
+func TestClusterSpendCapAcrossEdges(t *testing.T) {
+	a, b := startCluster(t)
+	app := StartApp(t)
+	const unit = 1_000_000 // a second of talk at 60 units a minute
+	k := a.NewKey("capped", keys.Limits{RatePerMinute: 60 * unit, MonthlySpendCap: 6*unit + unit/2})
+	a.NewTrunk(k.Key.ID, "+15558600", app.URL, nil)
+	waitShared(t, b, 1)
+	var runs []*SIPpRun
+	for _, e := range []*Edge{a, b} {
+		runs = append(runs, Call{Number: "+15558600", Hangup: "callee", WaitByeMS: 20000}.Start(t, e))
+		app.Next(t).Expect(t, "start")
+	}
+	for _, r := range runs {
+		if res := r.Wait(t).MustPass(t); !strings.Contains(res.Log, `text="monthly spend cap reached"`) {
+			t.Fatalf("BYE without the spend cap's Reason:\n%s", res.Log)
+		}
+	}
+	cdrs := b.WaitCDRs(k.Key.ID, 2)
+	total := cdrs[0].CostMicros + cdrs[1].CostMicros
+	t.Logf("one call on each edge: %d ms on %s and %d ms on %s, billed %d+%d s, %d micros against a cap of %d",
+		cdrs[0].DurationMS, cdrs[0].Node, cdrs[1].DurationMS, cdrs[1].Node, cdrs[0].BilledSeconds, cdrs[1].BilledSeconds,
+		total, 6*unit+unit/2)
+	if total != 6*unit || cdrs[0].Node == cdrs[1].Node {
+		t.Fatalf("CDRs %+v", cdrs)
+	}
+	// Either edge now refuses a call the key cannot pay for.
+	for _, e := range []*Edge{a, b} {
+		waitFor(t, 2*time.Second, "the month's spend on "+e.HTTP, func() bool {
+			var kv keyView
+			e.MustAPI(200, "GET", "/v1/keys/"+k.Key.ID, nil, &kv)
+			return kv.Spend.MonthToDate == total
+		})
+		RunSIPp(t, e, Call{Number: "+15558600", Expect: 402}).MustPass(t)
+	}
+}

@@ -58,6 +58,9 @@ type Shared struct {
 	// OnDead is told of each node whose calls a sync freed (their bills
 	// are still open); set it before Run.
 	OnDead func(node string)
+	// OnSynced is called after each sync that succeeded (the meter reads
+	// the month's spend then); set it before Run.
+	OnSynced func(ctx context.Context)
 	// DeadAfter is how long another node may miss its heartbeats before
 	// this one frees its calls (default DeadAfter); set it before Run.
 	DeadAfter time.Duration
@@ -281,6 +284,9 @@ func (s *Shared) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	s.remote = remote
 	s.mu.Unlock()
+	if s.OnSynced != nil {
+		s.OnSynced(ctx)
+	}
 	for _, node := range got.Dead {
 		s.log.Warn("edge node stopped heartbeating; its channels are freed", "node", node)
 		if s.OnDead != nil {

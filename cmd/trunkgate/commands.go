@@ -513,9 +513,9 @@ func runCalls(args []string) error {
 				return err
 			}
 			w := table()
-			fmt.Fprintln(w, "CALL\tKEY\tTRUNK\tFROM\tTO\tCODEC\tSECONDS\tPKTS IN/OUT\tLOST")
+			fmt.Fprintln(w, "CALL\tNODE\tKEY\tTRUNK\tFROM\tTO\tCODEC\tSECONDS\tPKTS IN/OUT\tLOST")
 			for _, c := range calls {
-				row(w, c.CallID, c.KeyID, c.TrunkID, c.From, c.To, c.Codec, c.DurationMS/1000,
+				row(w, c.CallID, c.Node, c.KeyID, c.TrunkID, c.From, c.To, c.Codec, c.DurationMS/1000,
 					fmt.Sprintf("%d/%d", c.Media.PacketsIn, c.Media.PacketsOut), c.Media.PacketsLost)
 			}
 			return w.Flush()

@@ -105,7 +105,11 @@ func newEdge(ctx context.Context, db *dbHandle, node string, takesCalls bool, lo
 		return nil, err
 	}
 	if shared != nil {
-		meter.SetSpendRefresh(time.Second)
+		shared.OnSynced = func(ctx context.Context) {
+			if err := meter.ReloadSpend(ctx); err != nil && ctx.Err() == nil {
+				log.Error("reloading the month's spend", "error", err)
+			}
+		}
 		shared.OnDead = func(dead string) {
 			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
