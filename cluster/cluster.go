@@ -1,7 +1,6 @@
 // Package cluster keeps the edges that share one database in step. Every
-// change an edge or the CLI makes to a key or a trunk, and every order to
-// end a call another edge holds, is appended to a change log in the
-// database; each edge follows the log and applies what it has not seen
+// change an edge or the CLI makes to a key, a trunk or a rate table is
+// appended to a change log in the database; each edge follows the log and applies what it has not seen
 // within a poll interval (250 ms by default). The log is plain SQL, the
 // same on SQLite (a CLI with --db beside a running edge) and PostgreSQL
 // (several edges).
@@ -30,7 +29,6 @@ const (
 	KindKey   = "key"   // a key was created, changed, rotated, suspended or revoked: reload it
 	KindTrunk = "trunk" // a trunk was created, changed or deleted: reload it
 	KindRates = "rates" // a rate table changed (id: its key, "" for the edge's): reload them
-	KindCall  = "call"  // a call is ordered to end: its holder ends it (id "callID cause")
 )
 
 // Change is one row of the log.
@@ -53,7 +51,18 @@ CREATE TABLE cluster_secrets (
 	name  TEXT PRIMARY KEY,
 	value {{blob}} NOT NULL
 );
+`}, {Version: 3, Only: sqldb.On(sqldb.Postgres), SQL: `
+CREATE FUNCTION changes_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('` + notifyChannel + `', '');
+	RETURN NULL;
+END $$;
+CREATE TRIGGER changes_notify AFTER INSERT ON changes FOR EACH STATEMENT EXECUTE FUNCTION changes_notify();
 `}}
+
+// notifyChannel is where PostgreSQL tells followers that the log grew
+// (at the commit that makes the new rows visible).
+const notifyChannel = "trunkgate_changes"
 
 // Log is the change log.
 type Log struct {
@@ -130,18 +139,37 @@ type Follower struct {
 	f *follower
 }
 
-// Run applies each change once, in log order, on Run's goroutine, polling
-// every interval, until ctx ends; it also prunes rows older than an hour.
+// Run applies each change once, in log order, on Run's goroutine, until
+// ctx ends; it also prunes rows older than an hour. On PostgreSQL it reads
+// the log when notified of a change (LISTEN/NOTIFY) and every interval in
+// case a notification was lost; on SQLite, which cannot notify, it polls
+// every interval.
 func (fl *Follower) Run(ctx context.Context, every time.Duration, apply func(Change)) {
 	l := fl.l
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	wake := make(chan struct{}, 1)
+	if l.db.Dialect == sqldb.Postgres {
+		listenCtx, stop := context.WithCancel(ctx)
+		listening := make(chan struct{})
+		defer func() { stop(); <-listening }()
+		go func() {
+			defer close(listening)
+			_ = l.db.Listen(listenCtx, notifyChannel, func() {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}, func(err error) { l.log.Warn("change log: notifications lost; polling until they are back", "error", err) })
+		}()
+	}
 	lastPrune := l.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-wake:
 		}
 		if err := l.poll(ctx, fl.f, apply); err != nil && ctx.Err() == nil {
 			l.log.Error("change log: poll", "error", err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"trunkgate/internal/sqldb"
 	"trunkgate/internal/sqldb/sqldbtest"
 )
 
@@ -108,5 +109,45 @@ func TestSecretIsSharedAndKept(t *testing.T) {
 	other, _ := a.Secret(ctx, "other")
 	if len(ka) != 32 || string(ka) != string(kb) || string(ka) == string(other) {
 		t.Fatalf("secrets: %x, %x, %x", ka, kb, other)
+	}
+}
+
+// TestFollowerIsNotified: on PostgreSQL a change reaches a follower at
+// once, not at its next poll (an hour away here).
+func TestFollowerIsNotified(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := sqldb.Open(sqldbtest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := Open(ctx, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan Change, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(ctx, time.Hour, func(c Change) { got <- c }) }()
+	defer func() { cancel(); <-done }()
+	// The listener may not be connected yet: append until a change arrives.
+	deadline := time.After(5 * time.Second)
+	for i := 0; ; i++ {
+		sent := time.Now()
+		if err := l.Append(ctx, KindKey, fmt.Sprint("k", i)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case c := <-got:
+			t.Logf("change %s applied %v after its append", c.ID, time.Since(sent).Round(time.Microsecond))
+			return
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no change applied within 5 s with an hour between polls: notifications do not arrive")
+		}
 	}
 }

@@ -134,14 +134,26 @@ func (t *LedgerTable) Delete(ctx context.Context, callID string) error {
 	return wrap("ledger delete", err)
 }
 
-// Order marks a call to be ended by its holder.
+// ordersChannel is where a node hears that another ordered one of its
+// calls to end (the payload names the node).
+const ordersChannel = "trunkgate_ledger_orders"
+
+// Order marks a call to be ended by its holder and wakes the holder.
 func (t *LedgerTable) Order(ctx context.Context, callID string, cause refusal.Reason) (bool, error) {
-	res, err := t.db.ExecContext(ctx, `UPDATE live_calls SET end_cause=? WHERE call_id=?`, cause.Label(), callID)
+	rows, err := t.db.QueryContext(ctx, `WITH o AS (UPDATE live_calls SET end_cause=? WHERE call_id=? RETURNING node)
+		SELECT pg_notify('`+ordersChannel+`', node) FROM o`, cause.Label(), callID)
 	if err != nil {
 		return false, wrap("ledger order", err)
 	}
-	n, err := res.RowsAffected()
-	return n > 0, wrap("ledger order", err)
+	defer rows.Close()
+	found := rows.Next()
+	return found, wrap("ledger order", rows.Err())
+}
+
+// Orders calls wake when another node orders one of node's calls to end
+// (and once when it starts listening), until ctx ends.
+func (t *LedgerTable) Orders(ctx context.Context, node string, wake func(), lost func(error)) {
+	_ = t.db.Listen(ctx, ordersChannel, wake, lost)
 }
 
 // Sync heartbeats node, drops its rows that it no longer holds, frees the

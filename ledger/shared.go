@@ -30,6 +30,9 @@ type Table interface {
 	Sync(ctx context.Context, node string, local []string, since time.Time, deadAfter time.Duration) (Synced, error)
 	// Leave removes node and its rows.
 	Leave(ctx context.Context, node string) error
+	// Orders calls wake soon after another node orders one of node's
+	// calls to end, until ctx ends; lost is told when it cannot listen.
+	Orders(ctx context.Context, node string, wake func(), lost func(error))
 }
 
 // Row is a live call in a shared table, with any order to end it.
@@ -296,16 +299,31 @@ func (s *Shared) Sync(ctx context.Context) error {
 	return nil
 }
 
-// Run syncs every SyncEvery until ctx ends.
+// Run syncs every SyncEvery, and at once when another node orders one of
+// this node's calls to end, until ctx ends.
 func (s *Shared) Run(ctx context.Context) {
 	t := time.NewTicker(SyncEvery)
 	defer t.Stop()
+	wake := make(chan struct{}, 1)
+	listenCtx, stop := context.WithCancel(ctx)
+	listening := make(chan struct{})
+	defer func() { stop(); <-listening }()
+	go func() {
+		defer close(listening)
+		s.table.Orders(listenCtx, s.local.node, func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}, func(err error) { s.log.Warn("shared ledger: orders to end calls arrive at the next sync", "error", err) })
+	}()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 		err := s.Sync(ctx)
 		switch {

@@ -142,7 +142,13 @@ func newEdge(ctx context.Context, db *dbHandle, node string, takesCalls bool, lo
 
 // follow applies what other edges (or the CLI) change, until ctx ends.
 func (e *edge) follow(ctx context.Context, f *cluster.Follower, log *slog.Logger) {
-	f.Run(ctx, 250*time.Millisecond, func(c cluster.Change) {
+	// PostgreSQL notifies each change: its poll only covers a lost
+	// notification. SQLite is watched by polling.
+	every := 250 * time.Millisecond
+	if e.db.sql.Dialect == sqldb.Postgres {
+		every = time.Second
+	}
+	f.Run(ctx, every, func(c cluster.Change) {
 		var err error
 		switch c.Kind {
 		case cluster.KindKey:

@@ -43,6 +43,7 @@ type DB struct {
 	Dialect Dialect
 	// Where names the database in messages, without a password.
 	Where string
+	dsn string // for Listen's connection of its own
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL server rather than a
@@ -122,7 +123,7 @@ func openPostgres(dsn string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", where, err)
 	}
-	return &DB{DB: db, Dialect: Postgres, Where: where}, nil
+	return &DB{DB: db, Dialect: Postgres, Where: where, dsn: dsn}, nil
 }
 
 // Rebind numbers ? placeholders as $1, $2 ... for PostgreSQL. The
