@@ -160,7 +160,9 @@ func (fl *Follower) Run(ctx context.Context, every time.Duration, apply func(Cha
 				case wake <- struct{}{}:
 				default:
 				}
-			}, func(err error) { l.log.Warn("change log: notifications lost; polling until they are back", "error", err) })
+			}, func(err error) {
+				l.log.Warn("change log: notifications lost; polling until they are back", "error", err)
+			})
 		}()
 	}
 	lastPrune := l.now()

@@ -315,7 +315,9 @@ func (s *Shared) Run(ctx context.Context) {
 			case wake <- struct{}{}:
 			default:
 			}
-		}, func(err error) { s.log.Warn("shared ledger: orders to end calls arrive at the next sync", "error", err) })
+		}, func(err error) {
+			s.log.Warn("shared ledger: orders to end calls arrive at the next sync", "error", err)
+		})
 	}()
 	failing := false
 	for {

@@ -43,7 +43,7 @@ type DB struct {
 	Dialect Dialect
 	// Where names the database in messages, without a password.
 	Where string
-	dsn string // for Listen's connection of its own
+	dsn   string // for Listen's connection of its own
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL server rather than a
