@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,4 +255,25 @@ func BenchmarkSharedOpen(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkSharedOpenParallel admits calls of one key from two nodes at
+// once, 8 at a time: the key's advisory lock serialises them.
+func BenchmarkSharedOpenParallel(b *testing.B) {
+	table, _ := sharedTable(b)
+	nodes := []*ledger.Shared{sharedNode(b, table, "a"), sharedNode(b, table, "b")}
+	var seq atomic.Int64
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := seq.Add(1)
+			h, err := nodes[i%2].Open(ledger.Entry{CallID: fmt.Sprint("p", i), KeyID: "k", Direction: "inbound"}, ledger.Caps{Key: 1000})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			h.Close()
+		}
+	})
 }
