@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -262,6 +263,19 @@ func (t *LedgerTable) Leave(ctx context.Context, node string) error {
 		return wrap("ledger leave", err)
 	}
 	return wrap("ledger leave", tx.Commit())
+}
+
+// LastSeen is how long ago node last heartbeat, by the database's clock.
+func (t *LedgerTable) LastSeen(ctx context.Context, node string) (time.Duration, bool, error) {
+	var ms int64
+	err := t.db.QueryRowContext(ctx, `SELECT ledger_now_ms() - heartbeat_ms FROM ledger_nodes WHERE name = ?`, node).Scan(&ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, wrap("ledger last seen", err)
+	}
+	return time.Duration(ms) * time.Millisecond, true, nil
 }
 
 // Nodes lists the nodes alive at the last heartbeats.

@@ -277,3 +277,32 @@ func BenchmarkSharedOpenParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestSharedNodeNameInUse: a second edge under a running edge's name is
+// refused; once the first has been silent a while, the name may be taken
+// again (a restart after a crash).
+func TestSharedNodeNameInUse(t *testing.T) {
+	ctx := context.Background()
+	table, db := sharedTable(t)
+	first := sharedNode(t, table, "a")
+	if _, err := first.Open(ledger.Entry{CallID: "held", KeyID: "k", Direction: "inbound"}, ledger.Caps{}); err != nil {
+		t.Fatal(err)
+	}
+	second := ledger.NewShared("a", table, slog.New(slog.DiscardHandler))
+	if err := second.Join(ctx); !errors.Is(err, ledger.ErrNodeNameInUse) {
+		t.Fatalf("joining under a running edge's name: %v, want ErrNodeNameInUse", err)
+	}
+	// The first edge crashed two seconds ago: its successor takes the name
+	// and clears its rows.
+	if _, err := db.Exec(`UPDATE ledger_nodes SET heartbeat_ms = heartbeat_ms - 2000 WHERE name = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	db.QueryRow(`SELECT count(*) FROM live_calls`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d rows of the crashed run left", n)
+	}
+}

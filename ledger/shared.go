@@ -30,6 +30,9 @@ type Table interface {
 	Sync(ctx context.Context, node string, local []string, since time.Time, deadAfter time.Duration) (Synced, error)
 	// Leave removes node and its rows.
 	Leave(ctx context.Context, node string) error
+	// LastSeen is how long ago node last heartbeat (false: never, or it
+	// left).
+	LastSeen(ctx context.Context, node string) (time.Duration, bool, error)
 	// Orders calls wake soon after another node orders one of node's
 	// calls to end, until ctx ends; lost is told when it cannot listen.
 	Orders(ctx context.Context, node string, wake func(), lost func(error))
@@ -243,10 +246,28 @@ func (s *Shared) EndCall(callID string, cause error) bool {
 	return found
 }
 
+// ErrNodeNameInUse is returned by Join when another running edge has
+// this node's name: the two would take each other's calls for their own.
+var ErrNodeNameInUse = errors.New("node name in use by a running edge")
+
+// inUseWithin is how recent a heartbeat under this node's name must be
+// to mean another edge is running under it (four missed syncs; a
+// crashed edge's restart takes longer).
+const inUseWithin = 4 * SyncEvery
+
 // Join clears what an earlier run of this node left in the table (its
 // rows: a node restarted under the same name holds none of them) and
-// syncs once; call it before taking calls.
+// syncs once; call it before taking calls. It refuses a name another
+// running edge heartbeats under.
 func (s *Shared) Join(ctx context.Context) error {
+	age, seen, err := s.table.LastSeen(ctx, s.local.node)
+	if err != nil {
+		return fmt.Errorf("shared ledger: %w", err)
+	}
+	if seen && age < inUseWithin {
+		return fmt.Errorf("shared ledger: %q (heartbeat %v ago): %w; give this edge another --node-name",
+			s.local.node, age.Round(time.Millisecond), ErrNodeNameInUse)
+	}
 	if err := s.table.Leave(ctx, s.local.node); err != nil {
 		return fmt.Errorf("shared ledger: %w", err)
 	}
