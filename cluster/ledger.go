@@ -200,6 +200,9 @@ func (t *LedgerTable) Sync(ctx context.Context, node string, local []string, sin
 	for name := range dead {
 		out.Dead = append(out.Dead, name)
 	}
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM ledger_nodes`).Scan(&out.Nodes); err != nil {
+		return out, wrap("ledger sync", err)
+	}
 	rows, err := tx.QueryContext(ctx, `SELECT call_id, key_id, trunk_id, direction, destination, node, admitted_ms,
 		answered_ms, rate, spend_cap, end_cause FROM live_calls`)
 	if err != nil {

@@ -188,6 +188,11 @@ func TestClusterChannelCapAcrossEdges(t *testing.T) {
 	if got := refusals(k.Key.ID, "channel_cap", a, b); got != 7*rounds {
 		t.Fatalf("channel_cap refusals over both edges %v, want %d", got, 7*rounds)
 	}
+	na, _ := a.Metric("trunkgate_admission_seconds_count")
+	nb, _ := b.Metric("trunkgate_admission_seconds_count")
+	if na+nb != 10*rounds {
+		t.Fatalf("admissions timed %v + %v, want %d (admitted and refused)", na, nb, 10*rounds)
+	}
 	answered := 0
 	for _, c := range b.WaitCDRs(k.Key.ID, 3*rounds) {
 		if c.FinalCode == 200 && c.BilledSeconds >= 2 {
@@ -215,6 +220,9 @@ func TestClusterDeadEdgeChannelsHeal(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "edge B to see edge A's two calls", func() bool { return channelsInUse(b, k.Key.ID) == 2 })
 	RunSIPp(t, b, Call{Number: "+15558300", Expect: 486}).MustPass(t)
+	if n, _ := b.Metric("trunkgate_cluster_nodes"); n != 2 {
+		t.Fatalf("edge B sees %v nodes, want 2", n)
+	}
 	time.Sleep(1500 * time.Millisecond) // the calls run past a checkpoint
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	<-a.exited
@@ -239,6 +247,10 @@ func TestClusterDeadEdgeChannelsHeal(t *testing.T) {
 			t.Fatalf("recovered CDR %+v", c)
 		}
 	}
+	if dead, _ := b.Metric("trunkgate_cluster_dead_nodes_total"); dead != 1 {
+		t.Fatalf("edge B counted %v dead nodes, want 1", dead)
+	}
+	waitFor(t, time.Second, "edge B to see itself alone", func() bool { n, _ := b.Metric("trunkgate_cluster_nodes"); return n == 1 })
 	// Both channels are free again: two calls on B are answered.
 	RunSIPp(t, b, Call{Number: "+15558300", Calls: 2, Rate: 10, Steps: []Step{{PauseMS: 500}}}).MustPass(t)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"trunkgate/refusal"
@@ -50,6 +51,8 @@ type Synced struct {
 	// Dead are the nodes this sync found silent and freed the calls of:
 	// this node alone (the one whose sync freed them) closes their bills.
 	Dead []string
+	// Nodes is how many nodes heartbeat, this one included.
+	Nodes int
 }
 
 // Shared is the ledger of an edge that shares a database with others: its
@@ -73,6 +76,25 @@ type Shared struct {
 
 	mu     sync.Mutex
 	remote []Entry // other nodes' calls at the last sync
+	nodes  int     // nodes heartbeating at the last sync
+
+	syncFailures atomic.Uint64
+	deadNodes    atomic.Uint64
+}
+
+// Stats is what this node knows of the others.
+type Stats struct {
+	Nodes        int    // nodes heartbeating at the last sync, this one included
+	SyncFailures uint64 // syncs that failed
+	DeadNodes    uint64 // silent nodes whose calls this node freed
+}
+
+// Stats reports the node's view of the cluster.
+func (s *Shared) Stats() Stats {
+	s.mu.Lock()
+	n := s.nodes
+	s.mu.Unlock()
+	return Stats{Nodes: n, SyncFailures: s.syncFailures.Load(), DeadNodes: s.deadNodes.Load()}
 }
 
 // Timing of a shared ledger.
@@ -293,6 +315,7 @@ func (s *Shared) Sync(ctx context.Context) error {
 	defer cancel()
 	got, err := s.table.Sync(ctx, s.local.node, ids, since, s.DeadAfter)
 	if err != nil {
+		s.syncFailures.Add(1)
 		return fmt.Errorf("shared ledger sync: %w", err)
 	}
 	remote := make([]Entry, 0, len(got.Rows))
@@ -306,12 +329,13 @@ func (s *Shared) Sync(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
-	s.remote = remote
+	s.remote, s.nodes = remote, got.Nodes
 	s.mu.Unlock()
 	if s.OnSynced != nil {
 		s.OnSynced(ctx)
 	}
 	for _, node := range got.Dead {
+		s.deadNodes.Add(1)
 		s.log.Warn("edge node stopped heartbeating; its channels are freed", "node", node)
 		if s.OnDead != nil {
 			s.OnDead(node)

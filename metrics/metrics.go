@@ -41,6 +41,7 @@ type Metrics struct {
 	draining   prometheus.Gauge
 	floodBans  prometheus.Counter
 	screened   prometheus.Counter
+	admission  prometheus.Histogram
 }
 
 // New registers the metrics, the Go runtime collectors and a collector
@@ -84,9 +85,14 @@ func New(usage KeyUsages) *Metrics {
 		screened: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trunkgate_flood_requests_dropped_total", Help: "SIP requests from banned sources, dropped or refused unhandled.",
 		}),
+		admission: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "trunkgate_admission_seconds",
+			Help: "Admission of a call against its key: caps, spend and the ledger (one database round trip with several edges).",
+			Buckets: []float64{.00001, .00005, .0001, .0002, .0005, .001, .002, .005, .01, .05, .2},
+		}),
 	}
 	reg.MustRegister(m.admissions, m.refusals, m.ended, m.setup, m.duration, m.framesOut, m.framesDrop, m.lost, m.draining,
-		m.floodBans, m.screened,
+		m.floodBans, m.screened, m.admission,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if usage != nil {
 		reg.MustRegister(&keyCollector{usage: usage})
@@ -121,6 +127,30 @@ func (m *Metrics) Ended(keyID, side string, d time.Duration, framesOut, framesDr
 	if lost > 0 {
 		m.lost.Add(float64(lost))
 	}
+}
+
+// AdmissionTook records how long one admission took, admitted or refused.
+func (m *Metrics) AdmissionTook(d time.Duration) { m.admission.Observe(d.Seconds()) }
+
+// ClusterStats is what an edge sharing a database knows of the others.
+type ClusterStats struct {
+	Nodes        int    // edges heartbeating at the last sync, this one included
+	SyncFailures uint64 // syncs that failed
+	DeadNodes    uint64 // silent edges whose calls this edge closed
+}
+
+// WatchCluster exports stats, read at scrape time (edges on PostgreSQL).
+func (m *Metrics) WatchCluster(stats func() ClusterStats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "trunkgate_cluster_nodes",
+			Help: "Edges sharing the database that heartbeat at the last sync."},
+			func() float64 { return float64(stats().Nodes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "trunkgate_cluster_sync_failures_total",
+			Help: "Syncs with the shared ledger that failed (calls are refused while the database does not answer)."},
+			func() float64 { return float64(stats().SyncFailures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "trunkgate_cluster_dead_nodes_total",
+			Help: "Silent edges whose channels this edge freed and whose calls it billed."},
+			func() float64 { return float64(stats().DeadNodes) }))
 }
 
 // FloodBanned counts a source banned by the flood guard.

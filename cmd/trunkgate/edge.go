@@ -51,6 +51,19 @@ type liveLedger interface {
 	alerts.Live
 }
 
+// timedAdmission measures each admission for trunkgate_admission_seconds.
+type timedAdmission struct {
+	next call.Admitter
+	met  *metrics.Metrics
+}
+
+func (t timedAdmission) Admit(ctx context.Context, req keys.Request) (call.Lease, error) {
+	start := time.Now()
+	l, err := t.next.Admit(ctx, req)
+	t.met.AdmissionTook(time.Since(start))
+	return l, err
+}
+
 // keyUsage adapts the admitter and the meter to the metrics collector.
 type keyUsage struct {
 	a *keys.Admitter

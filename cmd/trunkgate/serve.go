@@ -168,6 +168,12 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 
 	sip.SetLogger(sipLogger(log))
 	met := metrics.New(keyUsage{e.admitter, e.meter})
+	if e.shared != nil {
+		met.WatchCluster(func() metrics.ClusterStats {
+			st := e.shared.Stats()
+			return metrics.ClusterStats{Nodes: st.Nodes, SyncFailures: st.SyncFailures, DeadNodes: st.DeadNodes}
+		})
+	}
 	// The sandbox carrier of test keys: its own SIP user agent on loopback.
 	sandboxCtx, stopSandbox := context.WithCancel(context.Background())
 	defer stopSandbox()
@@ -190,7 +196,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	watch := alerts.New(alerts.Config{Store: e.alerts, Keys: e.admitter, Suspender: e.manager, Spend: e.meter, Live: e.ledger,
 		Usage: e.cdrs, Audit: e.audit, Log: log, CheckEvery: c.alertCheck})
 	calls := call.NewManager(call.Config{
-		Trunks: e.trunks, Admitter: call.Admission(e.admitter), Ledger: e.ledger, Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
+		Trunks: e.trunks, Admitter: timedAdmission{call.Admission(e.admitter), met}, Ledger: e.ledger, Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
 		Audit: e.audit, Metrics: met, Watch: watch, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
 		UnknownSourceReply: c.unknownSource == "reject",
 		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
