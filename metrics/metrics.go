@@ -86,8 +86,8 @@ func New(usage KeyUsages) *Metrics {
 			Name: "trunkgate_flood_requests_dropped_total", Help: "SIP requests from banned sources, dropped or refused unhandled.",
 		}),
 		admission: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "trunkgate_admission_seconds",
-			Help: "Admission of a call against its key: caps, spend and the ledger (one database round trip with several edges).",
+			Name:    "trunkgate_admission_seconds",
+			Help:    "Admission of a call against its key: caps, spend and the ledger (one database round trip with several edges).",
 			Buckets: []float64{.00001, .00005, .0001, .0002, .0005, .001, .002, .005, .01, .05, .2},
 		}),
 	}
