@@ -22,6 +22,9 @@ type DialConfig struct {
 	Log           *slog.Logger
 	// Timeout bounds the handshake; 0 means 5 s.
 	Timeout time.Duration
+	// HTTPClient makes the handshake (its TLS settings verify a wss://
+	// application); nil is http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 // ErrDial wraps every failure to reach the application.
@@ -46,7 +49,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
 		hdr.Set("X-Trunkgate-Signature", Sign(cfg.SigningSecret, cfg.URL, ts))
 	}
 	hdr.Set("X-Trunkgate-Call-Sid", cfg.Start.CallSid)
-	conn, resp, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{HTTPHeader: hdr})
+	conn, resp, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: cfg.HTTPClient})
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}

@@ -2,6 +2,8 @@ package call
 
 import (
 	"context"
+	"crypto/tls"
+	"net/http"
 
 	"trunkgate/bridge"
 	"trunkgate/keys"
@@ -39,12 +41,22 @@ func (x ports) NewSession(cfg media.Config) (Media, error) {
 	return s, nil
 }
 
-// Apps dials applications with bridge.Dial.
+// Apps dials applications with bridge.Dial, verifying wss:// servers
+// against the system's roots.
 var Apps AppDialer = apps{}
 
-type apps struct{}
+// AppsOver dials applications with bridge.Dial, verifying wss:// servers
+// with tlsConfig (a configured CA bundle).
+func AppsOver(tlsConfig *tls.Config) AppDialer {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConfig
+	return apps{hc: &http.Client{Transport: tr}}
+}
 
-func (apps) Dial(ctx context.Context, cfg bridge.DialConfig) (Stream, error) {
+type apps struct{ hc *http.Client }
+
+func (a apps) Dial(ctx context.Context, cfg bridge.DialConfig) (Stream, error) {
+	cfg.HTTPClient = a.hc
 	s, err := bridge.Dial(ctx, cfg)
 	if err != nil {
 		return nil, err

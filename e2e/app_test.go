@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"trunkgate/internal/tlsconf/tlstest"
 )
 
 // App is an AI application: a WebSocket server the edge dials for each
@@ -100,11 +103,32 @@ type AppConn struct {
 // StartApp serves an app on 127.0.0.1; it stops at cleanup.
 func StartApp(t testing.TB) *App {
 	t.Helper()
+	return startApp(t, nil)
+}
+
+// StartTLSApp serves an app over wss:// with a certificate for 127.0.0.1
+// from ca.
+func StartTLSApp(t testing.TB, ca *tlstest.CA) *App {
+	t.Helper()
+	pair := ca.Issue(t, t.TempDir(), "app", "127.0.0.1")
+	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startApp(t, &tls.Config{Certificates: []tls.Certificate{cert}})
+}
+
+func startApp(t testing.TB, tlsConfig *tls.Config) *App {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &App{URL: "ws://" + ln.Addr().String() + "/agent", conns: make(chan *AppConn, 16), dialling: make(chan struct{}, 16)}
+	scheme := "ws://"
+	if tlsConfig != nil {
+		ln, scheme = tls.NewListener(ln, tlsConfig), "wss://"
+	}
+	a := &App{URL: scheme + ln.Addr().String() + "/agent", conns: make(chan *AppConn, 16), dialling: make(chan struct{}, 16)}
 	a.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case a.dialling <- struct{}{}:

@@ -26,7 +26,7 @@ func (e *Edge) cli(t *testing.T, args ...string) string {
 // cliCmd is the CLI command against the edge, to run as the test likes.
 func (e *Edge) cliCmd(args ...string) *exec.Cmd {
 	cmd := exec.Command(edgeBinary, args...)
-	cmd.Env = append(os.Environ(), "TRUNKGATE_ADMIN_KEY="+e.AdminKey, "TRUNKGATE_SERVER="+e.HTTP)
+	cmd.Env = append(os.Environ(), "TRUNKGATE_ADMIN_KEY="+e.AdminKey, "TRUNKGATE_SERVER="+e.HTTP, "TRUNKGATE_CA="+e.CA)
 	return cmd
 }
 

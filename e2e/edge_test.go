@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 
 	"trunkgate/internal/sqldb"
 	"trunkgate/internal/sqldb/sqldbtest"
+	"trunkgate/internal/tlsconf"
+	"trunkgate/internal/tlsconf/tlstest"
 	"trunkgate/keys"
 )
 
@@ -31,10 +34,15 @@ type Edge struct {
 	HTTP     string // http://127.0.0.1:port
 	AdminKey string
 	DB       string
-	cmd      *exec.Cmd
-	stdout   *lockedBuffer
-	stderr   *lockedBuffer
-	exited   chan struct{}
+	// CA is the CA bundle of an edge serving HTTPS (StartTLSEdge), and
+	// client the HTTP client that trusts it.
+	CA     string
+	TLS    tlstest.Pair // its certificate and key files
+	client *http.Client
+	cmd    *exec.Cmd
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+	exited chan struct{}
 }
 
 type lockedBuffer struct {
@@ -81,16 +89,41 @@ func StartTimingEdge(t *testing.T, extraArgs ...string) *Edge {
 }
 
 // upLine is the edge's log line that gives its real SIP and HTTP addresses.
-var upLine = regexp.MustCompile(`msg="trunkgate up" sip=127\.0\.0\.1:(\d+) http=(http://127\.0\.0\.1:\d+)`)
+var upLine = regexp.MustCompile(`msg="trunkgate up" sip=127\.0\.0\.1:(\d+) http=(https?://127\.0\.0\.1:\d+)`)
 
 func startEdge(t *testing.T, binary, admin string, extraArgs ...string) *Edge {
 	t.Helper()
+	return startEdgeTLS(t, binary, admin, "", nil, extraArgs...)
+}
+
+// StartTLSEdge starts an edge serving HTTPS and WSS with a certificate
+// for 127.0.0.1 from ca.
+func StartTLSEdge(t *testing.T, ca *tlstest.CA, extraArgs ...string) *Edge {
+	t.Helper()
+	pair := ca.Issue(t, t.TempDir(), "edge", "127.0.0.1")
+	pool, err := tlsconf.CAPool(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	e := startEdgeTLS(t, edgeBinary, "", ca.File, &http.Client{Transport: tr},
+		append([]string{"--tls-cert", pair.CertFile, "--tls-key", pair.KeyFile}, extraArgs...)...)
+	e.TLS = pair
+	return e
+}
+
+func startEdgeTLS(t *testing.T, binary, admin, ca string, client *http.Client, extraArgs ...string) *Edge {
+	t.Helper()
+	if client == nil {
+		client = http.DefaultClient
+	}
 	dir := t.TempDir()
 	if admin == "" {
 		_, admin = keys.NewText(keys.Live)
 	}
 	lo, hi := rtpRange(t)
-	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"),
+	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"), CA: ca, client: client,
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	if sqldbtest.Engine() == sqldb.Postgres {
 		e.DB = sqldbtest.PostgresURL(t)
@@ -127,7 +160,7 @@ func startEdge(t *testing.T, binary, admin string, extraArgs ...string) *Edge {
 			e.HTTP = m[2]
 		}
 		if e.HTTP != "" {
-			if res, err := http.Get(e.HTTP + "/readyz"); err == nil {
+			if res, err := e.httpClient().Get(e.HTTP + "/readyz"); err == nil {
 				res.Body.Close()
 				if res.StatusCode == 200 {
 					break
@@ -223,7 +256,7 @@ func (e *Edge) API(method, path, key string, body any, out any) int {
 	if key != "none" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := e.httpClient().Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -353,7 +386,7 @@ func (e *Edge) WaitCDRs(keyID string, n int) []CDR {
 // Scrape is the whole /metrics text.
 func (e *Edge) Scrape() string {
 	e.t.Helper()
-	res, err := http.Get(e.HTTP + "/metrics")
+	res, err := e.httpClient().Get(e.HTTP + "/metrics")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -368,7 +401,7 @@ func (e *Edge) Scrape() string {
 // Metric reads one sample from /metrics (name with its labels, as printed).
 func (e *Edge) Metric(series string) (float64, bool) {
 	e.t.Helper()
-	res, err := http.Get(e.HTTP + "/metrics")
+	res, err := e.httpClient().Get(e.HTTP + "/metrics")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -435,4 +468,13 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// httpClient is the client that trusts the edge's HTTPS certificate, if it
+// has one.
+func (e *Edge) httpClient() *http.Client {
+	if e.client == nil {
+		return http.DefaultClient
+	}
+	return e.client
 }

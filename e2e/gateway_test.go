@@ -217,7 +217,7 @@ func (e *Edge) DialStream(t testing.TB, key string, query url.Values) (*AppConn,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, res, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: hdr})
+	conn, res, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: e.httpClient()})
 	if err != nil {
 		if res == nil {
 			t.Fatalf("dial %s: %v", u, err)

@@ -20,6 +20,7 @@ import (
 	"trunkgate/billing"
 	"trunkgate/call"
 	"trunkgate/internal/sqldb"
+	"trunkgate/internal/tlsconf"
 	"trunkgate/keys"
 	"trunkgate/trunks"
 )
@@ -56,12 +57,14 @@ type backend interface {
 // clientFlags are the flags every operator command shares.
 type clientFlags struct {
 	server string
+	ca     string
 	db     string
 	json   bool
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "edge REST API URL (key in TRUNKGATE_ADMIN_KEY)")
+	fs.StringVar(&c.ca, "ca", "", "PEM CA bundle to verify an https:// --server against (default: the system's roots)")
 	fs.StringVar(&c.db, "db", "", "operate on this SQLite database directly instead of the REST API")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
 }
@@ -74,7 +77,23 @@ func (c *clientFlags) open(ctx context.Context) (backend, error) {
 	if key == "" {
 		return nil, errors.New("set TRUNKGATE_ADMIN_KEY to an admin key (printed at the first serve), or use --db PATH")
 	}
-	return &httpBackend{base: strings.TrimRight(c.server, "/"), key: key, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	hc, err := httpClient(c.ca, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &httpBackend{base: strings.TrimRight(c.server, "/"), key: key, hc: hc}, nil
+}
+
+// httpClient is the CLI's HTTP client, verifying https:// servers against
+// the CA bundle in caFile ("" for the system's roots).
+func httpClient(caFile string, timeout time.Duration) (*http.Client, error) {
+	cfg, err := tlsconf.ClientConfig(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return &http.Client{Timeout: timeout, Transport: tr}, nil
 }
 
 // httpBackend talks to the REST API.

@@ -29,7 +29,8 @@ import (
 // was answered and ended normally).
 func runCall(args []string) error {
 	fs := newFlags("call", "call --to +E164 [--from +E164] [--key KEY] [--seconds N]")
-	server := fs.String("server", "http://127.0.0.1:8080", "edge URL (the stream goes to ws://…/v1/calls/stream)")
+	server := fs.String("server", "http://127.0.0.1:8080", "edge URL (the stream goes to ws://…/v1/calls/stream, wss:// for https://)")
+	ca := fs.String("ca", "", "PEM CA bundle to verify an https:// --server against (default: the system's roots)")
 	keyText := fs.String("key", "", "the API key to call with (default $TRUNKGATE_API_KEY); a test key reaches the sandbox")
 	to := fs.String("to", "", "number to call, E.164; sandbox: +15005550006 echoes, …0001 404, …0002 busy, …0003 no answer")
 	from := fs.String("from", "", "caller id, E.164 (a test key accepts any)")
@@ -69,9 +70,13 @@ func runCall(args []string) error {
 		q.Set("progress", "1")
 	}
 	u.RawQuery = q.Encode()
+	hc, err := httpClient(*ca, 0)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return placeCall(ctx, os.Stdout, u.String(), *keyText, time.Duration(*seconds*float64(time.Second)), *tone)
+	return placeCall(ctx, os.Stdout, hc, u.String(), *keyText, time.Duration(*seconds*float64(time.Second)), *tone)
 }
 
 // callEvent is what the CLI reads of the edge's messages.
@@ -102,10 +107,10 @@ type callEvent struct {
 // errCallFailed carries a call's failure to the exit status.
 var errCallFailed = errors.New("call failed")
 
-func placeCall(ctx context.Context, out io.Writer, streamURL, key string, hold time.Duration, freq float64) error {
+func placeCall(ctx context.Context, out io.Writer, hc *http.Client, streamURL, key string, hold time.Duration, freq float64) error {
 	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, res, err := websocket.Dial(dialCtx, streamURL, &websocket.DialOptions{
+	conn, res, err := websocket.Dial(dialCtx, streamURL, &websocket.DialOptions{HTTPClient: hc,
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + key}}})
 	if err != nil {
 		if res != nil {

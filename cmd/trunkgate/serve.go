@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"trunkgate/bridge"
 	"trunkgate/call"
 	"trunkgate/flood"
+	"trunkgate/internal/tlsconf"
 	"trunkgate/keys"
 	"trunkgate/ledger"
 	"trunkgate/media"
@@ -49,6 +51,8 @@ type serveConfig struct {
 	floodExempt                                   listFlag
 	logLevel, logFormat                           string
 	debugAddr                                     string
+	tlsCert, tlsKey, appCA                        string
+	httpAllowPlain                                bool
 }
 
 func runServe(args []string) error {
@@ -64,6 +68,10 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.rtpTimeout, "rtp-timeout", 30*time.Second, "hang up a call when no RTP arrives for this long")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long live calls may go on before the edge hangs them up")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for an AI application's WebSocket handshake")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain: the REST API, console and /v1/calls/stream serve HTTPS and WSS (reloaded on SIGHUP)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.BoolVar(&c.httpAllowPlain, "http-allow-plain", false, "serve plain HTTP on an address that is not loopback (keys would cross the network in clear)")
+	fs.StringVar(&c.appCA, "app-ca", "", "PEM CA bundle that AI applications' wss:// certificates are verified against (default: the system's roots)")
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", 5*time.Second, "how often live calls are checkpointed for crash recovery")
 	fs.DurationVar(&c.ringTimeout, "ring-timeout", 30*time.Second, "how long an outbound call may ring (trunks may set their own)")
 	fs.DurationVar(&c.probeInterval, "gateway-probe-interval", 10*time.Second, "how often a gateway marked down is asked with OPTIONS")
@@ -159,12 +167,24 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		return err
 	}
 
+	httpCert, err := httpCertificate(c)
+	if err != nil {
+		return err
+	}
 	httpLn, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
 		return fmt.Errorf("listen http %s: %w", c.httpAddr, err)
 	}
 	defer httpLn.Close()
 	httpURL := "http://" + httpLn.Addr().String()
+	if httpCert != nil {
+		httpLn = tls.NewListener(httpLn, tlsconf.ServerConfig(httpCert))
+		httpURL = "https://" + httpLn.Addr().String()
+	}
+	appTLS, err := tlsconf.ClientConfig(c.appCA)
+	if err != nil {
+		return fmt.Errorf("--app-ca: %w", err)
+	}
 
 	sip.SetLogger(sipLogger(log))
 	met := metrics.New(keyUsage{e.admitter, e.meter})
@@ -196,7 +216,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	watch := alerts.New(alerts.Config{Store: e.alerts, Keys: e.admitter, Suspender: e.manager, Spend: e.meter, Live: e.ledger,
 		Usage: e.cdrs, Audit: e.audit, Log: log, CheckEvery: c.alertCheck})
 	calls := call.NewManager(call.Config{
-		Trunks: e.trunks, Admitter: timedAdmission{call.Admission(e.admitter), met}, Ledger: e.ledger, Media: call.Ports(ports), Apps: call.Apps, Meter: e.meter,
+		Trunks: e.trunks, Admitter: timedAdmission{call.Admission(e.admitter), met}, Ledger: e.ledger, Media: call.Ports(ports), Apps: call.AppsOver(appTLS), Meter: e.meter,
 		Audit: e.audit, Metrics: met, Watch: watch, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
 		UnknownSourceReply: c.unknownSource == "reject",
 		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, Log: log,
@@ -287,6 +307,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	go func() { sipDone <- sipSrv.Serve(sipCtx) }()
 	go gateways.Probe(sipCtx, call.Pinger(sipSrv), c.probeInterval)
 	restAPI.SetReady(true)
+	hupDone := reloadOnHangup(sipCtx, httpCert, log)
 
 	sipHostPort := net.JoinHostPort(publicIP.String(), strconv.Itoa(sipSrv.Port()))
 	log.Info("trunkgate up", "sip", sipHostPort, "http", httpURL, "rtp_ports", fmt.Sprintf("%d-%d", minPort, maxPort),
@@ -318,6 +339,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	cancel()
 	stopSIP()
 	<-sipDone
+	<-hupDone
 	stopSandbox()
 	sandboxCarrier.Wait()
 	stopMeter()
@@ -340,6 +362,67 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	cancelShutdown()
 	log.Info("trunkgate stopped")
 	return nil
+}
+
+// httpCertificate loads --tls-cert and --tls-key, or refuses plain HTTP
+// where it would carry keys across a network.
+func httpCertificate(c serveConfig) (*tlsconf.Certificate, error) {
+	if c.tlsCert == "" && c.tlsKey == "" {
+		if !c.httpAllowPlain && !loopback(c.httpAddr) {
+			return nil, fmt.Errorf("--http-addr %s is not a loopback address: serve HTTPS (--tls-cert, --tls-key) "+
+				"or pass --http-allow-plain", c.httpAddr)
+		}
+		return nil, nil
+	}
+	if c.tlsCert == "" || c.tlsKey == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	return tlsconf.LoadCertificate(c.tlsCert, c.tlsKey)
+}
+
+// loopback reports whether a listen address is on loopback alone (an
+// empty or unspecified host listens everywhere).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// reloadOnHangup reads the TLS certificate again on each SIGHUP, until
+// ctx ends; the returned channel closes then. Handshakes already made
+// keep their certificate; new ones get the new pair.
+func reloadOnHangup(ctx context.Context, cert *tlsconf.Certificate, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer close(done)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			if cert == nil {
+				log.Info("SIGHUP: no TLS certificate to reload")
+				continue
+			}
+			if err := cert.Reload(); err != nil {
+				log.Error("SIGHUP: TLS certificate not reloaded; the one in use stays", "error", err)
+				continue
+			}
+			leaf := cert.Leaf()
+			log.Info("SIGHUP: TLS certificate reloaded", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+		}
+	}()
+	return done
 }
 
 // floodGuard builds the per-source request limit: carrier networks of the
