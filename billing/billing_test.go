@@ -3,7 +3,9 @@ package billing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sort"
 	"testing"
 	"time"
 
@@ -196,3 +198,68 @@ func TestMonthRollover(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { sqldbtest.Main(m) }
+
+// A call closed as recovered by an edge that took its node for dead, but
+// that went on: its true end replaces the recovered bill, and the usage
+// rollups and the month's spend count the call once, at its true cost.
+func TestRecoveredCallThatWentOn(t *testing.T) {
+	ctx := context.Background()
+	store := newStore(t)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
+	cdr := CDR{CallID: "CAon", KeyID: "k1", Node: "slow", Status: StatusLive, SetupMS: t0.UnixMilli(), AnswerMS: t0.UnixMilli(), RatePerMinute: 60_000_000}
+	if err := store.InsertCDR(ctx, &cdr); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Checkpoint(ctx, []string{"CAon"}, t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	m := &Meter{store: store, ledger: ledger.NewMemory("survivor"), now: time.Now}
+	if got, err := m.Recover(ctx, "slow"); err != nil || len(got) != 1 || got[0].CostMicros != 2_000_000 {
+		t.Fatalf("recovered %+v, %v", got, err)
+	}
+	final := cdr
+	final.Close(t0.Add(10 * time.Second))
+	final.Status = StatusDone
+	if err := store.FinishCDR(ctx, &final); err != nil {
+		t.Fatal(err)
+	}
+	var calls, cost int64
+	if err := store.db.QueryRow(`SELECT SUM(calls), SUM(cost_micros) FROM usage_daily WHERE key_id='k1'`).Scan(&calls, &cost); err != nil {
+		t.Fatal(err)
+	}
+	spend, _ := store.MonthSpend(ctx, monthStart(time.UnixMilli(final.EndMS)))
+	if calls != 1 || cost != 10_000_000 || spend["k1"] != 10_000_000 {
+		t.Fatalf("rollup %d calls, %d micros; month spend %d; want 1 call and 10 s = 10000000 in both", calls, cost, spend["k1"])
+	}
+}
+
+// RecoverOrphans closes the live calls of an edge that is gone and was
+// silent long enough, and no other.
+func TestRecoverOrphans(t *testing.T) {
+	ctx := context.Background()
+	store := newStore(t)
+	now := time.Now()
+	for _, c := range []struct {
+		id, node string
+		seen     time.Duration // how long ago it was last checkpointed
+	}{{"gone", "dead-edge", time.Minute}, {"recent", "dead-edge-2", time.Second}, {"alive", "edge-b", time.Minute},
+		{"mine", "edge-a", time.Minute}, {"legacy", "", time.Minute}} {
+		cdr := CDR{CallID: c.id, KeyID: "k", Node: c.node, Status: StatusLive, SetupMS: now.Add(-c.seen).UnixMilli(), AnswerMS: now.Add(-c.seen).UnixMilli()}
+		if err := store.InsertCDR(ctx, &cdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &Meter{store: store, ledger: ledger.NewMemory("edge-a"), now: time.Now}
+	got, err := m.RecoverOrphans(ctx, []string{"edge-a", "edge-b"}, "edge-a", 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range got {
+		ids = append(ids, c.CallID)
+	}
+	sort.Strings(ids)
+	if fmt.Sprint(ids) != "[gone legacy]" {
+		t.Fatalf("recovered %v, want [gone legacy]", ids)
+	}
+}

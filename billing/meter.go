@@ -36,10 +36,9 @@ type Meter struct {
 	now             func() time.Time
 	checkpointEvery time.Duration
 
-	mu       sync.Mutex
-	month    time.Time        // first instant of the month mtd counts
-	mtd      map[string]int64 // rated spend of ended calls this month, by key
-	finishes int64            // Finish calls so far: a reload that raced one is dropped
+	mu    sync.Mutex
+	month time.Time        // first instant of the month mtd counts
+	mtd   map[string]int64 // rated spend of ended calls this month, by key
 }
 
 // NewMeter loads this month's spend from store.
@@ -74,17 +73,12 @@ func (m *Meter) ReloadSpend(ctx context.Context) error {
 }
 
 func (m *Meter) loadMonth(ctx context.Context, start time.Time) error {
-	m.mu.Lock()
-	before := m.finishes
-	m.mu.Unlock()
 	spend, err := m.store.MonthSpend(ctx, start)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
-	if m.finishes == before || m.mtd == nil {
-		m.month, m.mtd = start, spend
-	}
+	m.month, m.mtd = start, spend
 	m.mu.Unlock()
 	return nil
 }
@@ -103,9 +97,29 @@ func (m *Meter) Recover(ctx context.Context, nodes ...string) ([]CDR, error) {
 	if len(nodes) > 0 {
 		cause = "edge node stopped; billed to last checkpoint"
 	}
+	return m.recover(ctx, live, cause, func(l LiveCDR) bool { return len(nodes) == 0 || slices.Contains(nodes, l.CDR.Node) })
+}
+
+// RecoverOrphans closes the live calls of nodes not in alive (and not
+// self) last seen up longer than silent ago: calls whose node died
+// without another closing them (the one that took it for dead failed, or
+// died too). Edges sharing a database run it now and then.
+func (m *Meter) RecoverOrphans(ctx context.Context, alive []string, self string, silent time.Duration) ([]CDR, error) {
+	live, err := m.store.LiveCDRs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	cutoff := m.now().Add(-silent).UnixMilli()
+	return m.recover(ctx, live, "edge node stopped; billed to last checkpoint", func(l LiveCDR) bool {
+		return l.CDR.Node != self && !slices.Contains(alive, l.CDR.Node) && max(l.CheckpointMS, l.CDR.AnswerMS) < cutoff
+	})
+}
+
+// recover closes the live CDRs that pick chooses at their last checkpoint.
+func (m *Meter) recover(ctx context.Context, live []LiveCDR, cause string, pick func(LiveCDR) bool) ([]CDR, error) {
 	recovered := make([]CDR, 0, len(live))
 	for _, l := range live {
-		if len(nodes) > 0 && !slices.Contains(nodes, l.CDR.Node) {
+		if !pick(l) {
 			continue
 		}
 		c := l.CDR
@@ -144,14 +158,17 @@ func (m *Meter) Finish(ctx context.Context, c *CDR) error {
 	if c.Node == "" {
 		c.Node = m.ledger.Node()
 	}
+	err := m.store.FinishCDR(ctx, c)
+	// Counted after the write, failed or not: a reload of the month's
+	// spend (edges sharing the store) that read before the write and lands
+	// after this would otherwise drop the call until the next reload.
 	m.mu.Lock()
-	m.finishes++
 	m.rollLocked(m.now())
 	if !time.UnixMilli(c.EndMS).Before(m.month) {
 		m.mtd[c.KeyID] += c.CostMicros
 	}
 	m.mu.Unlock()
-	if err := m.store.FinishCDR(ctx, c); err != nil {
+	if err != nil {
 		return fmt.Errorf("meter finish: %w", err)
 	}
 	return nil

@@ -183,7 +183,7 @@ func (s *SQLStore) InsertCDR(ctx context.Context, c *CDR) error {
 		return err
 	}
 	if c.Status != StatusLive {
-		if err := rollUp(ctx, tx, c); err != nil {
+		if err := rollUp(ctx, tx, c, usageOf(c)); err != nil {
 			return err
 		}
 	}
@@ -227,7 +227,9 @@ func (s *SQLStore) FinishCDR(ctx context.Context, c *CDR) error {
 	}
 	defer tx.Rollback()
 	var prev string
-	switch err := tx.QueryRowContext(ctx, `SELECT status FROM cdrs WHERE call_id=?`, c.CallID).Scan(&prev); {
+	var prevBilled, prevCost int64
+	switch err := tx.QueryRowContext(ctx, `SELECT status, billed_seconds, cost_micros FROM cdrs WHERE call_id=?`,
+		c.CallID).Scan(&prev, &prevBilled, &prevCost); {
 	case errors.Is(err, sql.ErrNoRows):
 		if err := insertCDR(ctx, tx, c); err != nil {
 			return err
@@ -254,8 +256,15 @@ func (s *SQLStore) FinishCDR(ctx context.Context, c *CDR) error {
 			return nil // closed by another edge meanwhile
 		}
 	}
-	if prev == "" || prev == StatusLive {
-		if err := rollUp(ctx, tx, c); err != nil {
+	switch prev {
+	case "", StatusLive:
+		if err := rollUp(ctx, tx, c, usageOf(c)); err != nil {
+			return err
+		}
+	case StatusRecovered:
+		// Another edge took this one for dead and billed the call to its
+		// last checkpoint; the call went on, and this is its true end.
+		if err := rollUp(ctx, tx, c, usage{billedSeconds: c.BilledSeconds - prevBilled, cost: c.CostMicros - prevCost}); err != nil {
 			return err
 		}
 	}

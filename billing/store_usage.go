@@ -21,35 +21,45 @@ func reportPrefix(c *CDR) string {
 	return c.Country
 }
 
-// rollUp adds a final CDR to its day and its hour.
-func rollUp(ctx context.Context, db execer, c *CDR) error {
-	answered := 0
+// usage is what a CDR adds to the rollups and the month's spend.
+type usage struct {
+	calls, answered, billedSeconds, cost int64
+}
+
+// usageOf is a final CDR's whole usage.
+func usageOf(c *CDR) usage {
+	u := usage{calls: 1, billedSeconds: c.BilledSeconds, cost: c.CostMicros}
 	if c.Answered() {
-		answered = 1
+		u.answered = 1
 	}
+	return u
+}
+
+// rollUp adds usage u of CDR c to its day, its hour and its month's spend.
+func rollUp(ctx context.Context, db execer, c *CDR, u usage) error {
 	for _, r := range []struct {
 		table string
 		unit  int64
 	}{{"usage_daily", 86_400_000}, {"usage_hourly", 3_600_000}} {
 		_, err := db.ExecContext(ctx, `INSERT INTO `+r.table+`
 			(at_ms, key_id, trunk_id, direction, prefix, country, calls, answered, billed_seconds, cost_micros)
-			VALUES (?,?,?,?,?,?,1,?,?,?)
+			VALUES (?,?,?,?,?,?,?,?,?,?)
 			ON CONFLICT (at_ms, key_id, trunk_id, direction, prefix, country) DO UPDATE SET
-				calls = `+r.table+`.calls + 1, answered = `+r.table+`.answered + excluded.answered,
+				calls = `+r.table+`.calls + excluded.calls, answered = `+r.table+`.answered + excluded.answered,
 				billed_seconds = `+r.table+`.billed_seconds + excluded.billed_seconds,
 				cost_micros = `+r.table+`.cost_micros + excluded.cost_micros`,
 			c.SetupMS-c.SetupMS%r.unit, c.KeyID, c.TrunkID, c.Direction, reportPrefix(c), c.Country,
-			answered, c.BilledSeconds, c.CostMicros)
+			u.calls, u.answered, u.billedSeconds, u.cost)
 		if err != nil {
 			return fmt.Errorf("usage rollup %s: %w", c.CallID, err)
 		}
 	}
-	if c.CostMicros == 0 {
+	if u.cost == 0 {
 		return nil
 	}
 	_, err := db.ExecContext(ctx, `INSERT INTO spend_month (month, key_id, cost_micros) VALUES (?, ?, ?)
 		ON CONFLICT (month, key_id) DO UPDATE SET cost_micros = spend_month.cost_micros + excluded.cost_micros`,
-		spendMonth(c.EndMS), c.KeyID, c.CostMicros)
+		spendMonth(c.EndMS), c.KeyID, u.cost)
 	if err != nil {
 		return fmt.Errorf("month spend %s: %w", c.CallID, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"trunkgate/internal/sqldb"
@@ -164,9 +165,10 @@ func (t *LedgerTable) Orders(ctx context.Context, node string, wake func(), lost
 	_ = t.db.Listen(ctx, ordersChannel, wake, lost)
 }
 
-// Sync heartbeats node, drops its rows that it no longer holds, frees the
-// rows of silent nodes and reads every row, in one transaction.
-func (t *LedgerTable) Sync(ctx context.Context, node string, local []string, since time.Time, deadAfter time.Duration) (ledger.Synced, error) {
+// Sync heartbeats a node, puts its rows back if others had taken it for
+// dead, drops its rows it no longer holds, frees the rows of silent nodes
+// and reads every row, in one transaction.
+func (t *LedgerTable) Sync(ctx context.Context, req ledger.SyncRequest) (ledger.Synced, error) {
 	var out ledger.Synced
 	tx, err := t.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -176,33 +178,62 @@ func (t *LedgerTable) Sync(ctx context.Context, node string, local []string, sin
 	if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 		return out, wrap("ledger sync", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_nodes (name, heartbeat_ms) VALUES (?, ledger_now_ms())
-		ON CONFLICT (name) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms`, node); err != nil {
+	// xmax is 0 for a row this statement inserted: the node had no row.
+	if err := tx.QueryRowContext(ctx, `INSERT INTO ledger_nodes (name, heartbeat_ms) VALUES (?, ledger_now_ms())
+		ON CONFLICT (name) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms RETURNING xmax = 0`, req.Node).Scan(&out.Rejoined); err != nil {
 		return out, wrap("ledger heartbeat", err)
 	}
+	if out.Rejoined {
+		// Counted against the key again; a trunk's own cap does not
+		// count them until they end (the entry does not say it had one).
+		for _, e := range req.Local {
+			var answered int64
+			if e.Answered() {
+				answered = e.AnsweredAt.UnixMilli()
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO live_calls (call_id, key_id, trunk_id, trunk_capped, direction, destination,
+				node, admitted_ms, answered_ms, rate, spend_cap) VALUES (?, ?, ?, false, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING`,
+				e.CallID, e.KeyID, e.TrunkID, e.Direction, e.Destination, req.Node, e.AdmittedAt.UnixMilli(), answered,
+				e.RatePerMinute, e.SpendCap); err != nil {
+				return out, wrap("ledger rejoin", err)
+			}
+		}
+	}
+	ids := make([]string, len(req.Local))
+	for i, e := range req.Local {
+		ids[i] = e.CallID
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM live_calls WHERE node=? AND admitted_ms < ? AND NOT (call_id = ANY(?))`,
-		node, since.UnixMilli(), local); err != nil {
+		req.Node, req.Since.UnixMilli(), ids); err != nil {
 		return out, wrap("ledger sync", err)
 	}
-	// A node is dead when its heartbeat is old; a row is an orphan when its
-	// node is gone (a dead node's rows, whoever reaped the node). Each
-	// deleted row is returned to one deleter only, so one node closes the
-	// bills of each.
-	dead := map[string]bool{}
-	if err := collect(ctx, tx, `DELETE FROM ledger_nodes WHERE heartbeat_ms < ledger_now_ms() - ? RETURNING name`,
-		dead, deadAfter.Milliseconds()); err != nil {
+	if req.ReapAfter > 0 {
+		// A node is dead when its heartbeat is old; a row is an orphan when
+		// its node is gone (a dead node's rows, whoever reaped the node).
+		// Each deleted row is returned to one deleter only, so one node
+		// closes the bills of each.
+		dead := map[string]bool{}
+		if err := collect(ctx, tx, `DELETE FROM ledger_nodes WHERE heartbeat_ms < ledger_now_ms() - ? RETURNING name`,
+			dead, req.ReapAfter.Milliseconds()); err != nil {
+			return out, err
+		}
+		if err := collect(ctx, tx, `DELETE FROM live_calls l WHERE NOT EXISTS (SELECT 1 FROM ledger_nodes n WHERE n.name = l.node)
+			RETURNING node`, dead); err != nil {
+			return out, err
+		}
+		for name := range dead {
+			out.Dead = append(out.Dead, name)
+		}
+		sort.Strings(out.Dead)
+	}
+	alive := map[string]bool{}
+	if err := collect(ctx, tx, `SELECT name FROM ledger_nodes`, alive); err != nil {
 		return out, err
 	}
-	if err := collect(ctx, tx, `DELETE FROM live_calls l WHERE NOT EXISTS (SELECT 1 FROM ledger_nodes n WHERE n.name = l.node)
-		RETURNING node`, dead); err != nil {
-		return out, err
+	for name := range alive {
+		out.Alive = append(out.Alive, name)
 	}
-	for name := range dead {
-		out.Dead = append(out.Dead, name)
-	}
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM ledger_nodes`).Scan(&out.Nodes); err != nil {
-		return out, wrap("ledger sync", err)
-	}
+	sort.Strings(out.Alive)
 	rows, err := tx.QueryContext(ctx, `SELECT call_id, key_id, trunk_id, direction, destination, node, admitted_ms,
 		answered_ms, rate, spend_cap, end_cause FROM live_calls`)
 	if err != nil {

@@ -130,7 +130,7 @@ func TestSharedTrunkCapAndCallRate(t *testing.T) {
 // freed by exactly one survivor.
 func TestSharedSyncOrdersAndDeadNodes(t *testing.T) {
 	ctx := context.Background()
-	table, db := sharedTable(t)
+	table, _ := sharedTable(t)
 	a, b := sharedNode(t, table, "a"), sharedNode(t, table, "b")
 	var deadMu sync.Mutex
 	var dead []string
@@ -173,22 +173,32 @@ func TestSharedSyncOrdersAndDeadNodes(t *testing.T) {
 	}
 	ha.Close()
 
-	// c takes two calls and falls silent.
+	// c takes two calls and falls silent. a and b judge it dead once they
+	// have been in sync for longer than their DeadAfter, and c's
+	// heartbeat is older than that.
 	c := sharedNode(t, table, "c")
 	for i := range 2 {
 		if _, err := c.Open(ledger.Entry{CallID: fmt.Sprint("on-c", i), KeyID: "k", Direction: "inbound"}, ledger.Caps{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.Exec(`UPDATE ledger_nodes SET heartbeat_ms = heartbeat_ms - ? WHERE name = 'c'`, (ledger.DeadAfter + time.Second).Milliseconds()); err != nil {
-		t.Fatal(err)
+	a.DeadAfter, b.DeadAfter = 300*time.Millisecond, 300*time.Millisecond
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var wg sync.WaitGroup
+		for _, n := range []*ledger.Shared{a, b} {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = n.Sync(ctx) }()
+		}
+		wg.Wait()
+		deadMu.Lock()
+		found := len(dead) > 0
+		deadMu.Unlock()
+		if found || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // a and b heartbeat; c does not
 	}
-	var wg sync.WaitGroup
-	for _, n := range []*ledger.Shared{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = n.Sync(ctx) }()
-	}
-	wg.Wait()
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +207,9 @@ func TestSharedSyncOrdersAndDeadNodes(t *testing.T) {
 	}
 	if got := a.Count("k"); got != 1 {
 		t.Fatalf("after c died a counts %d calls for k, want 1 (b's)", got)
+	}
+	if alive := a.Alive(); !slices.Equal(alive, []string{"a", "b"}) {
+		t.Fatalf("alive %v, want [a b]", alive)
 	}
 	nodes, _ := table.Nodes(ctx)
 	sort.Strings(nodes)
@@ -292,9 +305,9 @@ func TestSharedNodeNameInUse(t *testing.T) {
 	if err := second.Join(ctx); !errors.Is(err, ledger.ErrNodeNameInUse) {
 		t.Fatalf("joining under a running edge's name: %v, want ErrNodeNameInUse", err)
 	}
-	// The first edge crashed two seconds ago: its successor takes the name
+	// The first edge crashed six seconds ago: its successor takes the name
 	// and clears its rows.
-	if _, err := db.Exec(`UPDATE ledger_nodes SET heartbeat_ms = heartbeat_ms - 2000 WHERE name = 'a'`); err != nil {
+	if _, err := db.Exec(`UPDATE ledger_nodes SET heartbeat_ms = heartbeat_ms - 6000 WHERE name = 'a'`); err != nil {
 		t.Fatal(err)
 	}
 	if err := second.Join(ctx); err != nil {
@@ -304,5 +317,52 @@ func TestSharedNodeNameInUse(t *testing.T) {
 	db.QueryRow(`SELECT count(*) FROM live_calls`).Scan(&n)
 	if n != 0 {
 		t.Fatalf("%d rows of the crashed run left", n)
+	}
+}
+
+// A node that comes back from a gap in its own syncs (a database outage,
+// a pause) does not take the others for dead; a node that others did take
+// for dead counts its calls again when it is back.
+func TestSharedOutagesAndRejoin(t *testing.T) {
+	ctx := context.Background()
+	table, db := sharedTable(t)
+	a, b := sharedNode(t, table, "a"), sharedNode(t, table, "b")
+	a.DeadAfter, b.DeadAfter = 300*time.Millisecond, 300*time.Millisecond
+	var dead []string
+	a.OnDead = func(node string) { dead = append(dead, node) }
+	if _, err := b.Open(ledger.Entry{CallID: "on-b", KeyID: "k", Direction: "inbound"}, ledger.Caps{Key: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Both were cut off from the database for a while: every heartbeat is
+	// old when a syncs again, yet a has not been in sync long enough to
+	// judge b.
+	if _, err := db.Exec(`UPDATE ledger_nodes SET heartbeat_ms = heartbeat_ms - 5000`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // a's own gap: no sync for longer than four intervals
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 0 || a.Count("k") != 1 {
+		t.Fatalf("after its own gap a reaped %v and counts %d calls of k; want none reaped and b's call counted", dead, a.Count("k"))
+	}
+	// Now a stays in sync while b is silent: b is reaped.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(dead) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if err := a.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(dead, []string{"b"}) || a.Count("k") != 0 {
+		t.Fatalf("reaped %v, a counts %d; want [b] and 0", dead, a.Count("k"))
+	}
+	// b was only slow: its next sync puts its call back, and the key's one
+	// channel is taken again.
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Open(ledger.Entry{CallID: "on-a", KeyID: "k", Direction: "inbound"}, ledger.Caps{Key: 1}); !errors.Is(err, refusal.ChannelCap) {
+		t.Fatalf("with b back, a second call on a one-channel key: %v, want channel_cap", err)
 	}
 }

@@ -30,7 +30,9 @@ NUMBER=${NUMBER:-+15550100}
 say() { printf '%s\n' "cluster: $*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "$1 not found: $2"; exit 1; }; }
 need kamailio "apt-get install kamailio"
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+MODULES=$(dirname "$(find /usr/lib -path '*kamailio/modules/dispatcher.so' 2>/dev/null | head -1)")
+[ -f "$MODULES/dispatcher.so" ] || { say "Kamailio's dispatcher module not found: apt-get install kamailio"; exit 1; }
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -x "$PG_BIN/initdb" ] || { say "PostgreSQL not found: apt-get install postgresql"; exit 1; }
 if [ ! -x "$BIN" ]; then
 	say "building $BIN"
@@ -38,24 +40,28 @@ if [ ! -x "$BIN" ]; then
 fi
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
+# A state directory from an earlier run: its logs would answer wait_for.
+rm -f "$STATE"/*.log "$STATE"/*.out "$STATE"/*.pid "$STATE/ready"
 
 # PostgreSQL refuses to run as root: as root it runs as the postgres user,
 # in a directory of its own under /tmp.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-PG_DIR=$(mktemp -d /tmp/trunkgate-cluster-pg.XXXXXX)
-[ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
-
+PG_DIR=""
 PIDS=()
 cleanup() {
 	trap - EXIT INT TERM
 	say "stopping"
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
-	rm -rf "$PG_DIR"
+	if [ -n "$PG_DIR" ]; then
+		as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+		rm -rf "$PG_DIR"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
+PG_DIR=$(mktemp -d /tmp/trunkgate-cluster-pg.XXXXXX)
+if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DIR"; fi
 
 say "PostgreSQL on 127.0.0.1:$PG_PORT"
 as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U trunkgate --auth=trust -E UTF8 >"$STATE/postgres-init.log"
@@ -78,8 +84,10 @@ say "echo app (the AI application) on $APP_ADDR"
 PIDS+=($!)
 
 edge() { # edge NAME SIP HTTP RTP
+	# Its stdout holds the admin key the first start prints: private.
+	(umask 077; : >"$STATE/$1.out")
 	"$BIN" serve --db "$DB" --node-name "$1" --sip-addr "127.0.0.1:$2" --http-addr "127.0.0.1:$3" --rtp-ports "$4" \
-		--node-timeout "$NODE_TIMEOUT" >"$STATE/$1.out" 2>"$STATE/$1.log" &
+		--node-timeout "$NODE_TIMEOUT" --drain-timeout 5s >"$STATE/$1.out" 2>"$STATE/$1.log" &
 	PIDS+=($!)
 	echo $! >"$STATE/$1.pid"
 	wait_for "$STATE/$1.log" 'msg="trunkgate up"'
@@ -107,6 +115,7 @@ cat >"$STATE/dispatcher.list" <<LIST
 1 sip:127.0.0.1:$EDGE_B_SIP 0 0
 LIST
 sed -e "s|@LB_ADDR@|127.0.0.1|g" -e "s|@LB_PORT@|$LB_PORT|g" -e "s|@DISPATCHER_LIST@|$STATE/dispatcher.list|g" \
+	-e "s|@MODULES@|$MODULES/|g" \
 	"$ROOT/deploy/kamailio-dispatcher.cfg" >"$STATE/kamailio.cfg"
 kamailio -f "$STATE/kamailio.cfg" -DD -E -w "$STATE" -Y "$STATE" -P "$STATE/kamailio.pid" -m 64 -M 8 >"$STATE/kamailio.log" 2>&1 &
 PIDS+=($!)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"trunkgate/keys"
 )
 
 // TestScalingOutDeployment runs the README's "Scaling out" walk-through:
@@ -104,6 +106,28 @@ func TestScalingOutDeployment(t *testing.T) {
 	if n := byNode(); n["edge-a"] != 3 || n["edge-b"] != 3 {
 		t.Fatalf("calls by node %v, want 3 on each edge (round robin)", n)
 	}
+	// A key's call rate is the cluster's: Kamailio does not retry a call
+	// an edge refused for it on the other edge (it would be refused there
+	// too, at twice the cost).
+	edgeA := &Edge{t: t, HTTP: fmt.Sprintf("http://127.0.0.1:%d", ports["EDGE_A_HTTP"]), AdminKey: edgeB.AdminKey}
+	edgeB.MustAPI(200, "PATCH", "/v1/keys/"+key+"/limits", map[string]any{"cps": 1}, nil)
+	waitFor(t, 2*time.Second, "cps 1 on edge A", func() bool {
+		var kv struct{ Limits keys.Limits }
+		edgeA.MustAPI(200, "GET", "/v1/keys/"+key, nil, &kv)
+		return kv.Limits.CPS == 1
+	})
+	// (The balancer passes the edges' 503 on as 500, as RFC 3261 §16.7
+	// tells a proxy to.)
+	rateRun := startEither(t, &Edge{SIPPort: ports["LB_PORT"]}, "+15550100", 6, 20, 100)
+	outcomes := rateRun.outcomes(t)
+	refusedRate := refusals(key, "call_rate", edgeA, edgeB)
+	t.Logf("cps 1 through the balancer: %v; call_rate refusals on the edges: %v", outcomes, refusedRate)
+	if outcomes[500] == 0 || outcomes[200]+outcomes[500] != 6 || refusedRate != float64(outcomes[500]) {
+		t.Fatalf("outcomes %v, %v call_rate refusals counted by the edges: want every refused call refused once (no retry on the other edge)",
+			outcomes, refusedRate)
+	}
+	edgeB.MustAPI(200, "PATCH", "/v1/keys/"+key+"/limits", map[string]any{"cps": 0}, nil)
+
 	pid, _ := os.ReadFile(filepath.Join(state, "edge-a.pid"))
 	p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
 	if err := syscall.Kill(p, syscall.SIGKILL); err != nil {

@@ -25,10 +25,9 @@ type Table interface {
 	// Order asks the node holding a call to end it with cause; false if
 	// there is no such call.
 	Order(ctx context.Context, callID string, cause refusal.Reason) (bool, error)
-	// Sync records that node is alive and holds the calls local (its
-	// other rows admitted before since are dropped), frees the rows of
-	// nodes silent for longer than deadAfter, and returns every row.
-	Sync(ctx context.Context, node string, local []string, since time.Time, deadAfter time.Duration) (Synced, error)
+	// Sync records that a node is alive and holds its calls, frees the
+	// rows of silent nodes (SyncRequest.ReapAfter) and returns every row.
+	Sync(ctx context.Context, req SyncRequest) (Synced, error)
 	// Leave removes node and its rows.
 	Leave(ctx context.Context, node string) error
 	// LastSeen is how long ago node last heartbeat (false: never, or it
@@ -37,6 +36,19 @@ type Table interface {
 	// Orders calls wake soon after another node orders one of node's
 	// calls to end, until ctx ends; lost is told when it cannot listen.
 	Orders(ctx context.Context, node string, wake func(), lost func(error))
+}
+
+// SyncRequest is one node's sync.
+type SyncRequest struct {
+	Node string
+	// Local are the calls the node holds: its other rows admitted before
+	// Since are dropped, and if its node row was gone (others took it for
+	// dead) these rows are put back.
+	Local []Entry
+	Since time.Time
+	// ReapAfter frees the rows of nodes silent for longer; 0 reaps none
+	// (this node has not been in sync long enough to judge others).
+	ReapAfter time.Duration
 }
 
 // Row is a live call in a shared table, with any order to end it.
@@ -51,8 +63,11 @@ type Synced struct {
 	// Dead are the nodes this sync found silent and freed the calls of:
 	// this node alone (the one whose sync freed them) closes their bills.
 	Dead []string
-	// Nodes is how many nodes heartbeat, this one included.
-	Nodes int
+	// Alive are the nodes that heartbeat, this one included.
+	Alive []string
+	// Rejoined: the node's row was gone, so others had taken it for dead
+	// and freed its calls' rows; the sync put them back.
+	Rejoined bool
 }
 
 // Shared is the ledger of an edge that shares a database with others: its
@@ -65,7 +80,8 @@ type Shared struct {
 	table Table
 	log   *slog.Logger
 	// OnDead is told of each node whose calls a sync freed (their bills
-	// are still open); set it before Run.
+	// are still open); set it before Run. It is called from the sync and
+	// must not block.
 	OnDead func(node string)
 	// OnSynced is called after each sync that succeeded (the meter reads
 	// the month's spend then); set it before Run.
@@ -75,8 +91,10 @@ type Shared struct {
 	DeadAfter time.Duration
 
 	mu     sync.Mutex
-	remote []Entry // other nodes' calls at the last sync
-	nodes  int     // nodes heartbeating at the last sync
+	remote []Entry   // other nodes' calls at the last sync
+	alive  []string  // nodes heartbeating at the last sync
+	inSync time.Time // since when every sync has succeeded, on time (zero: the last failed)
+	last   time.Time // the last sync that succeeded
 
 	syncFailures atomic.Uint64
 	deadNodes    atomic.Uint64
@@ -92,7 +110,7 @@ type Stats struct {
 // Stats reports the node's view of the cluster.
 func (s *Shared) Stats() Stats {
 	s.mu.Lock()
-	n := s.nodes
+	n := len(s.alive)
 	s.mu.Unlock()
 	return Stats{Nodes: n, SyncFailures: s.syncFailures.Load(), DeadNodes: s.deadNodes.Load()}
 }
@@ -273,9 +291,10 @@ func (s *Shared) EndCall(callID string, cause error) bool {
 var ErrNodeNameInUse = errors.New("node name in use by a running edge")
 
 // inUseWithin is how recent a heartbeat under this node's name must be
-// to mean another edge is running under it (four missed syncs; a
-// crashed edge's restart takes longer).
-const inUseWithin = 4 * SyncEvery
+// to mean another edge is running under it (at most DeadAfter): twenty
+// syncs, so that a stalled edge is not taken for gone, yet short enough
+// for a crashed edge to be restarted under its name by a supervisor.
+const inUseWithin = 5 * time.Second
 
 // Join clears what an earlier run of this node left in the table (its
 // rows: a node restarted under the same name holds none of them) and
@@ -286,7 +305,7 @@ func (s *Shared) Join(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("shared ledger: %w", err)
 	}
-	if seen && age < inUseWithin {
+	if seen && age < min(inUseWithin, s.DeadAfter) {
 		return fmt.Errorf("shared ledger: %q (heartbeat %v ago): %w; give this edge another --node-name",
 			s.local.node, age.Round(time.Millisecond), ErrNodeNameInUse)
 	}
@@ -302,21 +321,33 @@ func (s *Shared) Leave(ctx context.Context) error { return s.table.Leave(ctx, s.
 
 // Sync heartbeats this node, ends the calls other nodes ordered to end,
 // frees dead nodes' channels and refreshes the view of other nodes' calls.
+//
+// A node judges others dead only once its own syncs have succeeded, on
+// time, for longer than DeadAfter: after a database outage or a pause of
+// its own, every other node's heartbeat looks old, but only because this
+// one could not see them.
 func (s *Shared) Sync(ctx context.Context) error {
 	started := time.Now()
 	local := s.local.Calls()
-	ids := make([]string, len(local))
-	for i, e := range local {
-		ids[i] = e.CallID
+	s.mu.Lock()
+	if s.last.IsZero() || started.Sub(s.last) > 4*SyncEvery {
+		s.inSync = started // a gap: judge others afresh
 	}
-	// Rows admitted after this list was taken are not dropped.
-	since := started.Add(-time.Second)
+	var reapAfter time.Duration
+	if !s.inSync.IsZero() && started.Sub(s.inSync) >= s.DeadAfter {
+		reapAfter = s.DeadAfter
+	}
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, tableTimeout)
 	defer cancel()
-	got, err := s.table.Sync(ctx, s.local.node, ids, since, s.DeadAfter)
+	// Rows admitted after the local list was taken are not dropped.
+	got, err := s.table.Sync(ctx, SyncRequest{Node: s.local.node, Local: local, Since: started.Add(-time.Second), ReapAfter: reapAfter})
 	if err != nil {
 		s.syncFailures.Add(1)
-		return fmt.Errorf("shared ledger sync: %w", err)
+		s.mu.Lock()
+		s.inSync = time.Time{}
+		s.mu.Unlock()
+		return fmt.Errorf("shared ledger: %w", err)
 	}
 	remote := make([]Entry, 0, len(got.Rows))
 	for _, r := range got.Rows {
@@ -329,8 +360,11 @@ func (s *Shared) Sync(ctx context.Context) error {
 		}
 	}
 	s.mu.Lock()
-	s.remote, s.nodes = remote, got.Nodes
+	s.remote, s.alive, s.last = remote, got.Alive, started
 	s.mu.Unlock()
+	if got.Rejoined && len(local) > 0 {
+		s.log.Warn("other edges took this edge for dead (it could not sync); its live calls are counted again", "calls", len(local))
+	}
 	if s.OnSynced != nil {
 		s.OnSynced(ctx)
 	}
@@ -342,6 +376,13 @@ func (s *Shared) Sync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Alive lists the nodes that heartbeat at the last sync.
+func (s *Shared) Alive() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.alive...)
 }
 
 // Run syncs every SyncEvery, and at once when another node orders one of

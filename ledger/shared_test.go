@@ -26,7 +26,7 @@ func (downTable) Order(context.Context, string, refusal.Reason) (bool, error) {
 func (downTable) LastSeen(context.Context, string) (time.Duration, bool, error) {
 	return 0, false, errDown
 }
-func (downTable) Sync(context.Context, string, []string, time.Time, time.Duration) (Synced, error) {
+func (downTable) Sync(context.Context, SyncRequest) (Synced, error) {
 	return Synced{}, errDown
 }
 

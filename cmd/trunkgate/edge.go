@@ -123,18 +123,6 @@ func newEdge(ctx context.Context, db *dbHandle, node string, takesCalls bool, lo
 				log.Error("reloading the month's spend", "error", err)
 			}
 		}
-		shared.OnDead = func(dead string) {
-			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			recovered, err := meter.Recover(rctx, dead)
-			if err != nil {
-				log.Error("closing a dead node's calls", "node", dead, "error", err)
-			}
-			for _, cdr := range recovered {
-				log.Warn("closed a dead node's call, billed to its last checkpoint", "node", dead,
-					"call_id", cdr.CallID, "key_id", cdr.KeyID, "billed_seconds", cdr.BilledSeconds)
-			}
-		}
 	}
 	audit := keys.NewAuditor(db.keys, log)
 	rates, err := billing.NewRates(ctx, db.cdrs, audit, changed(cluster.KindRates))
@@ -151,6 +139,47 @@ func newEdge(ctx context.Context, db *dbHandle, node string, takesCalls bool, lo
 	}
 	audit.Close()
 	return nil, err
+}
+
+// runShared keeps this edge in the shared ledger until ctx ends: it syncs
+// (ledger.Shared.Run) and closes the bills of edges that died: at once for
+// the ones its syncs found dead, and every half minute for any live call
+// whose edge is gone and that no other edge closed.
+func (e *edge) runShared(ctx context.Context, log *slog.Logger) {
+	dead := make(chan string, 64)
+	e.shared.OnDead = func(node string) {
+		select {
+		case dead <- node:
+		default: // the sweep closes it
+		}
+	}
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		e.shared.Run(ctx)
+	}()
+	defer func() { <-synced }()
+	sweep := time.NewTicker(30 * time.Second)
+	defer sweep.Stop()
+	report := func(recovered []billing.CDR, err error) {
+		if err != nil && ctx.Err() == nil {
+			log.Error("closing a dead edge's calls", "error", err)
+		}
+		for _, cdr := range recovered {
+			log.Warn("closed a dead edge's call, billed to its last checkpoint", "node", cdr.Node,
+				"call_id", cdr.CallID, "key_id", cdr.KeyID, "billed_seconds", cdr.BilledSeconds)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case node := <-dead:
+			report(e.meter.Recover(ctx, node))
+		case <-sweep.C:
+			report(e.meter.RecoverOrphans(ctx, e.shared.Alive(), e.node, e.shared.DeadAfter))
+		}
+	}
 }
 
 // follow applies what other edges (or the CLI) change, until ctx ends.

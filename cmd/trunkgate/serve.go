@@ -147,13 +147,27 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	defer e.db.Close()
 	defer e.audit.Close()
 	e.meter.SetCheckpointInterval(c.checkpoint)
-	// Alone on its SQLite file, the edge closes every call left live; on a
-	// shared PostgreSQL only those of its own earlier run (under the same
-	// node name): other nodes close a dead node's calls when its
-	// heartbeat stops.
+	// On a shared PostgreSQL the edge joins the others first (refusing a
+	// name a running edge has), then closes the calls of its own earlier
+	// run under the same name; other edges close a dead edge's calls when
+	// its heartbeat stops. Alone on its SQLite file, it closes every call
+	// left live.
+	ledgerCtx, stopLedger := context.WithCancel(context.Background())
+	defer stopLedger()
+	ledgerDone := make(chan struct{})
 	var recoverNodes []string
 	if e.shared != nil {
+		e.shared.DeadAfter = c.nodeTimeout
+		if err := e.shared.Join(ctx); err != nil {
+			return err
+		}
+		go func() {
+			defer close(ledgerDone)
+			e.runShared(ledgerCtx, log)
+		}()
 		recoverNodes = []string{e.node}
+	} else {
+		close(ledgerDone)
 	}
 	recovered, err := e.meter.Recover(ctx, recoverNodes...)
 	if err != nil {
@@ -264,21 +278,6 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	follower, err := e.changes.Follow(ctx)
 	if err != nil {
 		return err
-	}
-	ledgerCtx, stopLedger := context.WithCancel(context.Background())
-	defer stopLedger()
-	ledgerDone := make(chan struct{})
-	if e.shared != nil {
-		e.shared.DeadAfter = c.nodeTimeout
-		if err := e.shared.Join(ctx); err != nil {
-			return err
-		}
-		go func() {
-			defer close(ledgerDone)
-			e.shared.Run(ledgerCtx)
-		}()
-	} else {
-		close(ledgerDone)
 	}
 	meterCtx, stopMeter := context.WithCancel(context.Background())
 	meterDone := make(chan struct{})
