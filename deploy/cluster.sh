@@ -54,7 +54,11 @@ cleanup() {
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 	if [ -n "$PG_DIR" ]; then
-		as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+		if [ -f "$PG_DIR/data/postmaster.pid" ] &&
+			! as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 20 stop >/dev/null 2>&1; then
+			say "PostgreSQL did not stop; killing it"
+			kill -9 "$(head -1 "$PG_DIR/data/postmaster.pid")" 2>/dev/null || true
+		fi
 		rm -rf "$PG_DIR"
 	fi
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,6 +145,10 @@ func TestScalingOutDeployment(t *testing.T) {
 		t.Fatalf("calls by node %v after edge-a died (before: %v), want the 4 new ones on edge-b", n, before)
 	}
 	stop()
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports["PG_PORT"])); err == nil {
+		c.Close()
+		t.Errorf("PostgreSQL still running after the script stopped")
+	}
 	if _, err := os.Stat(filepath.Join(state, "kamailio.pid")); err == nil {
 		if b, _ := os.ReadFile(filepath.Join(state, "kamailio.pid")); len(b) > 0 {
 			kp, _ := strconv.Atoi(strings.TrimSpace(string(b)))

@@ -88,6 +88,22 @@ func StartGateway(t *testing.T, g Gateway) *GatewayRun {
 	if err := os.WriteFile(scenario, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// SIPp exits at once when one of its ports was taken meanwhile (by a
+	// process of another suite): then it is tried again on other ports.
+	for attempt := 1; ; attempt++ {
+		r := startGatewayOnce(t, g, dir, scenario)
+		if r.waitListening(t, g.Transport) {
+			return r
+		}
+		if g.Port != 0 || attempt == 3 {
+			t.Fatalf("gateway SIPp exited at start:\n%s\n%s", r.read("errors.log"), tail(r.screen.String(), 30))
+		}
+		t.Logf("gateway SIPp exited at start (attempt %d), trying other ports: %s", attempt, tail(r.read("errors.log"), 5))
+	}
+}
+
+func startGatewayOnce(t *testing.T, g Gateway, dir, scenario string) *GatewayRun {
+	t.Helper()
 	port, mediaPort := sippPorts(t)
 	if g.Port != 0 {
 		port = g.Port
@@ -120,32 +136,54 @@ func StartGateway(t *testing.T, g Gateway) *GatewayRun {
 			<-r.done
 		}
 		if t.Failed() {
-			t.Logf("gateway %s (SIPp) output:\n%s\n--- messages ---\n%s", r.URI, tail(r.screen.String(), 30), tail(r.Messages(), 60))
+			t.Logf("gateway %s (SIPp) output:\n%s\n--- errors ---\n%s\n--- messages ---\n%s", r.URI, tail(r.screen.String(), 30),
+				tail(r.read("errors.log"), 10), tail(r.Messages(), 60))
 		}
 	})
-	waitListening(t, g.Transport, port)
 	return r
+}
+
+// waitListening waits until the gateway's SIPp has bound its SIP port;
+// false if it exited first.
+func (r *GatewayRun) waitListening(t *testing.T, transport string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !listening(transport, r.Port) {
+		select {
+		case <-r.done:
+			return false
+		case <-ctx.Done():
+			t.Fatalf("timed out after 10s waiting for SIPp listening on 127.0.0.1:%d", r.Port)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // waitListening waits until SIPp has bound its SIP port.
 func waitListening(t *testing.T, transport string, port int) {
 	t.Helper()
+	waitFor(t, 10*time.Second, "SIPp listening on 127.0.0.1:"+strconv.Itoa(port), func() bool { return listening(transport, port) })
+}
+
+// listening reports whether something holds the port: for TCP, accepts a
+// connection; for UDP, it cannot be bound.
+func listening(transport string, port int) bool {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	waitFor(t, 10*time.Second, "SIPp listening on "+addr, func() bool {
-		if transport == "t1" {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		}
-		c, err := net.ListenPacket("udp", addr)
+	if transport == "t1" {
+		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return false
 		}
-		return true
-	})
+		return err == nil
+	}
+	c, err := net.ListenPacket("udp", addr)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return true
 }
 
 func (r *GatewayRun) read(name string) string {
