@@ -35,6 +35,9 @@ type MediaDesc struct {
 	Ptime     int
 	Direction string // sendrecv, sendonly, recvonly, inactive
 	RTCPPort  int    // a=rtcp:, 0 when absent
+	// Crypto are the usable SDES keys offered (RTP/SAVP); an a=crypto the
+	// edge cannot use is skipped, as RFC 4568 §6.1 allows.
+	Crypto []Crypto
 }
 
 // RTPMap is one a=rtpmap attribute.
@@ -188,6 +191,10 @@ func (m *MediaDesc) attribute(val string) error {
 		m.Ptime = p
 	case "sendrecv", "sendonly", "recvonly", "inactive":
 		m.Direction = name
+	case "crypto":
+		if c, err := ParseCrypto(arg); err == nil {
+			m.Crypto = append(m.Crypto, c)
+		}
 	case "rtcp":
 		portText, _, _ := strings.Cut(strings.TrimSpace(arg), " ")
 		p, err := strconv.Atoi(portText)

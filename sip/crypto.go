@@ -1,0 +1,115 @@
+package sip
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// SDES crypto suites (RFC 4568, RFC 7714) the edge speaks, strongest
+// first.
+const (
+	SuiteAEADAES128GCM       = "AEAD_AES_128_GCM"
+	SuiteAESCM128HMACSHA1_80 = "AES_CM_128_HMAC_SHA1_80"
+	SuiteAESCM128HMACSHA1_32 = "AES_CM_128_HMAC_SHA1_32"
+)
+
+// suiteKeyLen is each suite's master key and master salt length, bytes.
+var suiteKeyLen = map[string][2]int{
+	SuiteAEADAES128GCM:       {16, 12},
+	SuiteAESCM128HMACSHA1_80: {16, 14},
+	SuiteAESCM128HMACSHA1_32: {16, 14},
+}
+
+// Crypto is one SDES a=crypto attribute: a suite and the sender's master
+// key and salt. Its String is the attribute's value; it must never be
+// logged (it carries a key).
+type Crypto struct {
+	Tag   int
+	Suite string
+	Key   []byte // master key, then master salt
+}
+
+// ErrBadCrypto is an a=crypto attribute the edge cannot use.
+var ErrBadCrypto = errors.New("bad a=crypto")
+
+// ParseCrypto reads an a=crypto value: "1 AES_CM_128_HMAC_SHA1_80
+// inline:<base64 key||salt>[|lifetime][|MKI:len]". A lifetime is
+// accepted and ignored (calls are far shorter than 2^31 packets); an MKI,
+// several keys and session parameters are refused, as most SBCs do.
+func ParseCrypto(value string) (Crypto, error) {
+	fields := strings.Fields(value)
+	if len(fields) < 3 {
+		return Crypto{}, fmt.Errorf("%w: want tag, suite and key", ErrBadCrypto)
+	}
+	if len(fields) > 3 {
+		return Crypto{}, fmt.Errorf("%w: session parameters are not supported", ErrBadCrypto)
+	}
+	tag, err := strconv.Atoi(fields[0])
+	if err != nil || tag < 0 || tag > 999999999 {
+		return Crypto{}, fmt.Errorf("%w: tag %q", ErrBadCrypto, fields[0])
+	}
+	lens, ok := suiteKeyLen[fields[1]]
+	if !ok {
+		return Crypto{}, fmt.Errorf("%w: suite %q", ErrBadCrypto, fields[1])
+	}
+	method, params, ok := strings.Cut(fields[2], ":")
+	if !ok || method != "inline" || strings.Contains(params, ";") {
+		return Crypto{}, fmt.Errorf("%w: want one inline key", ErrBadCrypto)
+	}
+	keyText, rest, _ := strings.Cut(params, "|")
+	for part := range strings.SplitSeq(rest, "|") {
+		if strings.Contains(part, ":") {
+			return Crypto{}, fmt.Errorf("%w: MKI is not supported", ErrBadCrypto)
+		}
+	}
+	key, err := base64.StdEncoding.DecodeString(keyText)
+	if err != nil {
+		// Some senders leave out the padding.
+		if key, err = base64.RawStdEncoding.DecodeString(keyText); err != nil {
+			return Crypto{}, fmt.Errorf("%w: key is not base64", ErrBadCrypto)
+		}
+	}
+	if len(key) != lens[0]+lens[1] {
+		return Crypto{}, fmt.Errorf("%w: %s wants a %d-byte key and salt, not %d", ErrBadCrypto, fields[1], lens[0]+lens[1], len(key))
+	}
+	return Crypto{Tag: tag, Suite: fields[1], Key: key}, nil
+}
+
+// String is the attribute's value.
+func (c Crypto) String() string {
+	return fmt.Sprintf("%d %s inline:%s", c.Tag, c.Suite, base64.StdEncoding.EncodeToString(c.Key))
+}
+
+// NewCrypto makes a fresh master key and salt for suite from crypto/rand.
+func NewCrypto(tag int, suite string) (Crypto, error) {
+	lens, ok := suiteKeyLen[suite]
+	if !ok {
+		return Crypto{}, fmt.Errorf("%w: suite %q", ErrBadCrypto, suite)
+	}
+	key := make([]byte, lens[0]+lens[1])
+	if _, err := rand.Read(key); err != nil {
+		return Crypto{}, err
+	}
+	return Crypto{Tag: tag, Suite: suite, Key: key}, nil
+}
+
+// MasterKey and MasterSalt split the key as the suite says.
+func (c Crypto) MasterKey() []byte  { return c.Key[:suiteKeyLen[c.Suite][0]] }
+func (c Crypto) MasterSalt() []byte { return c.Key[suiteKeyLen[c.Suite][0]:] }
+
+// ChooseCrypto picks the offer's attribute the edge prefers (the
+// strongest suite, then the lowest tag); false when none is usable.
+func ChooseCrypto(offered []Crypto) (Crypto, bool) {
+	rank := map[string]int{SuiteAEADAES128GCM: 0, SuiteAESCM128HMACSHA1_80: 1, SuiteAESCM128HMACSHA1_32: 2}
+	best, found := Crypto{}, false
+	for _, c := range offered {
+		if !found || rank[c.Suite] < rank[best.Suite] || (rank[c.Suite] == rank[best.Suite] && c.Tag < best.Tag) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
