@@ -17,6 +17,14 @@ import (
 // shutdown (up to abandonGrace): the CANCEL's 487 still needs its ACK
 // when the call it ended was the last one of a drain.
 func (s *Server) goAbandon(tx gosip.ClientTransaction, invite *gosip.Request, provisional bool) {
+	s.abandonMu.Lock()
+	defer s.abandonMu.Unlock()
+	if s.stopping {
+		// Serve is waiting for the others: this one is only ended (the
+		// WaitGroup may not grow once Wait has begun).
+		tx.Terminate()
+		return
+	}
 	s.abandoning.Add(1)
 	go func() {
 		defer s.abandoning.Done()

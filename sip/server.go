@@ -88,8 +88,11 @@ type Server struct {
 	mu        sync.Mutex
 	dialogs   map[string]*Dialog
 	abandoned map[string]*abandonedInvite // outbound INVITEs given up before any response, by Call-ID
-	// abandoning counts abandon goroutines still reading their INVITE's end.
+	// abandoning counts abandon goroutines still reading their INVITE's end;
+	// once stopping is set (under abandonMu) no more are started.
 	abandoning sync.WaitGroup
+	abandonMu  sync.Mutex
+	stopping   bool
 }
 
 var loggerOnce sync.Once
@@ -238,6 +241,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errs <- s.srv.ServeTCP(s.tcp) }()
 	s.awaitListener(ctx)
 	<-ctx.Done()
+	s.abandonMu.Lock()
+	s.stopping = true
+	s.abandonMu.Unlock()
 	done := make(chan struct{})
 	go func() { s.abandoning.Wait(); close(done) }()
 	select {
