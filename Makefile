@@ -19,7 +19,7 @@ run: build
 call: deps
 	./scripts/demo-call.sh
 
-## test: install SIPp, Kamailio and PostgreSQL if missing, vet, check formatting, run every test with the
+## test: install SIPp, Kamailio, SIPVicious and PostgreSQL if missing, vet, check formatting, run every test with the
 ## race detector (-p 1: one package at a time, so the end-to-end timing checks have the cores to themselves),
 ## then the stores' conformance tests again on PostgreSQL (the tests start their own server)
 STORE_PKGS := ./internal/sqldb/... ./keys ./trunks ./billing ./alerts ./cluster ./api
@@ -29,8 +29,9 @@ test: deps vet
 
 ## deps: the real peers the end-to-end tests drive, from Debian: SIPp (the
 ## carrier and its gateways), Kamailio (a record-routing proxy, a dispatcher)
-## and PostgreSQL (edges sharing one database; its binaries are not on PATH)
-DEB_DEPS := sipp:sip-tester kamailio:kamailio
+## PostgreSQL (edges sharing one database; its binaries are not on PATH) and
+## SIPVicious (svwar, the number scanner the hardening tests run)
+DEB_DEPS := sipp:sip-tester kamailio:kamailio svwar:sipvicious
 deps:
 	@missing=""; for pair in $(DEB_DEPS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \

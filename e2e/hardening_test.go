@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -161,7 +162,7 @@ func normalise(s string) string { return varying.ReplaceAllString(s, "$1=*") }
 // TestNoNumberEnumeration: a source no trunk allows gets byte-identical
 // answers (apart from tags and Call-ID) for a number that exists and one
 // that does not — by default none at all; and a digest trunk open to any
-// source challenges both alike. svwar lists nothing.
+// source challenges both alike (TestSvwarFindsNothing runs the scanner).
 func TestNoNumberEnumeration(t *testing.T) {
 	app := StartApp(t)
 	t.Run("reject", func(t *testing.T) {
@@ -325,4 +326,54 @@ func TestControlCharactersStaySafe(t *testing.T) {
 		t.Fatalf("a key name with a bidi override: %d", s)
 	}
 
+}
+
+// TestSvwarFindsNothing: SIPVicious svwar, the scanner the issue names,
+// walks a list of numbers with INVITEs. From a source no trunk allows it
+// lists none of them, with the edge answering a uniform 403 or nothing;
+// from the carrier's own source (the control) it finds the trunk's
+// number, so a blind scanner would show here.
+func TestSvwarFindsNothing(t *testing.T) {
+	if _, err := exec.LookPath("svwar"); err != nil {
+		t.Fatal("svwar not found; `make test` installs it (Debian package sipvicious)")
+	}
+	app := StartApp(t)
+	dictionary := filepath.Join(t.TempDir(), "numbers")
+	if err := os.WriteFile(dictionary, []byte("+15557500\n+15557599\n+15557501\n+15557502\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svwar := func(e *Edge) string {
+		t.Helper()
+		port, _ := sippPorts(t)
+		cmd := exec.Command("svwar", "-m", "INVITE", "-d", dictionary, "-p", strconv.Itoa(e.SIPPort), "-P", strconv.Itoa(port),
+			"--force", "--maximumtime", "5", "127.0.0.1")
+		cmd.Dir = t.TempDir()
+		cmd.Env = append(os.Environ(), "HOME="+cmd.Dir) // its saved sessions stay in the test
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("svwar: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	for _, mode := range []string{"reject", "drop"} {
+		t.Run(mode, func(t *testing.T) {
+			e := StartEdge(t, "--unknown-source", mode)
+			k := e.NewKey("enum", keys.Limits{})
+			// svwar sends from 127.0.0.1; the carrier is 127.0.0.3.
+			e.NewTrunk(k.Key.ID, "+15557500", app.URL, map[string]any{"allowed_sources": []string{"127.0.0.3/32"}})
+			// svwar repeats the answers it got in its log; its findings are
+			// the rows of its table.
+			if out := svwar(e); strings.Contains(out, "| +1555") {
+				t.Fatalf("svwar found numbers from a source no trunk allows:\n%s", out)
+			}
+		})
+	}
+	t.Run("control", func(t *testing.T) {
+		e := StartEdge(t)
+		k := e.NewKey("enum", keys.Limits{})
+		e.NewTrunk(k.Key.ID, "+15557500", app.URL, map[string]any{"allowed_sources": []string{"127.0.0.1/32"}})
+		if out := svwar(e); !strings.Contains(out, "| +15557500 ") || strings.Contains(out, "+15557599") {
+			t.Fatalf("svwar from the carrier's source should list exactly the trunk's number:\n%s", out)
+		}
+	})
 }
