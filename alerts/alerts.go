@@ -174,8 +174,11 @@ func (e *Engine) Run(ctx context.Context) {
 func (e *Engine) refreshHistory(ctx context.Context) {
 	now := e.now().UTC().Truncate(time.Hour)
 	week := billing.UsageQuery{Since: now.Add(-History), Until: now, By: []string{billing.ByKey}}
+	// A fresh map: a key with no calls this week has no baseline left from
+	// the last.
+	baselines := map[string]baseline{}
 	_, err := billing.Report(ctx, e.cfg.Usage, week, func(r billing.UsageRow) error {
-		e.baselines[r.KeyID] = baseline{
+		baselines[r.KeyID] = baseline{
 			callsPer10Min: float64(r.Calls) / float64(History/(10*time.Minute)),
 			concurrency:   float64(r.BilledSeconds) / History.Seconds(),
 		}
@@ -183,6 +186,8 @@ func (e *Engine) refreshHistory(ctx context.Context) {
 	})
 	if err != nil {
 		e.log.Error("alerts: reading baselines", "error", err)
+	} else {
+		e.baselines = baselines
 	}
 	ever := billing.UsageQuery{Since: time.Unix(0, 0), Until: now.Add(time.Hour),
 		By: []string{billing.ByKey, billing.ByDirection, billing.ByCountry}}

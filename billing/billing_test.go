@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,14 +110,23 @@ func TestMeterSpendAndCheckpoints(t *testing.T) {
 	if recovered, err := survivor.Recover(ctx, "edge-3"); err != nil || len(recovered) != 0 {
 		t.Fatalf("recovering edge-3 closed %v, %v", recovered, err)
 	}
-	recovered, err := survivor.Recover(ctx, "edge-1")
-	if err != nil || len(recovered) != 1 || recovered[0].Node != "edge-1" {
-		t.Fatalf("recovered %v, %v", recovered, err)
+	// Two edges close the dead edge's call at once (each may find it
+	// live): it is billed once, whichever wins.
+	other := &Meter{store: store, ledger: ledger.NewMemory("edge-4"), now: func() time.Time { return now }}
+	var wg sync.WaitGroup
+	results, errs := make([][]CDR, 2), make([]error, 2)
+	for i, m := range []*Meter{survivor, other} {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i], errs[i] = m.Recover(ctx, "edge-1") }()
 	}
-	// Two edges closing the same dead call bill it once.
-	again := recovered[0]
-	if err := store.FinishCDR(ctx, &again); err != nil {
-		t.Fatal(err)
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || len(results[0])+len(results[1]) == 0 {
+		t.Fatalf("recovered %v and %v, errors %v", results[0], results[1], errs)
+	}
+	for _, r := range append(results[0], results[1]...) {
+		if r.Node != "edge-1" {
+			t.Fatalf("recovered %+v", r)
+		}
 	}
 	var calls int64
 	if err := store.db.QueryRow(`SELECT COALESCE(SUM(calls), 0) FROM usage_daily WHERE key_id='k1'`).Scan(&calls); err != nil || calls != 2 {

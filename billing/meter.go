@@ -176,10 +176,7 @@ func (m *Meter) Finish(ctx context.Context, c *CDR) error {
 
 // MonthToDate is the key's spend this calendar month (UTC): its ended
 // calls' cost and what its live calls have cost so far.
-func (m *Meter) MonthToDate(keyID string) int64 {
-	now := m.now()
-	return m.ended(keyID, now) + LiveCost(m.ledger.KeyCalls(keyID), now)
-}
+func (m *Meter) MonthToDate(keyID string) int64 { return m.Spend(keyID, 0).MonthToDate }
 
 // ended is the key's spend on ended calls this month.
 func (m *Meter) ended(keyID string, now time.Time) int64 {

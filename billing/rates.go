@@ -167,7 +167,7 @@ func (r *Rates) Put(ctx context.Context, actor keys.Actor, row Rate) (Rate, erro
 	r.mu.Lock()
 	r.putLocked(row)
 	r.mu.Unlock()
-	r.record(actor, "rate.set", row.KeyID, fmt.Sprintf("prefix=%s rate_per_minute=%d", row.Prefix, row.PerMinute))
+	r.changedBy(actor, "rate.set", row.KeyID, fmt.Sprintf("prefix=%s rate_per_minute=%d", row.Prefix, row.PerMinute))
 	return row, nil
 }
 
@@ -184,7 +184,7 @@ func (r *Rates) Delete(ctx context.Context, actor keys.Actor, keyID, prefix stri
 	r.mu.Lock()
 	delete(r.tables[keyID], p)
 	r.mu.Unlock()
-	r.record(actor, "rate.delete", keyID, "prefix="+p)
+	r.changedBy(actor, "rate.delete", keyID, "prefix="+p)
 	return true, nil
 }
 
@@ -205,7 +205,7 @@ func (r *Rates) Replace(ctx context.Context, actor keys.Actor, keyID string, row
 		r.putLocked(row)
 	}
 	r.mu.Unlock()
-	r.record(actor, "rates.import", keyID, fmt.Sprintf("rows=%d", len(rows)))
+	r.changedBy(actor, "rates.import", keyID, fmt.Sprintf("rows=%d", len(rows)))
 	return nil
 }
 
@@ -219,7 +219,9 @@ func (r *Rates) Import(ctx context.Context, actor keys.Actor, keyID string, deck
 	return len(rows), r.Replace(ctx, actor, keyID, rows)
 }
 
-func (r *Rates) record(actor keys.Actor, action, keyID, detail string) {
+// changedBy ends every change made here: other edges hear of it, and the
+// audit log records who made it.
+func (r *Rates) changedBy(actor keys.Actor, action, keyID, detail string) {
 	r.changed(keyID)
 	if r.audit == nil {
 		return

@@ -134,20 +134,37 @@ func TestFollowerIsNotified(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); f.Run(ctx, time.Hour, func(c Change) { got <- c }) }()
 	defer func() { cancel(); <-done }()
-	// The listener may not be connected yet: append until a change arrives.
+	// Until the listener is connected nothing is applied (the poll is an
+	// hour away): append until one change arrives. Its connection made,
+	// the next change can only come by NOTIFY.
 	deadline := time.After(5 * time.Second)
 	for i := 0; ; i++ {
-		sent := time.Now()
 		if err := l.Append(ctx, KindKey, fmt.Sprint("k", i)); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case c := <-got:
-			t.Logf("change %s applied %v after its append", c.ID, time.Since(sent).Round(time.Microsecond))
-			return
+		case <-got:
 		case <-time.After(200 * time.Millisecond):
+			continue
 		case <-deadline:
-			t.Fatal("no change applied within 5 s with an hour between polls: notifications do not arrive")
+			t.Fatal("no change applied within 5 s with an hour between polls: the listener never connected")
+		}
+		break
+	}
+	sent := time.Now()
+	if err := l.Append(ctx, KindKey, "notified"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case c := <-got:
+			if c.ID != "notified" {
+				continue // a change appended while connecting
+			}
+			t.Logf("change applied %v after its append", time.Since(sent).Round(time.Microsecond))
+			return
+		case <-time.After(2 * time.Second):
+			t.Fatal("a change appended after the listener connected was not applied within 2 s: no NOTIFY")
 		}
 	}
 }

@@ -312,24 +312,6 @@ func (t *LedgerTable) LastSeen(ctx context.Context, node string) (time.Duration,
 	return time.Duration(ms) * time.Millisecond, true, nil
 }
 
-// Nodes lists the nodes alive at the last heartbeats.
-func (t *LedgerTable) Nodes(ctx context.Context) ([]string, error) {
-	rows, err := t.db.QueryContext(ctx, `SELECT name FROM ledger_nodes ORDER BY name`)
-	if err != nil {
-		return nil, wrap("ledger nodes", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, wrap("ledger nodes", err)
-		}
-		out = append(out, n)
-	}
-	return out, wrap("ledger nodes", rows.Err())
-}
-
 func wrap(what string, err error) error {
 	if err == nil {
 		return nil

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -93,8 +94,9 @@ func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "--http-addr 0.0.0.0:0 is not a loopback address") {
 		t.Fatalf("plain HTTP on 0.0.0.0 started: %v\n%s", err, out)
 	}
+	lo, hi := rtpRange(t)
 	allowed := exec.Command(edgeBinary, "serve", "--db", db, "--sip-addr", "127.0.0.1:0", "--http-addr", "0.0.0.0:0",
-		"--http-allow-plain", "--rtp-ports", "40000-40010")
+		"--http-allow-plain", "--rtp-ports", fmt.Sprintf("%d-%d", lo, hi))
 	stderr := &lockedBuffer{}
 	allowed.Stderr = stderr
 	if err := allowed.Start(); err != nil {

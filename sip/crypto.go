@@ -17,11 +17,12 @@ const (
 	SuiteAESCM128HMACSHA1_32 = "AES_CM_128_HMAC_SHA1_32"
 )
 
-// suiteKeyLen is each suite's master key and master salt length, bytes.
-var suiteKeyLen = map[string][2]int{
-	SuiteAEADAES128GCM:       {16, 12},
-	SuiteAESCM128HMACSHA1_80: {16, 14},
-	SuiteAESCM128HMACSHA1_32: {16, 14},
+// suites are each suite's master key and salt lengths (bytes) and the
+// edge's preference among them (0 best).
+var suites = map[string]struct{ keyLen, saltLen, rank int }{
+	SuiteAEADAES128GCM:       {16, 12, 0},
+	SuiteAESCM128HMACSHA1_80: {16, 14, 1},
+	SuiteAESCM128HMACSHA1_32: {16, 14, 2},
 }
 
 // Crypto is one SDES a=crypto attribute: a suite and the sender's master
@@ -52,7 +53,7 @@ func ParseCrypto(value string) (Crypto, error) {
 	if err != nil || tag < 0 || tag > 999999999 {
 		return Crypto{}, fmt.Errorf("%w: tag %q", ErrBadCrypto, fields[0])
 	}
-	lens, ok := suiteKeyLen[fields[1]]
+	suite, ok := suites[fields[1]]
 	if !ok {
 		return Crypto{}, fmt.Errorf("%w: suite %q", ErrBadCrypto, fields[1])
 	}
@@ -73,8 +74,9 @@ func ParseCrypto(value string) (Crypto, error) {
 			return Crypto{}, fmt.Errorf("%w: key is not base64", ErrBadCrypto)
 		}
 	}
-	if len(key) != lens[0]+lens[1] {
-		return Crypto{}, fmt.Errorf("%w: %s wants a %d-byte key and salt, not %d", ErrBadCrypto, fields[1], lens[0]+lens[1], len(key))
+	if len(key) != suite.keyLen+suite.saltLen {
+		return Crypto{}, fmt.Errorf("%w: %s wants a %d-byte key and salt, not %d", ErrBadCrypto, fields[1],
+			suite.keyLen+suite.saltLen, len(key))
 	}
 	return Crypto{Tag: tag, Suite: fields[1], Key: key}, nil
 }
@@ -86,11 +88,11 @@ func (c Crypto) String() string {
 
 // NewCrypto makes a fresh master key and salt for suite from crypto/rand.
 func NewCrypto(tag int, suite string) (Crypto, error) {
-	lens, ok := suiteKeyLen[suite]
+	s, ok := suites[suite]
 	if !ok {
 		return Crypto{}, fmt.Errorf("%w: suite %q", ErrBadCrypto, suite)
 	}
-	key := make([]byte, lens[0]+lens[1])
+	key := make([]byte, s.keyLen+s.saltLen)
 	if _, err := rand.Read(key); err != nil {
 		return Crypto{}, err
 	}
@@ -98,16 +100,16 @@ func NewCrypto(tag int, suite string) (Crypto, error) {
 }
 
 // MasterKey and MasterSalt split the key as the suite says.
-func (c Crypto) MasterKey() []byte  { return c.Key[:suiteKeyLen[c.Suite][0]] }
-func (c Crypto) MasterSalt() []byte { return c.Key[suiteKeyLen[c.Suite][0]:] }
+func (c Crypto) MasterKey() []byte  { return c.Key[:suites[c.Suite].keyLen] }
+func (c Crypto) MasterSalt() []byte { return c.Key[suites[c.Suite].keyLen:] }
 
 // ChooseCrypto picks the offer's attribute the edge prefers (the
 // strongest suite, then the lowest tag); false when none is usable.
 func ChooseCrypto(offered []Crypto) (Crypto, bool) {
-	rank := map[string]int{SuiteAEADAES128GCM: 0, SuiteAESCM128HMACSHA1_80: 1, SuiteAESCM128HMACSHA1_32: 2}
 	best, found := Crypto{}, false
 	for _, c := range offered {
-		if !found || rank[c.Suite] < rank[best.Suite] || (rank[c.Suite] == rank[best.Suite] && c.Tag < best.Tag) {
+		r, bestRank := suites[c.Suite].rank, suites[best.Suite].rank
+		if !found || r < bestRank || (r == bestRank && c.Tag < best.Tag) {
 			best, found = c, true
 		}
 	}

@@ -120,8 +120,7 @@ func FuzzParseCrypto(f *testing.F) {
 		if err != nil {
 			return
 		}
-		lens := suiteKeyLen[c.Suite]
-		if len(c.Key) != lens[0]+lens[1] {
+		if suite := suites[c.Suite]; len(c.Key) != suite.keyLen+suite.saltLen {
 			t.Fatalf("accepted a %d-byte key for %s", len(c.Key), c.Suite)
 		}
 		again, err := ParseCrypto(c.String())

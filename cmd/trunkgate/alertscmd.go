@@ -80,15 +80,10 @@ func runKeyAlerts(sub string, args []string) error {
 		}
 		c.SpendThresholds = append(c.SpendThresholds, n)
 	}
-	for _, a := range actions {
-		rule, action, ok := strings.Cut(a, "=")
-		if !ok {
-			return fmt.Errorf("--action %q: want RULE=ACTION", a)
+	if len(actions) > 0 {
+		if c.Actions, err = pairs("--action", actions); err != nil {
+			return err
 		}
-		if c.Actions == nil {
-			c.Actions = map[string]string{}
-		}
-		c.Actions[rule] = action
 	}
 	return withBackend(&cf, func(ctx context.Context, b backend) error {
 		if sub == "resume" {

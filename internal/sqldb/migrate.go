@@ -2,7 +2,6 @@ package sqldb
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -106,12 +105,4 @@ func (db *DB) apply(ctx context.Context, component string, step Migration) error
 		return fmt.Errorf("migrate %s to v%d: %w", component, step.Version, err)
 	}
 	return nil
-}
-
-// Exists reports whether a query returns a row (sql.ErrNoRows is false).
-func Exists(err error) (bool, error) {
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
 }
