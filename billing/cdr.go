@@ -38,8 +38,11 @@ type CDR struct {
 	// Gateway is the carrier gateway that carried an outbound call (the
 	// last one tried, if none answered).
 	Gateway string `json:"gateway,omitempty"`
-	// Transport is the SIP transport toward the carrier: UDP or TCP.
+	// Transport is the SIP transport toward the carrier: UDP, TCP or TLS.
 	Transport string `json:"transport,omitempty"`
+	// MediaEncryption is "srtp" or "none" (RTP in clear): what protected
+	// the carrier leg's media.
+	MediaEncryption string `json:"media_encryption,omitempty"`
 	// Node is the edge that held the call.
 	Node          string `json:"node,omitempty"`
 	SetupMS       int64  `json:"setup_ms"`

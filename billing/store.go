@@ -103,6 +103,8 @@ INSERT INTO spend_month SELECT strftime('%Y-%m', end_ms / 1000, 'unixepoch'), ke
 `}, {Version: 7, Only: sqldb.On(sqldb.Postgres), SQL: spendMonthTable + `
 INSERT INTO spend_month SELECT to_char(to_timestamp(end_ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM'), key_id, SUM(cost_micros)
 	FROM cdrs WHERE status != 'live' AND cost_micros != 0 GROUP BY 1, 2;
+`}, {Version: 8, SQL: `
+ALTER TABLE cdrs ADD COLUMN media_encryption TEXT NOT NULL DEFAULT '';
 `}}
 
 // spendMonthTable is each key's spend by calendar month (UTC) of its
@@ -201,11 +203,12 @@ func insertCDR(ctx context.Context, db execer, c *CDR) error {
 	}
 	_, err = db.ExecContext(ctx, `INSERT INTO cdrs (call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri,
 		test_key, setup_ms, answer_ms, end_ms, checkpoint_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros,
-		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport, rate_prefix, country, node)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		final_code, hangup_side, hangup_cause, status, codec, media, sandbox, gateway, transport, rate_prefix, country, node, media_encryption)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.CallID, c.SIPCallID, c.KeyID, c.TrunkID, c.Direction, c.From, c.To, boolInt(c.TestKey), c.SetupMS, c.AnswerMS,
 		c.EndMS, checkpoint, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode, c.HangupSide,
-		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport, c.RatePrefix, c.Country, c.Node)
+		c.HangupCause, c.Status, c.Codec, string(media), boolInt(c.Sandbox), c.Gateway, c.Transport, c.RatePrefix, c.Country, c.Node,
+		c.MediaEncryption)
 	if err != nil {
 		return fmt.Errorf("insert cdr %s: %w", c.CallID, err)
 	}
@@ -242,9 +245,9 @@ func (s *SQLStore) FinishCDR(ctx context.Context, c *CDR) error {
 		// and rolls nothing up twice.
 		res, err := tx.ExecContext(ctx, `UPDATE cdrs SET sip_call_id=?, answer_ms=?, end_ms=?, checkpoint_ms=?, duration_ms=?,
 			billed_seconds=?, rate_per_minute=?, cost_micros=?, final_code=?, hangup_side=?, hangup_cause=?, status=?, codec=?,
-			media=?, gateway=?, transport=? WHERE call_id=? AND status=?`,
+			media=?, gateway=?, transport=?, media_encryption=? WHERE call_id=? AND status=?`,
 			c.SIPCallID, c.AnswerMS, c.EndMS, c.EndMS, c.DurationMS, c.BilledSeconds, c.RatePerMinute, c.CostMicros, c.FinalCode,
-			c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.CallID, prev)
+			c.HangupSide, c.HangupCause, c.Status, c.Codec, string(media), c.Gateway, c.Transport, c.MediaEncryption, c.CallID, prev)
 		if err != nil {
 			return fmt.Errorf("finish cdr %s: %w", c.CallID, err)
 		}
@@ -333,7 +336,7 @@ func (s *SQLStore) MonthSpend(ctx context.Context, monthStart time.Time) (map[st
 
 const cdrColumns = `call_id, sip_call_id, key_id, trunk_id, direction, from_uri, to_uri, test_key, setup_ms, answer_ms,
 	end_ms, duration_ms, billed_seconds, rate_per_minute, cost_micros, final_code, hangup_side, hangup_cause, status, codec, media,
-	sandbox, gateway, transport, rate_prefix, country, node`
+	sandbox, gateway, transport, rate_prefix, country, node, media_encryption`
 
 // scanAlso scans the CDR columns and then more.
 type scanAlso struct {
@@ -349,7 +352,8 @@ func scanCDR(row interface{ Scan(...any) error }) (CDR, error) {
 	var media string
 	err := row.Scan(&c.CallID, &c.SIPCallID, &c.KeyID, &c.TrunkID, &c.Direction, &c.From, &c.To, &test, &c.SetupMS,
 		&c.AnswerMS, &c.EndMS, &c.DurationMS, &c.BilledSeconds, &c.RatePerMinute, &c.CostMicros, &c.FinalCode,
-		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport, &c.RatePrefix, &c.Country, &c.Node)
+		&c.HangupSide, &c.HangupCause, &c.Status, &c.Codec, &media, &sandbox, &c.Gateway, &c.Transport, &c.RatePrefix, &c.Country, &c.Node,
+		&c.MediaEncryption)
 	if err != nil {
 		return c, err
 	}

@@ -66,7 +66,7 @@ func TestOutboundStreamLifecycle(t *testing.T) {
 			}
 			s.Progress("ringing", 180)
 			player := &countingPlayer{}
-			s.Begin(player)
+			s.Begin(player, Leg{})
 			seq := 1
 			if progress {
 				m := next()

@@ -41,6 +41,9 @@ type Start struct {
 	KeyID      string
 	TrunkID    string
 	Params     map[string]string
+	// SIPTransport ("udp", "tcp", "tls") and MediaEncryption ("srtp",
+	// "none") say what protected the carrier leg; empty: not told.
+	SIPTransport, MediaEncryption string
 }
 
 // NewSid makes a Twilio-shaped id: two-letter prefix and 32 hex digits.
@@ -97,6 +100,12 @@ func renderStart(seq int64, s *Start, f Format) []byte {
 	// The call's identity wins over same-named trunk parameters.
 	params["from"], params["to"], params["direction"] = s.From, s.To, s.Direction
 	params["keyId"], params["trunkId"] = s.KeyID, s.TrunkID
+	if s.SIPTransport != "" {
+		params["sipTransport"] = s.SIPTransport
+	}
+	if s.MediaEncryption != "" {
+		params["mediaEncryption"] = s.MediaEncryption
+	}
 	b, _ := json.Marshal(map[string]any{
 		"event": "start", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
 		"start": map[string]any{

@@ -134,6 +134,7 @@ type event struct {
 	digit byte
 	code  int // progress SIP code
 	end   End // stop
+	leg   Leg // start
 }
 
 // End is how a stream ends: what stop says and how the socket closes.
@@ -192,12 +193,16 @@ func (s *Stream) Connect() {
 	})
 }
 
+// Leg is what protected the carrier leg of a call, for start: an
+// outbound call learns it only at answer. Empty fields leave Start's.
+type Leg struct{ SIPTransport, MediaEncryption string }
+
 // Begin sends start and lets audio flow: the application's audio goes to
 // player until the stream closes. It connects first if Connect was not
 // called.
-func (s *Stream) Begin(player Player) {
+func (s *Stream) Begin(player Player, leg Leg) {
 	s.player.Store(&playerRef{p: player})
-	s.event(event{kind: evStart})
+	s.event(event{kind: evStart, leg: leg})
 	s.Connect()
 }
 
@@ -302,6 +307,12 @@ func (s *Stream) writer() {
 			switch e.kind {
 			case evStart:
 				started = true
+				if e.leg.SIPTransport != "" {
+					s.start.SIPTransport = e.leg.SIPTransport
+				}
+				if e.leg.MediaEncryption != "" {
+					s.start.MediaEncryption = e.leg.MediaEncryption
+				}
 				ok = text(func(n int64) []byte { return renderStart(n, &s.start, s.format) })
 			case evProgress:
 				ok = started || text(func(n int64) []byte { return renderProgress(n, &s.start, e.name, e.code) })

@@ -101,7 +101,7 @@ func BenchmarkCarrierToApp(b *testing.B) {
 					}
 				}
 			}()
-			s.Begin(&countingPlayer{})
+			s.Begin(&countingPlayer{}, Leg{})
 			pcm := make([]int16, 160)
 			for i := range pcm {
 				pcm[i] = int16(i * 50)
@@ -146,7 +146,7 @@ func BenchmarkAppToCarrier(b *testing.B) {
 	conn := <-peer.conn
 	go io.Copy(io.Discard, conn)
 	player := &countingPlayer{}
-	s.Begin(player)
+	s.Begin(player, Leg{})
 	msg := []byte(`{"event":"media","streamSid":"` + s.start.StreamSid + `","media":{"payload":"` +
 		base64.StdEncoding.EncodeToString(make([]byte, 160)) + `"}}`)
 	frame := serverFrame(1, msg)

@@ -26,7 +26,7 @@ func TestLargeApplicationMessages(t *testing.T) {
 			s := peer.dial(t, tt.format)
 			conn := <-peer.conn
 			player := &countingPlayer{}
-			s.Begin(player)
+			s.Begin(player, Leg{})
 			defer func() {
 				conn.Close() // the raw peer does no close handshake
 				s.Close(End{})

@@ -49,6 +49,9 @@ type Media interface {
 	// SetCodec sets the codec and ptime the far end answered with; before
 	// Start.
 	SetCodec(c media.Codec, ptimeMS int)
+	// SetSRTP protects the media with the keys the far end answered
+	// with; before Start.
+	SetSRTP(s *media.SRTP)
 	Start()
 	Close() error
 	// Done closes when media ends on its own (RTP timeout); Err says why.
@@ -66,7 +69,7 @@ type MediaFactory interface {
 // Stream is the call's WebSocket to its AI application (*bridge.Stream).
 type Stream interface {
 	media.Listener
-	Begin(player bridge.Player)
+	Begin(player bridge.Player, leg bridge.Leg)
 	Progress(status string, sipCode int)
 	Done() <-chan struct{}
 	ClosedByApp() bool
@@ -141,7 +144,7 @@ type Auditor interface {
 type Metrics interface {
 	Admitted(keyID, direction string)
 	Refused(keyID string, r refusal.Reason)
-	Answered(setup time.Duration)
+	Answered(setup time.Duration, transport, media string)
 	Ended(keyID, side string, d time.Duration, framesOut, framesDropped, lost int64)
 }
 
@@ -239,16 +242,20 @@ type Info struct {
 	Gateway   string `json:"gateway,omitempty"`
 	Direction string `json:"direction"`
 	// Node is the edge that holds the call (edges sharing a database).
-	Node       string         `json:"node"`
-	State      string         `json:"state"`
-	From       string         `json:"from"`
-	To         string         `json:"to"`
-	Codec      string         `json:"codec"`
-	SetupAt    time.Time      `json:"setup_at"`
-	AnswerAt   time.Time      `json:"answer_at,omitzero"`
-	DurationMS int64          `json:"duration_ms"`
-	Media      billing.Media  `json:"media"`
-	Stream     map[string]int `json:"stream"`
+	Node  string `json:"node"`
+	State string `json:"state"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Codec string `json:"codec"`
+	// Transport (UDP, TCP, TLS) and MediaEncryption ("srtp", "none")
+	// protect the carrier leg.
+	Transport       string         `json:"transport,omitempty"`
+	MediaEncryption string         `json:"media_encryption,omitempty"`
+	SetupAt         time.Time      `json:"setup_at"`
+	AnswerAt        time.Time      `json:"answer_at,omitzero"`
+	DurationMS      int64          `json:"duration_ms"`
+	Media           billing.Media  `json:"media"`
+	Stream          map[string]int `json:"stream"`
 }
 
 // Call states, as Info shows them.

@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -79,6 +80,7 @@ func (m *fakeMedia) SetRemote(rtp, _ netip.AddrPort) { m.remote = rtp }
 func (m *fakeMedia) SetPayloadTypes(uint8, uint8)    {}
 func (m *fakeMedia) SetDirection(media.Direction)    {}
 func (m *fakeMedia) SetCodec(c media.Codec, _ int)   { m.codec = c }
+func (m *fakeMedia) SetSRTP(*media.SRTP)             {}
 func (m *fakeMedia) Done() <-chan struct{}           { return m.done }
 func (m *fakeMedia) Err() error                      { return m.err }
 func (m *fakeMedia) Stats() media.Stats              { return media.Stats{PacketsIn: 10, PacketsOut: 12} }
@@ -130,10 +132,10 @@ type fakeStream struct {
 
 func newFakeStream() *fakeStream { return &fakeStream{done: make(chan struct{})} }
 
-func (s *fakeStream) Audio([]int16, int64) {}
-func (s *fakeStream) DTMF(byte)            {}
-func (s *fakeStream) MarkPlayed(string)    {}
-func (s *fakeStream) Begin(bridge.Player)  { s.mu.Lock(); s.begun = true; s.mu.Unlock() }
+func (s *fakeStream) Audio([]int16, int64)            {}
+func (s *fakeStream) DTMF(byte)                       {}
+func (s *fakeStream) MarkPlayed(string)               {}
+func (s *fakeStream) Begin(bridge.Player, bridge.Leg) { s.mu.Lock(); s.begun = true; s.mu.Unlock() }
 func (s *fakeStream) Progress(status string, code int) {
 	s.mu.Lock()
 	s.progress = append(s.progress, status)
@@ -319,7 +321,7 @@ func (m *fakeMetrics) Refused(_ string, r refusal.Reason) {
 	m.refused = append(m.refused, r)
 	m.mu.Unlock()
 }
-func (m *fakeMetrics) Answered(time.Duration) {}
+func (m *fakeMetrics) Answered(time.Duration, string, string) {}
 func (m *fakeMetrics) Ended(_, side string, _ time.Duration, _, _, _ int64) {
 	m.mu.Lock()
 	m.ended = append(m.ended, side)
@@ -361,6 +363,9 @@ type fakeInvite struct {
 	dialog   *fakeDialog
 	answerAt chan struct{}
 	noAck    bool
+	// transport is "UDP" unless set; certs the TLS client chain.
+	transport string
+	certs     []*x509.Certificate
 
 	mu        sync.Mutex
 	refusals  []refusal.Reason
@@ -388,8 +393,14 @@ func (i *fakeInvite) CalledUser() string       { return i.called }
 func (i *fakeInvite) From() sip.Party          { return sip.Party{User: "+15557654321"} }
 func (i *fakeInvite) To() sip.Party            { return sip.Party{User: i.called} }
 func (i *fakeInvite) Source() netip.AddrPort   { return i.source }
-func (i *fakeInvite) Transport() string        { return "UDP" }
-func (i *fakeInvite) Received() time.Time      { return time.Now().Add(-5 * time.Millisecond) }
+func (i *fakeInvite) Transport() string {
+	if i.transport != "" {
+		return i.transport
+	}
+	return "UDP"
+}
+func (i *fakeInvite) PeerCertificates() []*x509.Certificate { return i.certs }
+func (i *fakeInvite) Received() time.Time                   { return time.Now().Add(-5 * time.Millisecond) }
 func (i *fakeInvite) Offer() (*sip.SDP, error) {
 	if i.offer == nil {
 		return nil, errors.New("no SDP")

@@ -2,9 +2,11 @@ package call
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"trunkgate/billing"
@@ -28,6 +30,9 @@ type Incoming interface {
 	To() sip.Party
 	Source() netip.AddrPort
 	Transport() string
+	// PeerCertificates is the caller's TLS client certificate chain, leaf
+	// first; nil without TLS or without a certificate.
+	PeerCertificates() []*x509.Certificate
 	Received() time.Time
 	Offer() (*sip.SDP, error)
 	CheckDigest(realm, user, ha1 string) sip.DigestResult
@@ -72,6 +77,10 @@ func (m *Manager) Inbound(inv Incoming) {
 		m.notOurs(inv, allowing, called)
 		return
 	}
+	if trunk.WantsClientCert() && !trunk.ClientCertTrusted(inv.PeerCertificates()) {
+		m.refuseInvite(inv, trunk.KeyID, refusal.ClientCertRequired, called)
+		return
+	}
 	if trunk.DigestUser != "" {
 		switch res := inv.CheckDigest(trunks.DigestRealm, trunk.DigestUser, trunk.DigestHA1); res {
 		case sip.DigestMissing, sip.DigestStale:
@@ -91,10 +100,15 @@ func (m *Manager) Inbound(inv Incoming) {
 		_ = inv.Refuse(refusal.NoCommonCodec)
 		return
 	}
-	neg, err := sip.Negotiate(offer)
+	neg, err := sip.Negotiate(offer, sip.Encryption(trunk.MediaEncryption))
 	if err != nil {
-		m.log.Info("INVITE refused: no common codec", "sip_call_id", inv.CallID())
-		_ = inv.Refuse(refusal.NoCommonCodec)
+		r := offerRefusal(err)
+		m.log.Info("INVITE refused: offer not acceptable", "sip_call_id", inv.CallID(), "reason", r.Text())
+		m.refuseInvite(inv, trunk.KeyID, r, called)
+		return
+	}
+	if r := checkEncryption(trunk, inv.Transport(), neg); r != 0 {
+		m.refuseInvite(inv, trunk.KeyID, r, called)
 		return
 	}
 	callID := bridge.NewSid("CA")
@@ -182,8 +196,9 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 	cdr := billing.CDR{
 		CallID: callID, SIPCallID: inv.CallID(), KeyID: trunk.KeyID, TrunkID: trunk.ID,
 		Direction: string(keys.Inbound), From: inv.From().User, To: called, TestKey: key.Mode == keys.Test,
-		SetupMS: inv.Received().UnixMilli(), Codec: neg.Codec, Transport: inv.Transport(), RatePerMinute: lease.RatePerMinute(),
-		RatePrefix: lease.RatePrefix(), Country: e164.CountryCode(called),
+		SetupMS: inv.Received().UnixMilli(), Codec: neg.Codec, Transport: inv.Transport(), MediaEncryption: protection(neg),
+		RatePerMinute: lease.RatePerMinute(),
+		RatePrefix:    lease.RatePrefix(), Country: e164.CountryCode(called),
 	}
 	c := m.newCall(keys.Inbound, lease, cdr)
 	c.neg = neg
@@ -212,7 +227,7 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 		Start: bridge.Start{
 			CallSid: c.id, AccountSid: bridge.AccountSid(trunk.KeyID), StreamSid: bridge.NewSid("MZ"),
 			From: cdr.From, To: called, Direction: string(keys.Inbound), KeyID: trunk.KeyID, TrunkID: trunk.ID,
-			Params: trunk.Params,
+			Params: trunk.Params, SIPTransport: strings.ToLower(inv.Transport()), MediaEncryption: protection(neg),
 		},
 	})
 	if err != nil {
@@ -225,10 +240,16 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 		return
 	}
 	c.stream = stream
+	srtp, err := srtpFor(neg)
+	if err != nil {
+		c.log.Error("SRTP setup failed", "error", err)
+		failed(refusal.Internal)
+		return
+	}
 	sess, err := m.cfg.Media.NewSession(media.Config{
 		Codec: media.Codec{Name: neg.Codec, PayloadType: neg.PayloadType}, PtimeMS: neg.PtimeMS,
 		DTMFPayloadType: neg.DTMFType, Remote: neg.Remote, RemoteRTCP: neg.RemoteRTCP,
-		RTPTimeout: m.cfg.RTPTimeout, Listener: stream, Log: c.log,
+		RTPTimeout: m.cfg.RTPTimeout, Listener: stream, Log: c.log, SRTP: srtp,
 	})
 	if err != nil {
 		c.log.Error("no RTP ports", "error", err)

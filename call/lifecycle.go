@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,7 +152,7 @@ func (c *Call) answered(at time.Time, setup time.Duration) {
 	c.state = StateAnswered
 	cdr := c.cdr
 	c.mu.Unlock()
-	c.m.cfg.Metrics.Answered(setup)
+	c.m.cfg.Metrics.Answered(setup, cdr.Transport, cdr.MediaEncryption)
 	if err := c.m.cfg.Meter.Answer(context.Background(), &cdr); err != nil {
 		c.log.Error("live CDR write failed", "error", err)
 	}
@@ -160,7 +161,7 @@ func (c *Call) answered(at time.Time, setup time.Duration) {
 		c.dialog.OnDTMF(c.stream.DTMF)
 	}
 	// The stream first: the media clock calls into it from its first tick.
-	c.stream.Begin(c.media)
+	c.stream.Begin(c.media, bridge.Leg{SIPTransport: strings.ToLower(cdr.Transport), MediaEncryption: cdr.MediaEncryption})
 	c.media.Start()
 	c.log.Info("call answered", "setup_ms", float64(setup.Microseconds())/1000, "codec", c.neg.Codec, "ptime", c.neg.PtimeMS)
 	go c.run()
@@ -264,7 +265,7 @@ func (c *Call) info() Info {
 	info := Info{
 		CallID: c.id, SIPCallID: cdr.SIPCallID, KeyID: cdr.KeyID, TrunkID: cdr.TrunkID, Gateway: gateway,
 		Direction: cdr.Direction, State: state, From: cdr.From, To: cdr.To, Codec: cdr.Codec,
-		SetupAt: time.UnixMilli(cdr.SetupMS).UTC(), Stream: map[string]int{},
+		Transport: cdr.Transport, MediaEncryption: cdr.MediaEncryption, SetupAt: time.UnixMilli(cdr.SetupMS).UTC(), Stream: map[string]int{},
 	}
 	if state != StateAnswered {
 		return info

@@ -212,7 +212,13 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 		return
 	}
 	c.media = sess
-	offer := sip.BuildOffer(sip.OfferSpec{SessionID: c.sdpID, Version: 1, Addr: m.cfg.MediaIP, Port: sess.LocalPort()})
+	keys, err := offerKeys(p.trunk)
+	if err != nil {
+		c.log.Error("SRTP keys", "error", err)
+		c.fail(because(refusal.Internal))
+		return
+	}
+	offer := sip.BuildOffer(sip.OfferSpec{SessionID: c.sdpID, Version: 1, Addr: m.cfg.MediaIP, Port: sess.LocalPort(), Crypto: keys})
 	dialled := time.Now()
 	dialog, answer, o := c.dialGateways(p, offer)
 	if dialog == nil {
@@ -221,7 +227,7 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 	}
 	c.dialog = dialog
 	answeredAt := time.Now()
-	if r := c.takeAnswer(answer); r != 0 {
+	if r := c.takeAnswer(answer, keys); r != 0 {
 		c.log.Warn("carrier answer unusable; hanging up", "reason", r.Text())
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = dialog.Hangup(ctx, r.ByeReason())
@@ -247,15 +253,28 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 	c.answered(answeredAt, answeredAt.Sub(dialled))
 }
 
-// takeAnswer applies the carrier's SDP answer to the media session.
-func (c *Call) takeAnswer(body []byte) refusal.Reason {
+// takeAnswer applies the carrier's SDP answer to the media session:
+// SRTP with one of the offered keys when the edge offered SRTP.
+func (c *Call) takeAnswer(body []byte, offered []sip.Crypto) refusal.Reason {
 	sdp, err := sip.ParseSDP(body)
 	if err != nil {
 		return refusal.NoCommonCodec
 	}
-	neg, err := sip.Negotiate(sdp)
+	neg, err := sip.NegotiateAnswer(sdp, offered)
 	if err != nil {
-		return refusal.NoCommonCodec
+		c.log.Info("carrier answer refused", "error", err)
+		if errors.Is(err, sip.ErrBadCrypto) {
+			return refusal.SRTPRequired
+		}
+		return offerRefusal(err)
+	}
+	srtp, err := srtpFor(neg)
+	if err != nil {
+		c.log.Error("SRTP setup failed", "error", err)
+		return refusal.Internal
+	}
+	if srtp != nil {
+		c.media.SetSRTP(srtp)
 	}
 	c.neg = neg
 	c.media.SetCodec(media.Codec{Name: neg.Codec, PayloadType: neg.PayloadType}, neg.PtimeMS)
@@ -264,6 +283,7 @@ func (c *Call) takeAnswer(body []byte) refusal.Reason {
 	c.media.SetDirection(direction(neg))
 	c.mu.Lock()
 	c.cdr.Codec = neg.Codec
+	c.cdr.MediaEncryption = protection(neg)
 	c.mu.Unlock()
 	return 0
 }

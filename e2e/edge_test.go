@@ -29,11 +29,15 @@ import (
 
 // Edge is a running trunkgate binary.
 type Edge struct {
-	t        *testing.T
-	SIPPort  int
-	HTTP     string // http://127.0.0.1:port
-	AdminKey string
-	DB       string
+	t       *testing.T
+	SIPPort int
+	// SIPTLSPort is the SIP over TLS port of an edge with a certificate.
+	SIPTLSPort int
+	// RTPLo and RTPHi bound its RTP ports.
+	RTPLo, RTPHi int
+	HTTP         string // http://127.0.0.1:port
+	AdminKey     string
+	DB           string
 	// CA is the CA bundle of an edge serving HTTPS (StartTLSEdge), and
 	// client the HTTP client that trusts it.
 	CA     string
@@ -91,6 +95,9 @@ func StartTimingEdge(t *testing.T, extraArgs ...string) *Edge {
 // upLine is the edge's log line that gives its real SIP and HTTP addresses.
 var upLine = regexp.MustCompile(`msg="trunkgate up" sip=127\.0\.0\.1:(\d+) http=(https?://127\.0\.0\.1:\d+)`)
 
+// tlsUpLine gives the SIP over TLS port, when the edge has one.
+var tlsUpLine = regexp.MustCompile(`msg="trunkgate up" .*sip_tls=127\.0\.0\.1:(\d+)`)
+
 func startEdge(t *testing.T, binary, admin string, extraArgs ...string) *Edge {
 	t.Helper()
 	return startEdgeTLS(t, binary, admin, "", nil, extraArgs...)
@@ -108,7 +115,7 @@ func StartTLSEdge(t *testing.T, ca *tlstest.CA, extraArgs ...string) *Edge {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	e := startEdgeTLS(t, edgeBinary, "", ca.File, &http.Client{Transport: tr},
-		append([]string{"--tls-cert", pair.CertFile, "--tls-key", pair.KeyFile}, extraArgs...)...)
+		append([]string{"--tls-cert", pair.CertFile, "--tls-key", pair.KeyFile, "--sip-tls-addr", "127.0.0.1:0"}, extraArgs...)...)
 	e.TLS = pair
 	return e
 }
@@ -123,7 +130,7 @@ func startEdgeTLS(t *testing.T, binary, admin, ca string, client *http.Client, e
 		_, admin = keys.NewText(keys.Live)
 	}
 	lo, hi := rtpRange(t)
-	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"), CA: ca, client: client,
+	e := &Edge{t: t, AdminKey: admin, DB: filepath.Join(dir, "edge.db"), CA: ca, client: client, RTPLo: lo, RTPHi: hi + 1,
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	if sqldbtest.Engine() == sqldb.Postgres {
 		e.DB = sqldbtest.PostgresURL(t)
@@ -158,6 +165,9 @@ func startEdgeTLS(t *testing.T, binary, admin, ca string, client *http.Client, e
 		if m := upLine.FindStringSubmatch(e.stderr.String()); e.HTTP == "" && m != nil {
 			e.SIPPort, _ = strconv.Atoi(m[1])
 			e.HTTP = m[2]
+			if m := tlsUpLine.FindStringSubmatch(e.stderr.String()); m != nil {
+				e.SIPTLSPort, _ = strconv.Atoi(m[1])
+			}
 		}
 		if e.HTTP != "" {
 			if res, err := e.httpClient().Get(e.HTTP + "/readyz"); err == nil {
@@ -324,32 +334,34 @@ func ceilSeconds(ms int64) int64 { return (ms + 999) / 1000 }
 
 // CDR is the part of a CDR the tests read.
 type CDR struct {
-	CallID        string `json:"call_id"`
-	SIPCallID     string `json:"sip_call_id"`
-	KeyID         string `json:"key_id"`
-	TrunkID       string `json:"trunk_id"`
-	Direction     string `json:"direction"`
-	Gateway       string `json:"gateway"`
-	Transport     string `json:"transport"`
-	TestKey       bool   `json:"test_key"`
-	Sandbox       bool   `json:"sandbox"`
-	RatePerMinute int64  `json:"rate_per_minute"`
-	RatePrefix    string `json:"rate_prefix"`
-	Country       string `json:"country"`
-	From          string `json:"from"`
-	To            string `json:"to"`
-	SetupMS       int64  `json:"setup_ms"`
-	AnswerMS      int64  `json:"answer_ms"`
-	EndMS         int64  `json:"end_ms"`
-	DurationMS    int64  `json:"duration_ms"`
-	BilledSeconds int64  `json:"billed_seconds"`
-	CostMicros    int64  `json:"cost_micros"`
-	FinalCode     int    `json:"final_code"`
-	HangupSide    string `json:"hangup_side"`
-	HangupCause   string `json:"hangup_cause"`
-	Status        string `json:"status"`
-	Node          string `json:"node"`
-	Media         struct {
+	CallID    string `json:"call_id"`
+	SIPCallID string `json:"sip_call_id"`
+	KeyID     string `json:"key_id"`
+	TrunkID   string `json:"trunk_id"`
+	Direction string `json:"direction"`
+	Gateway   string `json:"gateway"`
+	Transport string `json:"transport"`
+	// MediaEncryption is "srtp" or "none".
+	MediaEncryption string `json:"media_encryption"`
+	TestKey         bool   `json:"test_key"`
+	Sandbox         bool   `json:"sandbox"`
+	RatePerMinute   int64  `json:"rate_per_minute"`
+	RatePrefix      string `json:"rate_prefix"`
+	Country         string `json:"country"`
+	From            string `json:"from"`
+	To              string `json:"to"`
+	SetupMS         int64  `json:"setup_ms"`
+	AnswerMS        int64  `json:"answer_ms"`
+	EndMS           int64  `json:"end_ms"`
+	DurationMS      int64  `json:"duration_ms"`
+	BilledSeconds   int64  `json:"billed_seconds"`
+	CostMicros      int64  `json:"cost_micros"`
+	FinalCode       int    `json:"final_code"`
+	HangupSide      string `json:"hangup_side"`
+	HangupCause     string `json:"hangup_cause"`
+	Status          string `json:"status"`
+	Node            string `json:"node"`
+	Media           struct {
 		PacketsIn   uint64  `json:"packets_in"`
 		PacketsOut  uint64  `json:"packets_out"`
 		PacketsLost int64   `json:"packets_lost"`

@@ -119,12 +119,12 @@ func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 }
 
 // TestAppOverWSS: an inbound call's application at a wss:// URL is
-// reached when its certificate verifies against --app-ca, and refused
+// reached when its certificate verifies against --tls-ca, and refused
 // (480, the app unreachable) by an edge that does not trust it.
 func TestAppOverWSS(t *testing.T) {
 	ca := tlstest.NewCA(t, "app CA")
 	app := StartTLSApp(t, ca)
-	e := StartEdge(t, "--app-ca", ca.File)
+	e := StartEdge(t, "--tls-ca", ca.File)
 	k := e.NewKey("wss app", keys.Limits{})
 	e.NewTrunk(k.Key.ID, "+15558700", app.URL, nil)
 	run := Call{Number: "+15558700", Hangup: "callee", Steps: []Step{{Pcap: g711aPcap}}}.Start(t, e)

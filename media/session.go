@@ -67,6 +67,10 @@ type Config struct {
 	RTCPInterval time.Duration
 	Listener     Listener
 	Log          *slog.Logger
+	// SRTP, when set, protects what the session sends and checks what it
+	// receives (RTP and RTCP); a packet that fails the check is dropped
+	// before it can move the latch.
+	SRTP *SRTP
 }
 
 // Session is one call's RTP/RTCP media.
@@ -208,6 +212,10 @@ func (s *Session) SetDirection(d Direction) {
 // Direction is the current media direction.
 func (s *Session) Direction() Direction { return Direction(s.dir.Load()) }
 
+// SetSRTP protects the session's media with srtp (an outbound call learns
+// the far end's key from its answer); before Start.
+func (s *Session) SetSRTP(srtp *SRTP) { s.cfg.SRTP = srtp }
+
 // Start begins reading, the playout clock and RTCP.
 func (s *Session) Start() {
 	s.startOnce.Do(func() {
@@ -282,6 +290,10 @@ func samplesAt(ns int64) int64 { return ns / (int64(time.Second) / ClockRate) }
 func (s *Session) readRTP() {
 	defer s.wg.Done()
 	buf := make([]byte, 1500)
+	var clear []byte
+	if s.cfg.SRTP != nil {
+		clear = make([]byte, 1500)
+	}
 	rx := newRTPReceiver()
 	for {
 		n, from, err := s.rtpConn.ReadFromUDPAddrPort(buf)
@@ -291,7 +303,14 @@ func (s *Session) readRTP() {
 			}
 			continue
 		}
-		s.receiveRTP(rx, buf[:n], from, s.now())
+		pkt := buf[:n]
+		if s.cfg.SRTP != nil {
+			if pkt, err = s.cfg.SRTP.UnprotectRTP(clear, pkt); err != nil {
+				s.badPkts.Add(1)
+				continue
+			}
+		}
+		s.receiveRTP(rx, pkt, from, s.now())
 	}
 }
 
@@ -360,7 +379,7 @@ func (s *Session) clock() {
 		inFrame  [FrameSamples]int16
 		outPCM   = make([]int16, outSamples)
 		payload  = make([]byte, outSamples)
-		wire     = make([]byte, 12+outSamples)
+		wire     = make([]byte, 12+outSamples+srtpOverhead)
 		marks    = make([]string, 0, 8)
 		pkt      rtp.Packet
 		nIn      int64
@@ -444,8 +463,13 @@ func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte,
 	pkt.Marker = *first || (n > 0 && !s.talking)
 	pkt.Payload = payload
 	size, err := pkt.MarshalTo(wire)
+	out := wire[:size]
+	if err == nil && s.cfg.SRTP != nil {
+		// In place: pion's EncryptRTP writes over its input when dst is it.
+		out, err = s.cfg.SRTP.ProtectRTP(wire[:size], out)
+	}
 	if err == nil {
-		if _, err := s.rtpConn.WriteToUDPAddrPort(wire[:size], *remote); err == nil {
+		if _, err := s.rtpConn.WriteToUDPAddrPort(out, *remote); err == nil {
 			s.sent.Add(1)
 			s.octets.Add(uint64(len(payload)))
 		}
@@ -498,12 +522,21 @@ func (s *Session) sendRTCP() {
 	if err != nil {
 		return
 	}
+	if s.cfg.SRTP != nil {
+		if b, err = s.cfg.SRTP.ProtectRTCP(nil, b); err != nil {
+			return
+		}
+	}
 	_, _ = s.rtcpConn.WriteToUDPAddrPort(b, *dst)
 }
 
 func (s *Session) readRTCP() {
 	defer s.wg.Done()
 	buf := make([]byte, 1500)
+	var clear []byte
+	if s.cfg.SRTP != nil {
+		clear = make([]byte, 1500)
+	}
 	for {
 		n, from, err := s.rtcpConn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -512,7 +545,14 @@ func (s *Session) readRTCP() {
 			}
 			continue
 		}
-		s.receiveRTCP(buf[:n], from, time.Now())
+		pkt := buf[:n]
+		if s.cfg.SRTP != nil {
+			if pkt, err = s.cfg.SRTP.UnprotectRTCP(clear, pkt); err != nil {
+				s.badPkts.Add(1)
+				continue
+			}
+		}
+		s.receiveRTCP(pkt, from, time.Now())
 	}
 }
 

@@ -31,6 +31,10 @@ var srtpProfiles = map[string]srtp.ProtectionProfile{
 	"AEAD_AES_128_GCM":        srtp.ProtectionProfileAeadAes128Gcm,
 }
 
+// srtpOverhead is the most a protected RTP packet grows: the 16-byte
+// GCM tag (HMAC-SHA1-80 adds 10, -32 adds 4).
+const srtpOverhead = 16
+
 // replayWindow is how many packets back a late one is still accepted
 // (RFC 3711 §3.3.2 asks for at least 64).
 const replayWindow = 128

@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,7 @@ type Metrics struct {
 	floodBans  prometheus.Counter
 	screened   prometheus.Counter
 	admission  prometheus.Histogram
+	protection *prometheus.CounterVec
 }
 
 // New registers the metrics, the Go runtime collectors and a collector
@@ -90,9 +92,13 @@ func New(usage KeyUsages) *Metrics {
 			Help:    "Admission of a call against its key: caps, spend and the ledger (one database round trip with several edges).",
 			Buckets: []float64{.00001, .00005, .0001, .0002, .0005, .001, .002, .005, .01, .05, .2},
 		}),
+		protection: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_calls_answered_total",
+			Help: "Answered calls by the carrier leg's SIP transport (udp, tcp, tls) and media encryption (srtp, none).",
+		}, []string{"transport", "media"}),
 	}
 	reg.MustRegister(m.admissions, m.refusals, m.ended, m.setup, m.duration, m.framesOut, m.framesDrop, m.lost, m.draining,
-		m.floodBans, m.screened, m.admission,
+		m.floodBans, m.screened, m.admission, m.protection,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if usage != nil {
 		reg.MustRegister(&keyCollector{usage: usage})
@@ -115,8 +121,13 @@ func (m *Metrics) Refused(keyID string, r refusal.Reason) {
 	m.refusals.WithLabelValues(keyID, r.Label()).Inc()
 }
 
-// Answered records a call's setup time.
-func (m *Metrics) Answered(setup time.Duration) { m.setup.Observe(setup.Seconds()) }
+// Answered records a call's setup time, and what protected its carrier
+// leg: the SIP transport ("UDP", "TCP", "TLS") and the media encryption
+// ("srtp" or "none").
+func (m *Metrics) Answered(setup time.Duration, transport, media string) {
+	m.setup.Observe(setup.Seconds())
+	m.protection.WithLabelValues(strings.ToLower(transport), media).Inc()
+}
 
 // Ended records an answered call's end.
 func (m *Metrics) Ended(keyID, side string, d time.Duration, framesOut, framesDropped, lost int64) {

@@ -42,6 +42,10 @@ const (
 	CallerIDNotAllowed // the app's from is not one of the key's numbers
 	TrunkChannelCap    // the outbound trunk's own max_channels calls already up
 	NoCommonCodec      // the offer (or the carrier's answer) has no PCMU/PCMA
+	SRTPRequired       // the trunk requires SRTP; the offer (or answer) is plain RTP
+	SRTPOff            // the offer is SRTP only; the trunk's media_encryption is off
+	SDESOverPlain      // SDES keys in SDP over UDP or TCP to a trunk that requires SRTP: the keys crossed the network in clear
+	ClientCertRequired // the trunk wants mutual TLS; the carrier's certificate is missing or does not match
 	AppUnreachable     // the AI application's WebSocket handshake failed
 	NoAnswer           // the callee rang past the ring timeout
 	NoGateway          // every gateway of the trunk failed (timeout, 408, 5xx, transport)
@@ -106,6 +110,10 @@ var table = map[Reason]entry{
 	CallerIDNotAllowed: {403, "Forbidden", 403, 0, "caller id not allowed", "caller_id_not_allowed", 0, false},
 	TrunkChannelCap:    {486, "Busy Here", 429, 1, "trunk channel cap reached", "trunk_channel_cap", 0, false},
 	NoCommonCodec:      {488, "Not Acceptable Here", 400, 0, "no common codec (PCMU, PCMA)", "no_common_codec", 0, false},
+	SRTPRequired:       {488, "Not Acceptable Here", 400, 0, "SRTP required (RTP/SAVP with a=crypto)", "srtp_required", 0, false},
+	SRTPOff:            {488, "Not Acceptable Here", 400, 0, "SRTP not enabled on this trunk", "srtp_off", 0, false},
+	SDESOverPlain:      {488, "Not Acceptable Here", 400, 0, "SRTP keys need TLS signalling", "sdes_over_plain", 0, false},
+	ClientCertRequired: {403, "Forbidden", 403, 0, "client certificate missing or not trusted", "client_cert", 0, false},
 	AppUnreachable:     {480, "Temporarily Unavailable", 502, 0, "AI application unreachable", "app_unreachable", 0, false},
 	NoAnswer:           {480, "Temporarily Unavailable", 504, 0, "no answer", "no_answer", 0, false},
 	NoGateway:          {503, "Service Unavailable", 502, 0, "no gateway answered", "no_gateway", 0, false},

@@ -124,7 +124,7 @@ func (c *Carrier) HandleInvite(inv *sip.Invite) {
 	offer, err := inv.Offer()
 	var neg sip.Negotiated
 	if err == nil {
-		neg, err = sip.Negotiate(offer)
+		neg, err = sip.Negotiate(offer, sip.EncryptionOff) // the sandbox echoes packets as they come: plain RTP
 	}
 	if err != nil {
 		_ = inv.Reject(488, "Not Acceptable Here", `SIP;cause=488;text="sandbox speaks PCMU and PCMA"`)

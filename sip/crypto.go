@@ -81,10 +81,19 @@ func ParseCrypto(value string) (Crypto, error) {
 	return Crypto{Tag: tag, Suite: fields[1], Key: key}, nil
 }
 
-// String is the attribute's value.
-func (c Crypto) String() string {
+// Attribute is the a=crypto attribute's value, key included: for SDP
+// only.
+func (c Crypto) Attribute() string {
 	return fmt.Sprintf("%d %s inline:%s", c.Tag, c.Suite, base64.StdEncoding.EncodeToString(c.Key))
 }
+
+// String names the tag and suite and leaves the key out, so that a Crypto
+// printed by mistake (in a log line, an error, a %v of a struct holding
+// one) shows no key material.
+func (c Crypto) String() string { return fmt.Sprintf("%d %s inline:[redacted]", c.Tag, c.Suite) }
+
+// GoString keeps %#v from printing the key too.
+func (c Crypto) GoString() string { return "sip.Crypto{" + c.String() + "}" }
 
 // NewCrypto makes a fresh master key and salt for suite from crypto/rand.
 func NewCrypto(tag int, suite string) (Crypto, error) {

@@ -46,9 +46,9 @@ func TestParseCrypto(t *testing.T) {
 			if err != nil || c.Suite != tt.suite || c.Tag != tt.tag {
 				t.Fatalf("ParseCrypto(%q) = %+v, %v", tt.value, c, err)
 			}
-			again, err := ParseCrypto(c.String())
+			again, err := ParseCrypto(c.Attribute())
 			if err != nil || !bytes.Equal(again.Key, c.Key) || again.Suite != c.Suite || again.Tag != c.Tag {
-				t.Fatalf("round trip of %q: %+v, %v", c.String(), again, err)
+				t.Fatalf("round trip of %q: %+v, %v", c.Attribute(), again, err)
 			}
 			if len(c.MasterKey()) != 16 || len(c.MasterKey())+len(c.MasterSalt()) != len(c.Key) {
 				t.Fatalf("key %d and salt %d bytes", len(c.MasterKey()), len(c.MasterSalt()))
@@ -123,7 +123,7 @@ func FuzzParseCrypto(f *testing.F) {
 		if suite := suites[c.Suite]; len(c.Key) != suite.keyLen+suite.saltLen {
 			t.Fatalf("accepted a %d-byte key for %s", len(c.Key), c.Suite)
 		}
-		again, err := ParseCrypto(c.String())
+		again, err := ParseCrypto(c.Attribute())
 		if err != nil || !bytes.Equal(again.Key, c.Key) || again.Suite != c.Suite || again.Tag != c.Tag {
 			t.Fatalf("round trip of %q failed: %v", value, err)
 		}

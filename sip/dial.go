@@ -17,7 +17,7 @@ import (
 type Target struct {
 	Host      string
 	Port      int
-	Transport string // "udp" or "tcp"
+	Transport string // "udp", "tcp" or "tls"
 }
 
 func (t Target) addr() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }

@@ -58,7 +58,7 @@ func carrierAnswers(dialogs chan<- *Dialog, sources chan<- string) handlerFunc {
 		// and a client transaction past 2xx drops it.
 		time.Sleep(20 * time.Millisecond)
 		o, _ := inv.Offer()
-		neg, _ := Negotiate(o)
+		neg, _ := Negotiate(o, EncryptionOff)
 		d, err := inv.Answer(BuildAnswer(AnswerSpec{SessionID: "9", Version: 1, Addr: mustAddr("127.0.0.1"), Port: 41000, Media: neg}), nil)
 		if err == nil {
 			dialogs <- d

@@ -43,7 +43,7 @@ type Dialog struct {
 	// identity with its tag, and the far end's with its tag.
 	from      *gosip.FromHeader
 	to        *gosip.ToHeader
-	transport string // "UDP" or "TCP"
+	transport string // "UDP", "TCP" or "TLS"
 	// source is the far end's transport address the dialog was set up
 	// with: over TCP, requests of a UAS dialog without a route set go back
 	// on that connection (a PBX's Contact port often does not listen).
@@ -134,7 +134,7 @@ func recordRoutes(m gosip.Message) []gosip.Uri {
 // CallID is the SIP Call-ID.
 func (d *Dialog) CallID() string { return d.callID }
 
-// Transport is "UDP" or "TCP".
+// Transport is "UDP", "TCP" or "TLS".
 func (d *Dialog) Transport() string { return d.transport }
 
 // RemoteTarget is where in-dialog requests go (the far end's Contact).

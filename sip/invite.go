@@ -124,7 +124,7 @@ func (inv *Invite) Source() netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// Transport is "UDP" or "TCP".
+// Transport is "UDP", "TCP" or "TLS".
 func (inv *Invite) Transport() string { return strings.ToUpper(inv.req.Transport()) }
 
 // CalledUser is the user part of the Request-URI: the dialled number.

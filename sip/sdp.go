@@ -210,6 +210,23 @@ func (m *MediaDesc) attribute(val string) error {
 // edge speaks: the answer is 488 Not Acceptable Here.
 var ErrNoCommonCodec = errors.New("no common codec")
 
+// Encryption is what a trunk accepts for media: its media_encryption.
+type Encryption string
+
+const (
+	EncryptionOff     Encryption = "off"     // RTP only
+	EncryptionAllow   Encryption = "allow"   // SRTP when the offer has it, else RTP
+	EncryptionRequire Encryption = "require" // SRTP only
+)
+
+// Refusals of an offer for its media encryption (both 488).
+var (
+	// ErrSRTPRequired: the trunk requires SRTP and the offer has only RTP.
+	ErrSRTPRequired = errors.New("SRTP required")
+	// ErrSRTPOff: the offer has only SRTP and the trunk does not do it.
+	ErrSRTPOff = errors.New("SRTP not enabled")
+)
+
 // Negotiated is the outcome of an offer: what to send, where, and how.
 type Negotiated struct {
 	Codec       string // "PCMU" or "PCMA"
@@ -220,54 +237,116 @@ type Negotiated struct {
 	RemoteRTCP  netip.AddrPort // zero when the offer has no a=rtcp
 	// Direction is ours, the mirror of the offer's: sendonly → recvonly.
 	Direction string
+	// RemoteCrypto is the far end's SDES key (what it sends with) and
+	// LocalCrypto the edge's, of the same tag and suite; both zero for
+	// plain RTP.
+	RemoteCrypto, LocalCrypto Crypto
 }
 
-// Negotiate picks, from the first usable audio stream, the first codec of
-// the offer that the edge supports (PCMU or PCMA) and telephone-event.
-func Negotiate(offer *SDP) (Negotiated, error) {
+// Secure reports whether the media is SRTP.
+func (n Negotiated) Secure() bool { return n.RemoteCrypto.Suite != "" }
+
+// proto is the m= line's transport protocol for n.
+func (n Negotiated) proto() string {
+	if n.Secure() {
+		return "RTP/SAVP"
+	}
+	return "RTP/AVP"
+}
+
+// Negotiate picks, from the first audio stream that enc allows, the first
+// codec of the offer that the edge supports (PCMU or PCMA) and
+// telephone-event; for RTP/SAVP the strongest a=crypto the edge speaks,
+// and a fresh key of its own for the answer. An SRTP stream without a
+// usable a=crypto is skipped.
+func Negotiate(offer *SDP, enc Encryption) (Negotiated, error) {
+	var plainSkipped, secureSkipped bool
 	for _, m := range offer.Media {
-		if m.Type != "audio" || m.Port == 0 || (m.Proto != "RTP/AVP" && m.Proto != "RTP/AVPF") {
+		if m.Type != "audio" || m.Port == 0 {
 			continue
 		}
-		var n Negotiated
-		found := false
-		for _, pt := range m.Formats {
-			name, rate := "", 8000
-			if rm, ok := m.RTPMap[pt]; ok {
-				name, rate = strings.ToUpper(rm.Name), rm.ClockRate
-			} else if pt == 0 {
-				name = "PCMU"
-			} else if pt == 8 {
-				name = "PCMA"
+		var remoteKey Crypto
+		switch m.Proto {
+		case "RTP/AVP", "RTP/AVPF":
+			if enc == EncryptionRequire {
+				plainSkipped = true
+				continue
 			}
-			if !found && (name == "PCMU" || name == "PCMA") && rate == 8000 {
-				n.Codec, n.PayloadType, found = name, pt, true
+		case "RTP/SAVP", "RTP/SAVPF":
+			c, ok := ChooseCrypto(m.Crypto)
+			if !ok {
+				continue
 			}
-			if name == "TELEPHONE-EVENT" && rate == 8000 && n.DTMFType == 0 {
-				n.DTMFType = pt
+			if enc != EncryptionAllow && enc != EncryptionRequire {
+				secureSkipped = true
+				continue
 			}
-		}
-		if !found {
+			remoteKey = c
+		default:
 			continue
 		}
-		n.PtimeMS = m.Ptime
-		if n.PtimeMS == 0 {
-			n.PtimeMS = 20
+		n, ok := negotiateCodec(offer, m)
+		if !ok {
+			continue
 		}
-		addr := m.ConnAddr
-		if !addr.IsValid() {
-			addr = offer.ConnAddr
-		}
-		if addr.IsValid() {
-			n.Remote = netip.AddrPortFrom(addr.Unmap(), uint16(m.Port))
-			if m.RTCPPort != 0 {
-				n.RemoteRTCP = netip.AddrPortFrom(addr.Unmap(), uint16(m.RTCPPort))
+		if remoteKey.Suite != "" {
+			local, err := NewCrypto(remoteKey.Tag, remoteKey.Suite)
+			if err != nil {
+				return Negotiated{}, fmt.Errorf("SRTP key: %w", err)
 			}
+			n.RemoteCrypto, n.LocalCrypto = remoteKey, local
 		}
-		n.Direction = mirror(m.Direction)
 		return n, nil
 	}
+	switch {
+	case plainSkipped:
+		return Negotiated{}, ErrSRTPRequired
+	case secureSkipped:
+		return Negotiated{}, ErrSRTPOff
+	}
 	return Negotiated{}, ErrNoCommonCodec
+}
+
+// negotiateCodec reads codec, telephone-event, ptime, address and
+// direction from one audio stream; false when it has no PCMU or PCMA.
+func negotiateCodec(offer *SDP, m MediaDesc) (Negotiated, bool) {
+	var n Negotiated
+	found := false
+	for _, pt := range m.Formats {
+		name, rate := "", 8000
+		if rm, ok := m.RTPMap[pt]; ok {
+			name, rate = strings.ToUpper(rm.Name), rm.ClockRate
+		} else if pt == 0 {
+			name = "PCMU"
+		} else if pt == 8 {
+			name = "PCMA"
+		}
+		if !found && (name == "PCMU" || name == "PCMA") && rate == 8000 {
+			n.Codec, n.PayloadType, found = name, pt, true
+		}
+		if name == "TELEPHONE-EVENT" && rate == 8000 && n.DTMFType == 0 {
+			n.DTMFType = pt
+		}
+	}
+	if !found {
+		return n, false
+	}
+	n.PtimeMS = m.Ptime
+	if n.PtimeMS == 0 {
+		n.PtimeMS = 20
+	}
+	addr := m.ConnAddr
+	if !addr.IsValid() {
+		addr = offer.ConnAddr
+	}
+	if addr.IsValid() {
+		n.Remote = netip.AddrPortFrom(addr.Unmap(), uint16(m.Port))
+		if m.RTCPPort != 0 {
+			n.RemoteRTCP = netip.AddrPortFrom(addr.Unmap(), uint16(m.RTCPPort))
+		}
+	}
+	n.Direction = mirror(m.Direction)
+	return n, true
 }
 
 func mirror(d string) string {
@@ -308,7 +387,7 @@ func BuildAnswer(a AnswerSpec) []byte {
 	var b strings.Builder
 	sessionLines(&b, a.SessionID, a.Version, a.Addr)
 	m := a.Media
-	fmt.Fprintf(&b, "m=audio %d RTP/AVP %d", a.Port, m.PayloadType)
+	fmt.Fprintf(&b, "m=audio %d %s %d", a.Port, m.proto(), m.PayloadType)
 	if m.DTMFType != 0 {
 		fmt.Fprintf(&b, " %d", m.DTMFType)
 	}
@@ -317,6 +396,9 @@ func BuildAnswer(a AnswerSpec) []byte {
 		fmt.Fprintf(&b, "a=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n", m.DTMFType, m.DTMFType)
 	}
 	fmt.Fprintf(&b, "a=ptime:%d\r\na=%s\r\n", m.PtimeMS, m.Direction)
+	if m.Secure() {
+		fmt.Fprintf(&b, "a=crypto:%s\r\n", m.LocalCrypto.Attribute())
+	}
 	return []byte(b.String())
 }
 
@@ -326,6 +408,9 @@ type OfferSpec struct {
 	Version   uint64
 	Addr      netip.Addr
 	Port      int
+	// Crypto, when set, makes the offer RTP/SAVP with these keys, one
+	// a=crypto each (distinct tags): the answer picks one.
+	Crypto []Crypto
 }
 
 // Offer payload types: PCMU and PCMA static, telephone-event dynamic.
@@ -336,20 +421,43 @@ const offerDTMFType = 101
 func BuildOffer(o OfferSpec) []byte {
 	var b strings.Builder
 	sessionLines(&b, o.SessionID, o.Version, o.Addr)
-	fmt.Fprintf(&b, "m=audio %d RTP/AVP 0 8 %d\r\n", o.Port, offerDTMFType)
+	proto := "RTP/AVP"
+	if len(o.Crypto) > 0 {
+		proto = "RTP/SAVP"
+	}
+	fmt.Fprintf(&b, "m=audio %d %s 0 8 %d\r\n", o.Port, proto, offerDTMFType)
 	fmt.Fprintf(&b, "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n",
 		offerDTMFType, offerDTMFType)
 	b.WriteString("a=ptime:20\r\na=sendrecv\r\n")
+	for _, c := range o.Crypto {
+		fmt.Fprintf(&b, "a=crypto:%s\r\n", c.Attribute())
+	}
 	return []byte(b.String())
 }
 
+// ErrRekey: a re-offer changes the far end's SRTP key. The call keeps
+// its keys and the re-offer gets 488.
+var ErrRekey = errors.New("SRTP re-keying is not supported")
+
 // NegotiateKeeping answers a re-INVITE's offer: the codec chosen at setup
-// stays if the offer still lists it (changing codec mid-call is refused);
-// address, ptime, telephone-event and direction follow the new offer.
+// stays if the offer still lists it (changing codec mid-call is refused),
+// and so do SRTP and its keys; address, ptime, telephone-event and
+// direction follow the new offer.
 func NegotiateKeeping(offer *SDP, current Negotiated) (Negotiated, error) {
-	n, err := Negotiate(offer)
+	enc := EncryptionOff
+	if current.Secure() {
+		enc = EncryptionRequire
+	}
+	n, err := Negotiate(offer, enc)
 	if err != nil {
 		return n, err
+	}
+	if current.Secure() {
+		if n.RemoteCrypto.Suite != current.RemoteCrypto.Suite || !bytes.Equal(n.RemoteCrypto.Key, current.RemoteCrypto.Key) {
+			return Negotiated{}, ErrRekey
+		}
+		n.LocalCrypto = current.LocalCrypto
+		n.LocalCrypto.Tag = n.RemoteCrypto.Tag
 	}
 	if n.Codec == current.Codec {
 		return n, nil
@@ -374,4 +482,26 @@ func NegotiateKeeping(offer *SDP, current Negotiated) (Negotiated, error) {
 		}
 	}
 	return Negotiated{}, fmt.Errorf("%w: offer drops %s", ErrNoCommonCodec, current.Codec)
+}
+
+// NegotiateAnswer reads the far end's answer to the edge's offer: as an
+// offer, plus, when the edge offered SRTP keys, the answer must be SRTP
+// with one of the offered tags and suites (RFC 4568 §7.1.3), and the
+// edge sends with the key of that tag.
+func NegotiateAnswer(answer *SDP, offered []Crypto) (Negotiated, error) {
+	enc := EncryptionOff
+	if len(offered) > 0 {
+		enc = EncryptionRequire
+	}
+	n, err := Negotiate(answer, enc)
+	if err != nil || len(offered) == 0 {
+		return n, err
+	}
+	for _, c := range offered {
+		if c.Tag == n.RemoteCrypto.Tag && c.Suite == n.RemoteCrypto.Suite {
+			n.LocalCrypto = c
+			return n, nil
+		}
+	}
+	return Negotiated{}, fmt.Errorf("%w: the answer's a=crypto matches no offered tag and suite", ErrBadCrypto)
 }

@@ -50,7 +50,7 @@ func TestNegotiate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: parse: %v", tt.name, err)
 		}
-		n, err := Negotiate(offer)
+		n, err := Negotiate(offer, EncryptionAllow)
 		if tt.err != nil {
 			if !errors.Is(err, tt.err) {
 				t.Errorf("%s: err %v, want %v", tt.name, err, tt.err)
@@ -69,14 +69,14 @@ func TestNegotiateAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _ := Negotiate(offer)
+	n, _ := Negotiate(offer, EncryptionAllow)
 	if n.Remote != netip.MustParseAddrPort("192.0.2.7:4000") || n.RemoteRTCP != netip.MustParseAddrPort("192.0.2.7:4005") {
 		t.Fatalf("media-level c= and a=rtcp not used: %+v", n)
 	}
 }
 
 func TestNegotiateKeeping(t *testing.T) {
-	first, _ := Negotiate(mustParse(t, sippOffer))
+	first, _ := Negotiate(mustParse(t, sippOffer), EncryptionOff)
 	// A re-INVITE listing PCMU first still keeps PCMA.
 	again := mustParse(t, sdp("v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
 		"m=audio 6002 RTP/AVP 0 8", "a=sendonly"))
@@ -122,7 +122,7 @@ func TestParseSDPRejects(t *testing.T) {
 }
 
 func TestBuildAnswerRoundTrip(t *testing.T) {
-	n, _ := Negotiate(mustParse(t, sippOffer))
+	n, _ := Negotiate(mustParse(t, sippOffer), EncryptionOff)
 	ans := BuildAnswer(AnswerSpec{SessionID: "42", Version: 3, Addr: netip.MustParseAddr("192.0.2.1"), Port: 10002, Media: n})
 	back := mustParse(t, ans)
 	m := back.Media[0]
@@ -148,7 +148,7 @@ func FuzzParseSDP(f *testing.F) {
 			}
 			return
 		}
-		n, err := Negotiate(s)
+		n, err := Negotiate(s, EncryptionAllow)
 		if err != nil {
 			return
 		}
@@ -158,7 +158,7 @@ func FuzzParseSDP(f *testing.F) {
 		if err != nil {
 			t.Fatalf("answer %q does not parse: %v", ans, err)
 		}
-		if again, err := Negotiate(back); err != nil || again.Codec != n.Codec {
+		if again, err := Negotiate(back, EncryptionAllow); err != nil || again.Codec != n.Codec {
 			t.Fatalf("answer %q renegotiates to %+v, %v", ans, again, err)
 		}
 	})

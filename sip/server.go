@@ -1,5 +1,5 @@
-// Package sip is trunkgate's SIP user agent: it listens on UDP and TCP with
-// sipgo, turns each new INVITE into an Invite for the call handler, places
+// Package sip is trunkgate's SIP user agent: it listens on UDP and TCP, and
+// TLS when given a certificate, with sipgo, turns each new INVITE into an Invite for the call handler, places
 // outbound calls (Dial: INVITE, provisional responses, digest answers to
 // 401/407, ACK and re-ACK of 2xx, CANCEL), keeps the edge's own dialog
 // store (Call-ID and tags) for dialogs of both roles, routes in-dialog
@@ -14,6 +14,8 @@ package sip
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,6 +65,16 @@ type Config struct {
 	// NonceKey keys digest nonces; edges behind one load balancer share it
 	// so that any of them accepts another's challenge. Empty: a random key.
 	NonceKey []byte
+	// TLSAddr is host:port of the SIP over TLS listener (port 0 picks a
+	// free one); TLS is its server configuration (the certificate). Both
+	// empty: no TLS listener. Carriers are asked for a client certificate
+	// but not required to send one: Invite.PeerCertificates has it for
+	// the trunk to check.
+	TLSAddr string
+	TLS     *tls.Config
+	// TLSClient verifies the gateways the edge dials over TLS (nil: the
+	// system's roots); SNI is the gateway's host.
+	TLSClient *tls.Config
 }
 
 // Server is the SIP side of the edge.
@@ -75,6 +87,10 @@ type Server struct {
 	udp    net.PacketConn
 	tcp    net.Listener
 	port   int
+	// tlsLn is the SIP over TLS listener (nil without one), on tlsPort.
+	tlsLn   net.Listener
+	tlsPort int
+	peers   *peerCerts
 	// udpAddr is the UDP listener's address: requests over UDP leave from
 	// it, so that replies and in-dialog requests come back to it.
 	udpAddr gosip.Addr
@@ -130,31 +146,51 @@ func Listen(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, udp: udp, tcp: tcp, port: port, nonces: newNonces(cfg.NonceKey), dialogs: map[string]*Dialog{},
-		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{}), parser: gosip.NewParser()}
+		abandoned: map[string]*abandonedInvite{}, ready: make(chan struct{}), parser: gosip.NewParser(),
+		peers: &peerCerts{certs: map[string][]*x509.Certificate{}}}
+	closeAll := func() {
+		udp.Close()
+		tcp.Close()
+		if s.tlsLn != nil {
+			s.tlsLn.Close()
+		}
+	}
+	if cfg.TLSAddr != "" {
+		if cfg.TLS == nil {
+			closeAll()
+			return nil, errors.New("sip: a TLS address without a TLS configuration")
+		}
+		ln, err := net.Listen("tcp", cfg.TLSAddr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("sip listen tls %s: %w", cfg.TLSAddr, err)
+		}
+		s.tlsPort = ln.Addr().(*net.TCPAddr).Port
+		s.tlsLn = newTLSListener(ln, cfg.TLS, s.peers)
+	}
 	la := udp.LocalAddr().(*net.UDPAddr)
 	s.udpAddr = gosip.Addr{IP: la.IP, Port: la.Port, Hostname: la.IP.String()}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("trunkgate"), sipgo.WithUserAgentHostname(cfg.ContactIP.String()),
+		sipgo.WithUserAgenTLSConfig(clientTLS(cfg.TLSClient)),
 		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerUnhandledResponseHandler(s.unhandledResponse)),
 		// The read filter first: the transports copy it when they are set.
 		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerReadFilter(s.screenDatagram),
-			gosip.WithTransportLayerTransports(gosip.TransportsConfig{TCP: &gosip.TransportTCP{ReadTimeout: cfg.TCPIdle}})))
+			gosip.WithTransportLayerTransports(gosip.TransportsConfig{TCP: &gosip.TransportTCP{ReadTimeout: cfg.TCPIdle},
+				TLS: &gosip.TransportTLS{TransportTCP: &gosip.TransportTCP{ReadTimeout: cfg.TCPIdle}}})))
 	if err != nil {
-		udp.Close()
-		tcp.Close()
+		closeAll()
 		return nil, fmt.Errorf("sip user agent: %w", err)
 	}
 	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(cfg.Log.With("component", "sipgo")))
 	if err != nil {
 		ua.Close()
-		udp.Close()
-		tcp.Close()
+		closeAll()
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
 	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(cfg.ContactIP.String()), sipgo.WithClientPort(port))
 	if err != nil {
 		ua.Close()
-		udp.Close()
-		tcp.Close()
+		closeAll()
 		return nil, fmt.Errorf("sip client: %w", err)
 	}
 	s.ua, s.srv, s.client = ua, srv, client
@@ -234,11 +270,30 @@ func (s *Server) identify(m interface{ AppendHeader(gosip.Header) }, name string
 // Port is the SIP port (UDP and TCP).
 func (s *Server) Port() int { return s.port }
 
+// TLSPort is the SIP over TLS port; 0 without a TLS listener.
+func (s *Server) TLSPort() int { return s.tlsPort }
+
+// clientTLS is the configuration the edge dials gateways with: TLS 1.2
+// at least, whatever the caller's configuration says.
+func clientTLS(c *tls.Config) *tls.Config {
+	if c == nil {
+		c = &tls.Config{}
+	}
+	c = c.Clone()
+	c.MinVersion = max(c.MinVersion, tls.VersionTLS12)
+	return c
+}
+
 // Serve handles SIP until ctx ends, then closes the listeners.
 func (s *Server) Serve(ctx context.Context) error {
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	go func() { errs <- s.srv.ServeUDP(s.udp) }()
 	go func() { errs <- s.srv.ServeTCP(s.tcp) }()
+	listeners := 2
+	if s.tlsLn != nil {
+		listeners++
+		go func() { errs <- s.srv.ServeTLS(s.tlsLn) }()
+	}
 	s.awaitListener(ctx)
 	<-ctx.Done()
 	s.abandonMu.Lock()
@@ -252,8 +307,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.udp.Close()
 	s.tcp.Close()
-	<-errs
-	<-errs
+	if s.tlsLn != nil {
+		s.tlsLn.Close()
+	}
+	for range listeners {
+		<-errs
+	}
 	s.ua.Close()
 	return nil
 }
@@ -288,9 +347,18 @@ func (s *Server) LiveDialogs() int {
 	return len(s.dialogs)
 }
 
+// contact is the edge's Contact for a dialog over transport: the TLS
+// port with transport=tls over TLS (a sip: URI, not sips:, which would
+// ask every hop beyond the carrier for TLS too: RFC 5630 §3.1.2).
 func (s *Server) contact(transport string) *gosip.ContactHeader {
 	c := &gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "trunkgate", Host: s.cfg.ContactIP.String(), Port: s.port}}
-	if transport != "" && transport != "UDP" && transport != "udp" {
+	switch t := strings.ToLower(transport); t {
+	case "", "udp":
+	case "tls":
+		c.Address.Port = s.tlsPort
+		c.Address.UriParams = gosip.NewParams()
+		c.Address.UriParams.Add("transport", t)
+	default:
 		c.Address.UriParams = gosip.NewParams()
 		c.Address.UriParams.Add("transport", "tcp")
 	}

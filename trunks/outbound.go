@@ -26,7 +26,7 @@ type Gateway struct {
 	URI       string `json:"uri"`
 	Host      string `json:"host"`
 	Port      int    `json:"port"`
-	Transport string `json:"transport"` // "udp" or "tcp"
+	Transport string `json:"transport"` // "udp", "tcp" or "tls"
 	Priority  int    `json:"priority"`
 	Weight    int    `json:"weight"`
 }
@@ -43,19 +43,26 @@ const (
 )
 
 // ParseGateway reads a gateway in the CLI's form,
-// "sip:host[:port][;transport=udp|tcp][;priority=N][;weight=N]". Priority
-// defaults to 1 and weight to 10.
+// "sip:host[:port][;transport=udp|tcp|tls][;priority=N][;weight=N]". Priority
+// defaults to 1 and weight to 10; the port to 5060, 5061 over TLS.
 func ParseGateway(s string) (Gateway, error) {
 	g := Gateway{Priority: 1, Weight: 10, Transport: "udp"}
 	rest, ok := strings.CutPrefix(strings.TrimSpace(s), "sip:")
+	secure := false
 	if !ok {
-		return g, fmt.Errorf("%w: gateway %q: want sip:host[:port][;transport=udp|tcp][;priority=N][;weight=N]", ErrInvalid, s)
+		// sips: is TLS to the gateway (RFC 3261 §19.1.1).
+		rest, secure = strings.CutPrefix(strings.TrimSpace(s), "sips:")
+		ok = secure
+		g.Transport = "tls"
+	}
+	if !ok {
+		return g, fmt.Errorf("%w: gateway %q: want sip:host[:port][;transport=udp|tcp|tls][;priority=N][;weight=N]", ErrInvalid, s)
 	}
 	hostport, params, _ := strings.Cut(rest, ";")
 	if strings.Contains(hostport, "@") {
 		return g, fmt.Errorf("%w: gateway %q: no user part; the dialled number goes there", ErrInvalid, s)
 	}
-	g.Host, g.Port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), 5060
+	g.Host, g.Port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), 0
 	if h, p, err := net.SplitHostPort(hostport); err == nil {
 		port, err := strconv.Atoi(p)
 		if err != nil || port < 1 || port > 65535 {
@@ -73,6 +80,9 @@ func ParseGateway(s string) (Gateway, error) {
 		k, v, _ := strings.Cut(p, "=")
 		switch strings.ToLower(k) {
 		case "transport":
+			if secure && !strings.EqualFold(v, "tls") {
+				return g, fmt.Errorf("%w: gateway %q: a sips: URI is TLS", ErrInvalid, s)
+			}
 			g.Transport = strings.ToLower(v)
 		case "priority", "weight":
 			n, err := strconv.Atoi(v)
@@ -106,12 +116,15 @@ func (g Gateway) normalise(orig string) (Gateway, error) {
 	switch g.Transport {
 	case "", "udp":
 		g.Transport = "udp"
-	case "tcp":
+	case "tcp", "tls":
 	default:
-		return g, fmt.Errorf("%w: gateway %q: transport must be udp or tcp", ErrInvalid, orig)
+		return g, fmt.Errorf("%w: gateway %q: transport must be udp, tcp or tls", ErrInvalid, orig)
 	}
 	if g.Port == 0 {
 		g.Port = 5060
+		if g.Transport == "tls" {
+			g.Port = 5061
+		}
 	}
 	if g.Priority < 0 || g.Priority > 1000 || g.Weight < 0 || g.Weight > 1000 {
 		return g, fmt.Errorf("%w: gateway %q: priority and weight must be 0 to 1000", ErrInvalid, orig)

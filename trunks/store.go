@@ -44,6 +44,10 @@ ALTER TABLE trunks ADD COLUMN caller_id      TEXT NOT NULL DEFAULT '';
 ALTER TABLE trunks ADD COLUMN max_channels   BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE trunks ADD COLUMN headers        TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE trunks ADD COLUMN ring_timeout_s BIGINT NOT NULL DEFAULT 0;
+`}, {Version: 4, SQL: `
+ALTER TABLE trunks ADD COLUMN media_encryption   TEXT NOT NULL DEFAULT 'off' CHECK (media_encryption IN ('off','allow','require'));
+ALTER TABLE trunks ADD COLUMN tls_client_ca      TEXT NOT NULL DEFAULT '';
+ALTER TABLE trunks ADD COLUMN tls_client_subject TEXT NOT NULL DEFAULT '';
 `}}
 
 // NewSQLStore migrates the trunks schema (after the keys schema, which
@@ -85,10 +89,12 @@ func (s *SQLStore) Insert(ctx context.Context, t *Trunk) error {
 		return fmt.Errorf("%w: key %s does not exist", ErrInvalid, t.KeyID)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params,
-		digest_user, digest_ha1, created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
+		digest_user, digest_ha1, created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s,
+		media_encryption, tls_client_ca, tls_client_subject)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
 		t.Format, t.SampleRate, string(params), t.DigestUser, t.DigestHA1, t.CreatedAt.UnixMilli(),
-		t.Direction, string(gateways), t.AuthUser, t.AuthPassword, t.CallerID, t.MaxChannels, string(headers), t.RingTimeoutSeconds); err != nil {
+		t.Direction, string(gateways), t.AuthUser, t.AuthPassword, t.CallerID, t.MaxChannels, string(headers), t.RingTimeoutSeconds,
+		t.MediaEncryption, t.TLSClientCA, t.TLSClientSubject); err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
 	}
 	for _, n := range t.Numbers {
@@ -115,7 +121,8 @@ func (s *SQLStore) Delete(ctx context.Context, id string) error {
 
 func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1,
-		created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s FROM trunks ORDER BY id`)
+		created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s,
+		media_encryption, tls_client_ca, tls_client_subject FROM trunks ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list trunks: %w", err)
 	}
@@ -126,7 +133,8 @@ func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 		var sources, params, gateways, headers string
 		var created int64
 		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &t.DigestUser, &t.DigestHA1,
-			&created, &t.Direction, &gateways, &t.AuthUser, &t.AuthPassword, &t.CallerID, &t.MaxChannels, &headers, &t.RingTimeoutSeconds); err != nil {
+			&created, &t.Direction, &gateways, &t.AuthUser, &t.AuthPassword, &t.CallerID, &t.MaxChannels, &headers, &t.RingTimeoutSeconds,
+			&t.MediaEncryption, &t.TLSClientCA, &t.TLSClientSubject); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list trunks: %w", err)
 		}
@@ -152,6 +160,10 @@ func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 		if err := json.Unmarshal([]byte(headers), &t.Headers); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("trunk %s: headers: %w", t.ID, err)
+		}
+		if err := t.loadClientCA(); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("trunk %s: %w", t.ID, err)
 		}
 		t.CreatedAt = time.UnixMilli(created).UTC()
 		byID[t.ID] = &t

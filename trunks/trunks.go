@@ -14,6 +14,7 @@ package trunks
 import (
 	"crypto/md5"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -81,6 +82,15 @@ type Trunk struct {
 	// Headers are added to every INVITE (validated: see ValidHeader).
 	Headers            map[string]string `json:"headers,omitempty"`
 	RingTimeoutSeconds int               `json:"ring_timeout_seconds,omitempty"`
+	// MediaEncryption is MediaOff, MediaAllow or MediaRequire.
+	MediaEncryption string `json:"media_encryption"`
+	// TLSClientCA (PEM) and TLSClientSubject make carriers prove
+	// themselves with a client certificate over TLS (mutual TLS), beside
+	// the source networks and digest.
+	TLSClientCA      string `json:"tls_client_ca,omitempty"`
+	TLSClientSubject string `json:"tls_client_subject,omitempty"`
+	clientCAs        *x509.CertPool
+
 	// Sandbox marks the built-in carrier of test keys (never stored).
 	Sandbox bool `json:"sandbox,omitempty"`
 
@@ -136,6 +146,13 @@ type Spec struct {
 	MaxChannels        int               `json:"max_channels"`
 	Headers            map[string]string `json:"headers"`
 	RingTimeoutSeconds int               `json:"ring_timeout_seconds"`
+
+	// Both directions: "off" (default), "allow" or "require".
+	MediaEncryption string `json:"media_encryption"`
+	// Inbound trunks: mutual TLS (a PEM CA bundle, and optionally the
+	// subject the carrier's certificate must name).
+	TLSClientCA      string `json:"tls_client_ca"`
+	TLSClientSubject string `json:"tls_client_subject"`
 }
 
 func (s Spec) digest(t *Trunk) error {
@@ -172,6 +189,9 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 		t.Direction = Inbound
 	case Outbound:
 		if err := s.buildOutbound(t); err != nil {
+			return nil, err
+		}
+		if err := s.security(t); err != nil {
 			return nil, err
 		}
 		return t, nil
@@ -228,6 +248,9 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 		t.Params = map[string]string{}
 	}
 	if err := ValidParams(t.Params); err != nil {
+		return nil, err
+	}
+	if err := s.security(t); err != nil {
 		return nil, err
 	}
 	return t, nil

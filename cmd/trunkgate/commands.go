@@ -333,11 +333,12 @@ func runTrunks(args []string) error {
 	var spec trunks.Spec
 	var numbers, sources, params, gateways, headers listFlag
 	var outbound bool
+	var clientCAFile string
 	if sub == "create" {
 		fs.StringVar(&spec.KeyID, "key", "", "id of the key that owns the trunk")
 		fs.StringVar(&spec.Name, "name", "", "a label")
 		fs.BoolVar(&outbound, "outbound", false, "an outbound trunk: the key's calls go out through its gateways")
-		fs.Var(&gateways, "gateway", "outbound: carrier gateway sip:HOST[:PORT][;transport=udp|tcp][;priority=N][;weight=N] (repeat)")
+		fs.Var(&gateways, "gateway", "outbound: carrier gateway sip:HOST[:PORT][;transport=udp|tcp|tls][;priority=N][;weight=N] (repeat; sips:HOST is TLS)")
 		fs.StringVar(&spec.AuthUsername, "auth-user", "", "outbound: username for the carrier's digest challenges")
 		fs.StringVar(&spec.AuthPassword, "auth-password", "", "outbound: its password (or TRUNKGATE_AUTH_PASSWORD, which stays out of ps)")
 		fs.StringVar(&spec.CallerID, "caller-id", "", "outbound: the number every call presents (default: the app's from, if it is one of the key's numbers)")
@@ -352,6 +353,9 @@ func runTrunks(args []string) error {
 		fs.Var(&params, "param", "custom parameter NAME=VALUE for start.customParameters (repeat)")
 		fs.StringVar(&spec.DigestUsername, "digest-user", "", "carriers must authenticate INVITEs with SIP digest as this user")
 		fs.StringVar(&spec.DigestPassword, "digest-password", "", "digest password (or TRUNKGATE_DIGEST_PASSWORD, which stays out of ps)")
+		fs.StringVar(&spec.MediaEncryption, "media-encryption", "off", "SRTP: off, allow (inbound: SRTP when offered) or require (SRTP only; SDES keys only over TLS)")
+		fs.StringVar(&clientCAFile, "tls-client-ca", "", "inbound: PEM CA file; carriers must present a client certificate from it over TLS (mutual TLS)")
+		fs.StringVar(&spec.TLSClientSubject, "tls-client-subject", "", "inbound: with --tls-client-ca, the common name or DNS name the carrier's certificate must carry")
 	}
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -361,6 +365,13 @@ func runTrunks(args []string) error {
 		switch sub {
 		case "create":
 			spec.Numbers, spec.AllowedSources = numbers, sources
+			if clientCAFile != "" {
+				pem, err := os.ReadFile(clientCAFile)
+				if err != nil {
+					return fmt.Errorf("--tls-client-ca: %w", err)
+				}
+				spec.TLSClientCA = string(pem)
+			}
 			if spec.DigestUsername != "" && spec.DigestPassword == "" {
 				spec.DigestPassword = os.Getenv("TRUNKGATE_DIGEST_PASSWORD")
 			}
@@ -452,7 +463,7 @@ func printTrunks(all []*trunks.Trunk) error {
 		fmt.Println()
 	}
 	w := table()
-	fmt.Fprintln(w, "ID\tKEY\tOUTBOUND GATEWAYS\tCALLER ID\tCHANNELS\tAUTH USER\tHEADERS")
+	fmt.Fprintln(w, "ID\tKEY\tOUTBOUND GATEWAYS\tCALLER ID\tCHANNELS\tAUTH USER\tHEADERS\tSRTP")
 	for _, t := range out {
 		gws := make([]string, len(t.Gateways))
 		for i, g := range t.Gateways {
@@ -462,9 +473,19 @@ func printTrunks(all []*trunks.Trunk) error {
 		for k, v := range t.Headers {
 			hdrs = append(hdrs, k+"="+v)
 		}
-		row(w, t.ID, t.KeyID, strings.Join(gws, " "), dash(t.CallerID), t.MaxChannels, dash(t.AuthUser), dash(strings.Join(hdrs, ",")))
+		row(w, t.ID, t.KeyID, strings.Join(gws, " "), dash(t.CallerID), t.MaxChannels, dash(t.AuthUser), dash(strings.Join(hdrs, ",")),
+			dash(t.MediaEncryption))
 	}
 	return w.Flush()
+}
+
+// protectionColumn is a call's SIP transport and media encryption,
+// e.g. "TLS/srtp".
+func protectionColumn(transport, media string) string {
+	if transport == "" && media == "" {
+		return "-"
+	}
+	return dash(transport) + "/" + dash(media)
 }
 
 func dash(s string) string {
@@ -476,7 +497,7 @@ func dash(s string) string {
 
 func printInbound(all []*trunks.Trunk) error {
 	w := table()
-	fmt.Fprintln(w, "ID\tKEY\tNUMBERS\tAI URL\tSOURCES\tFORMAT\tDIGEST USER")
+	fmt.Fprintln(w, "ID\tKEY\tNUMBERS\tAI URL\tSOURCES\tFORMAT\tDIGEST USER\tSRTP\tCLIENT CERT")
 	for _, t := range all {
 		src := make([]string, len(t.AllowedSources))
 		for i, p := range t.AllowedSources {
@@ -486,7 +507,15 @@ func printInbound(all []*trunks.Trunk) error {
 		if digest == "" {
 			digest = "-"
 		}
-		row(w, t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL, strings.Join(src, ","), fmt.Sprintf("%s/%d", t.Format, t.SampleRate), digest)
+		cert := "-"
+		if t.WantsClientCert() {
+			cert = "required"
+			if t.TLSClientSubject != "" {
+				cert = t.TLSClientSubject
+			}
+		}
+		row(w, t.ID, t.KeyID, strings.Join(t.Numbers, ","), t.AIURL, strings.Join(src, ","), fmt.Sprintf("%s/%d", t.Format, t.SampleRate), digest,
+			dash(t.MediaEncryption), cert)
 	}
 	return w.Flush()
 }
@@ -513,9 +542,9 @@ func runCalls(args []string) error {
 				return err
 			}
 			w := table()
-			fmt.Fprintln(w, "CALL\tNODE\tKEY\tTRUNK\tFROM\tTO\tCODEC\tSECONDS\tPKTS IN/OUT\tLOST")
+			fmt.Fprintln(w, "CALL\tNODE\tKEY\tTRUNK\tFROM\tTO\tCODEC\tSIP/MEDIA\tSECONDS\tPKTS IN/OUT\tLOST")
 			for _, c := range calls {
-				row(w, c.CallID, c.Node, c.KeyID, c.TrunkID, c.From, c.To, c.Codec, c.DurationMS/1000,
+				row(w, c.CallID, c.Node, c.KeyID, c.TrunkID, c.From, c.To, c.Codec, protectionColumn(c.Transport, c.MediaEncryption), c.DurationMS/1000,
 					fmt.Sprintf("%d/%d", c.Media.PacketsIn, c.Media.PacketsOut), c.Media.PacketsLost)
 			}
 			return w.Flush()
@@ -562,10 +591,10 @@ func runCDRs(args []string) error {
 			return err
 		}
 		w := table()
-		fmt.Fprintln(w, "CALL\tKEY\tFROM\tTO\tSETUP (UTC)\tCODE\tDURATION MS\tBILLED S\tCOST µ\tHUNG UP BY\tCAUSE")
+		fmt.Fprintln(w, "CALL\tKEY\tFROM\tTO\tSETUP (UTC)\tCODE\tDURATION MS\tBILLED S\tCOST µ\tHUNG UP BY\tCAUSE\tSIP/MEDIA")
 		for _, c := range cdrs {
 			row(w, c.CallID, c.KeyID, c.From, c.To, time.UnixMilli(c.SetupMS).UTC().Format("2006-01-02 15:04:05"), c.FinalCode,
-				c.DurationMS, c.BilledSeconds, c.CostMicros, c.HangupSide, c.HangupCause)
+				c.DurationMS, c.BilledSeconds, c.CostMicros, c.HangupSide, c.HangupCause, protectionColumn(c.Transport, c.MediaEncryption))
 		}
 		return w.Flush()
 	})

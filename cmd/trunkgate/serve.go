@@ -51,7 +51,7 @@ type serveConfig struct {
 	floodExempt                                   listFlag
 	logLevel, logFormat                           string
 	debugAddr                                     string
-	tlsCert, tlsKey, appCA                        string
+	tlsCert, tlsKey, tlsCA, sipTLSAddr            string
 	httpAllowPlain                                bool
 }
 
@@ -68,10 +68,11 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.rtpTimeout, "rtp-timeout", 30*time.Second, "hang up a call when no RTP arrives for this long")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long live calls may go on before the edge hangs them up")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for an AI application's WebSocket handshake")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain: the REST API, console and /v1/calls/stream serve HTTPS and WSS (reloaded on SIGHUP)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain: SIP over TLS, and HTTPS and WSS for the REST API, console and /v1/calls/stream (reloaded on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.BoolVar(&c.httpAllowPlain, "http-allow-plain", false, "serve plain HTTP on an address that is not loopback (keys would cross the network in clear)")
-	fs.StringVar(&c.appCA, "app-ca", "", "PEM CA bundle that AI applications' wss:// certificates are verified against (default: the system's roots)")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM CA bundle that carrier gateways (SIP over TLS) and AI applications (wss://) are verified against (default: the system's roots)")
+	fs.StringVar(&c.sipTLSAddr, "sip-tls-addr", "", "SIP over TLS listen address (default with --tls-cert: the --sip-addr host, port 5061; \"off\" for none)")
 	fs.DurationVar(&c.checkpoint, "checkpoint-interval", 5*time.Second, "how often live calls are checkpointed for crash recovery")
 	fs.DurationVar(&c.ringTimeout, "ring-timeout", 30*time.Second, "how long an outbound call may ring (trunks may set their own)")
 	fs.DurationVar(&c.probeInterval, "gateway-probe-interval", 10*time.Second, "how often a gateway marked down is asked with OPTIONS")
@@ -195,9 +196,20 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		httpLn = tls.NewListener(httpLn, tlsconf.ServerConfig(httpCert))
 		httpURL = "https://" + httpLn.Addr().String()
 	}
-	appTLS, err := tlsconf.ClientConfig(c.appCA)
+	appTLS, err := tlsconf.ClientConfig(c.tlsCA)
 	if err != nil {
-		return fmt.Errorf("--app-ca: %w", err)
+		return fmt.Errorf("--tls-ca: %w", err)
+	}
+	sipTLSAddr, err := sipTLSListen(c, httpCert)
+	if err != nil {
+		return err
+	}
+	var sipTLS *tls.Config
+	gatewayTLS := appTLS.Clone()
+	if httpCert != nil {
+		sipTLS = tlsconf.ServerConfig(httpCert)
+		// Gateways that ask for a client certificate get the edge's own.
+		gatewayTLS.GetClientCertificate = httpCert.ClientCertificate
 	}
 
 	sip.SetLogger(sipLogger(log))
@@ -241,7 +253,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	}
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log),
 		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject", TCPIdle: c.sipTCPIdle,
-		NonceKey: nonceKey})
+		NonceKey: nonceKey, TLSAddr: sipTLSAddr, TLS: sipTLS, TLSClient: gatewayTLS})
 	if err != nil {
 		return err
 	}
@@ -309,8 +321,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	hupDone := reloadOnHangup(sipCtx, httpCert, log)
 
 	sipHostPort := net.JoinHostPort(publicIP.String(), strconv.Itoa(sipSrv.Port()))
-	log.Info("trunkgate up", "sip", sipHostPort, "http", httpURL, "rtp_ports", fmt.Sprintf("%d-%d", minPort, maxPort),
-		"db", e.db.sql.Where)
+	up := []any{"sip", sipHostPort, "http", httpURL, "rtp_ports", fmt.Sprintf("%d-%d", minPort, maxPort), "db", e.db.sql.Where}
+	if p := sipSrv.TLSPort(); p != 0 {
+		up = append(up, "sip_tls", net.JoinHostPort(publicIP.String(), strconv.Itoa(p)))
+	}
+	log.Info("trunkgate up", up...)
 	printBanner(os.Stdout, sipHostPort, httpURL, c, demo)
 
 	select {
@@ -377,6 +392,27 @@ func httpCertificate(c serveConfig) (*tlsconf.Certificate, error) {
 		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
 	return tlsconf.LoadCertificate(c.tlsCert, c.tlsKey)
+}
+
+// sipTLSListen is where SIP over TLS listens: --sip-tls-addr, else with
+// a certificate the --sip-addr host on port 5061 (RFC 3261 §19.1.2), else
+// nowhere.
+func sipTLSListen(c serveConfig, cert *tlsconf.Certificate) (string, error) {
+	switch {
+	case c.sipTLSAddr == "off":
+		return "", nil
+	case c.sipTLSAddr != "" && cert == nil:
+		return "", errors.New("--sip-tls-addr needs --tls-cert and --tls-key")
+	case c.sipTLSAddr != "":
+		return c.sipTLSAddr, nil
+	case cert == nil:
+		return "", nil
+	}
+	host, _, err := net.SplitHostPort(c.sipAddr)
+	if err != nil {
+		return "", fmt.Errorf("--sip-addr %q: %w", c.sipAddr, err)
+	}
+	return net.JoinHostPort(host, "5061"), nil
 }
 
 // loopback reports whether a listen address is on loopback alone (an

@@ -52,6 +52,13 @@ func (c *Certificate) Leaf() *x509.Certificate { return c.cur.Load().Leaf }
 
 func (c *Certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cur.Load(), nil }
 
+// ClientCertificate presents c to a server that asks for a client
+// certificate (tls.Config.GetClientCertificate): a carrier's gateway
+// doing mutual TLS.
+func (c *Certificate) ClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return c.cur.Load(), nil
+}
+
 // ServerConfig is a server's TLS configuration presenting c.
 func ServerConfig(c *Certificate) *tls.Config {
 	return &tls.Config{MinVersion: MinVersion, GetCertificate: c.get}
