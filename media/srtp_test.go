@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -120,5 +122,75 @@ func BenchmarkRTPPacketPath(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A session with SRTP: the carrier's protected packets are heard, a forged
+// one (a foreign key) is dropped and does not move the latch, and what
+// the session sends decrypts to the audio it played.
+func TestSessionWithSRTP(t *testing.T) {
+	pool := newTestPool(t)
+	car := newCarrier(t)
+	forger := newCarrier(t)
+	rec := newRecorder()
+	edge, carrierSRTP := srtpPair(t, "AES_CM_128_HMAC_SHA1_80")
+	_, foreign := srtpPair(t, "AES_CM_128_HMAC_SHA1_80")
+	s, err := pool.NewSession(Config{Codec: PCMU, Remote: car.addr(), Listener: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetSRTP(edge)
+	s.Start()
+	ulaw := make([]byte, 160)
+	EncodeUlaw(ulaw, tone(1000, 8000, 160, 8000))
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.LocalPort()))
+	send := func(c *carrier, ctx *SRTP) {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: c.seq, Timestamp: c.ts, SSRC: 0xabc}, Payload: ulaw}
+		b, _ := p.Marshal()
+		wire, err := ctx.ProtectRTP(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.conn.WriteToUDPAddrPort(wire, to); err != nil {
+			t.Fatal(err)
+		}
+		c.seq++
+		c.ts += 160
+	}
+	send(forger, foreign)
+	waitFor(t, 2*time.Second, "the forged packet counted as bad", func() bool { return s.badPkts.Load() == 1 })
+	if s.latched.Load() {
+		t.Fatal("a packet that failed SRTP authentication moved the latch")
+	}
+	for range 10 {
+		send(car, carrierSRTP)
+	}
+	waitFor(t, 2*time.Second, "the carrier's audio", func() bool { frames, _, _ := rec.snapshot(); return len(frames) >= 5 })
+	s.Play(tone(600, 8000, 8000, 8000))
+	buf := make([]byte, 1500)
+	heard := 0
+	for range 30 {
+		car.conn.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := car.conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no packet from the session: %v", err)
+		}
+		clear, err := carrierSRTP.UnprotectRTP(nil, buf[:n])
+		if err != nil {
+			t.Fatalf("the session's packet does not verify: %v", err)
+		}
+		var p rtp.Packet
+		if err := p.Unmarshal(clear); err != nil || len(p.Payload) != 160 || n != 12+160+10 {
+			t.Fatalf("packet of %d bytes on the wire: %v", n, err)
+		}
+		pcm := make([]int16, 160)
+		PCMU.Decode(pcm, p.Payload)
+		if rms(pcm) > 4000 {
+			heard++
+		}
+	}
+	if heard < 20 {
+		t.Fatalf("%d of 30 packets carry the played tone (loud audio, not comfort silence)", heard)
 	}
 }
