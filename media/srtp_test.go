@@ -18,23 +18,45 @@ var srtpSuites = []string{"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", 
 // with its own key and receives with the other's.
 func srtpPair(t testing.TB, suite string) (edge, carrier *SRTP) {
 	t.Helper()
+	k := newSRTPKeys(suite)
+	return k.edge(t), k.carrier(t)
+}
+
+// srtpKeys are the master keys and salts of one call: a the edge's, b
+// the carrier's.
+type srtpKeys struct {
+	suite                    string
+	keyA, saltA, keyB, saltB []byte
+}
+
+func newSRTPKeys(suite string) srtpKeys {
 	saltLen := 14
 	if suite == "AEAD_AES_128_GCM" {
 		saltLen = 12
 	}
-	keyA, saltA, keyB, saltB := make([]byte, 16), make([]byte, saltLen), make([]byte, 16), make([]byte, saltLen)
-	for _, b := range [][]byte{keyA, saltA, keyB, saltB} {
+	k := srtpKeys{suite, make([]byte, 16), make([]byte, saltLen), make([]byte, 16), make([]byte, saltLen)}
+	for _, b := range [][]byte{k.keyA, k.saltA, k.keyB, k.saltB} {
 		rand.Read(b)
 	}
-	edge, err := NewSRTP(suite, keyA, saltA, keyB, saltB)
+	return k
+}
+
+func (k srtpKeys) edge(t testing.TB) *SRTP {
+	t.Helper()
+	s, err := NewSRTP(k.suite, k.keyA, k.saltA, k.keyB, k.saltB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	carrier, err = NewSRTP(suite, keyB, saltB, keyA, saltA)
+	return s
+}
+
+func (k srtpKeys) carrier(t testing.TB) *SRTP {
+	t.Helper()
+	s, err := NewSRTP(k.suite, k.keyB, k.saltB, k.keyA, k.saltA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return edge, carrier
+	return s
 }
 
 // g711Packet is a 20 ms PCMA packet, as the edge sends them.
