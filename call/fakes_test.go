@@ -70,6 +70,7 @@ type fakeMedia struct {
 	closed  int
 	codec   media.Codec
 	remote  netip.AddrPort
+	cfg     media.Config // as NewSession was given it
 }
 
 func (m *fakeMedia) Play([]int16)                    {}
@@ -93,7 +94,13 @@ func (m *fakeMedia) state() (started bool, closed int) {
 	defer m.mu.Unlock()
 	return m.started, m.closed
 }
-func (f *fakeFactory) NewSession(media.Config) (Media, error) { return f.next() }
+func (f *fakeFactory) NewSession(cfg media.Config) (Media, error) {
+	m, err := f.next()
+	if err == nil {
+		m.(*fakeMedia).cfg = cfg
+	}
+	return m, err
+}
 
 var _ Media = (*fakeMedia)(nil)
 
@@ -371,6 +378,7 @@ type fakeInvite struct {
 	refusals  []refusal.Reason
 	challenge bool
 	answered  bool
+	answer    []byte
 	dropped   bool
 }
 
@@ -421,7 +429,10 @@ func (i *fakeInvite) Refuse(r refusal.Reason) error {
 	i.mu.Unlock()
 	return nil
 }
-func (i *fakeInvite) Answer([]byte, sip.ReinviteFunc) (Dialog, error) {
+func (i *fakeInvite) Answer(sdp []byte, _ sip.ReinviteFunc) (Dialog, error) {
+	i.mu.Lock()
+	i.answer = sdp
+	i.mu.Unlock()
 	if i.answerAt != nil {
 		<-i.answerAt
 	}
@@ -435,6 +446,12 @@ func (i *fakeInvite) Answer([]byte, sip.ReinviteFunc) (Dialog, error) {
 	i.answered = true
 	i.mu.Unlock()
 	return i.dialog, nil
+}
+
+func (i *fakeInvite) answerSDP() []byte {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.answer
 }
 
 func (i *fakeInvite) refused() []refusal.Reason {

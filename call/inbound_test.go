@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"trunkgate/billing"
@@ -37,6 +38,18 @@ func TestInboundRefusals(t *testing.T) {
 			inv.digest = sip.DigestWrong
 		}, refusal.DigestWrong, false},
 		{"no codec", func(h *harness, inv *fakeInvite) { inv.offer = nil }, refusal.NoCommonCodec, false},
+		{"plain offer to an SRTP trunk", func(h *harness, inv *fakeInvite) {
+			h.trunks.inbound["+15550100"].MediaEncryption = trunks.MediaRequire
+		}, refusal.SRTPRequired, false},
+		{"SDES keys over UDP to an SRTP trunk", func(h *harness, inv *fakeInvite) {
+			h.trunks.inbound["+15550100"].MediaEncryption = trunks.MediaRequire
+			inv.offer = srtpOffer(t)
+		}, refusal.SDESOverPlain, false},
+		{"SRTP offer to a plain trunk", func(h *harness, inv *fakeInvite) { inv.offer = srtpOffer(t) }, refusal.SRTPOff, false},
+		{"no client certificate", func(h *harness, inv *fakeInvite) {
+			h.trunks.inbound["+15550100"].TLSClientCA = "-----BEGIN CERTIFICATE-----"
+			inv.transport = "TLS"
+		}, refusal.ClientCertRequired, false},
 		{"key revoked", func(h *harness, inv *fakeInvite) { h.admit.refuse = refusal.KeyRevoked }, refusal.KeyRevoked, true},
 		{"scope", func(h *harness, inv *fakeInvite) { h.admit.refuse = refusal.ScopeMissing }, refusal.ScopeMissing, true},
 		{"channel cap", func(h *harness, inv *fakeInvite) { h.admit.refuse = refusal.ChannelCap }, refusal.ChannelCap, true},
@@ -65,6 +78,45 @@ func TestInboundRefusals(t *testing.T) {
 				t.Fatalf("metrics %v, audit %d entries", h.metrics.refused, len(h.audit.entries))
 			}
 		})
+	}
+}
+
+// srtpOffer is an RTP/SAVP offer with one AES-CM key.
+func srtpOffer(t *testing.T) *sip.SDP {
+	c, err := sip.NewCrypto(1, sip.SuiteAESCM128HMACSHA1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := sip.ParseSDP([]byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"m=audio 6000 RTP/SAVP 0\r\na=crypto:" + c.Attribute() + "\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offer
+}
+
+// TestInboundSRTPOverTLS: an SRTP offer over TLS to a trunk that
+// requires SRTP is answered with RTP/SAVP and a key of the edge's own,
+// and its media session is protected.
+func TestInboundSRTPOverTLS(t *testing.T) {
+	h := newHarness(t)
+	h.trunks.inbound["+15550100"].MediaEncryption = trunks.MediaRequire
+	inv := newFakeInvite("+15550100")
+	inv.offer, inv.transport = srtpOffer(t), "TLS"
+	h.m.Inbound(inv)
+	if got := inv.refused(); len(got) != 0 {
+		t.Fatalf("refused with %v", got)
+	}
+	answer := string(inv.answerSDP())
+	if !strings.Contains(answer, "RTP/SAVP 0") || !strings.Contains(answer, "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:") {
+		t.Fatalf("answer:\n%s", answer)
+	}
+	if cfg := h.media.last().cfg; cfg.SRTP == nil {
+		t.Fatal("the media session has no SRTP")
+	}
+	inv.dialog.remoteBye()
+	if cdr := h.meter.cdr(t); cdr.Transport != "TLS" || cdr.MediaEncryption != "srtp" {
+		t.Fatalf("CDR transport %q, media %q", cdr.Transport, cdr.MediaEncryption)
 	}
 }
 

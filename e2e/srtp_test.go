@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -37,7 +36,11 @@ func TestBaresipOverTLSWithSRTP(t *testing.T) {
 		t.Fatalf("start.customParameters %v: want sipTransport tls, mediaEncryption srtp", params)
 	}
 	conn.SendAudio(t, start.StreamSid, ulawTone(600, 3*8000, 8000))
-	waitFor(t, 10*time.Second, "the caller's tone at the app", func() bool { n, _ := toneFrames(conn, 1000); return n >= 100 })
+	waitFor(t, 10*time.Second, "the caller's tone at the app", func() bool { n, _ := toneFrames(conn, 1000); return n >= 50 })
+	if out := e.cli(t, "calls", "list"); !strings.Contains(out, "TLS/srtp") {
+		t.Fatalf("calls list does not show the live call's protection:\n%s", out)
+	}
+	waitFor(t, 10*time.Second, "more of the caller's tone", func() bool { n, _ := toneFrames(conn, 1000); return n >= 100 })
 	run := phone.Wait(t)
 	if !strings.Contains(run.Log, "SRTP is Enabled") || !strings.Contains(run.Log, "Call established") {
 		t.Fatalf("baresip did not set up SRTP:\n%s", run.Tail())
@@ -153,6 +156,9 @@ func TestMediaEncryptionPolicy(t *testing.T) {
 	if !got["UDP/none"] || !got["TLS/srtp"] {
 		t.Fatalf("CDRs record %v, want UDP/none and TLS/srtp", got)
 	}
+	if out := e.cli(t, "cdrs", "--key", k.Key.ID); !strings.Contains(out, "TLS/srtp") || !strings.Contains(out, "UDP/none") {
+		t.Fatalf("trunkgate cdrs does not show the calls' protection:\n%s", out)
+	}
 	if n, _ := e.Metric(`trunkgate_refusals_total{key_id="` + k.Key.ID + `",reason="srtp_required"}`); n != 1 {
 		t.Logf("metrics:\n%s", e.Scrape())
 		t.Fatalf("srtp_required refusals counted: %v, want 1", n)
@@ -169,11 +175,12 @@ func TestMutualTLS(t *testing.T) {
 	carrierCA := tlstest.NewCA(t, "carrier CA")
 	otherCA := tlstest.NewCA(t, "another CA")
 	k := e.NewKey("mtls", keys.Limits{})
-	caPEM, err := os.ReadFile(carrierCA.File)
-	if err != nil {
-		t.Fatal(err)
+	// From the CLI, as an operator would: the CA from a file.
+	out := e.cli(t, "trunks", "create", "--key", k.Key.ID, "--number", "+15550920", "--ai-url", app.URL, "--allow", "127.0.0.0/8",
+		"--media-encryption", "allow", "--tls-client-ca", carrierCA.File, "--tls-client-subject", "sbc.carrier.example")
+	if !strings.Contains(out, "sbc.carrier.example") || !strings.Contains(out, "allow") {
+		t.Fatalf("trunks create:\n%s", out)
 	}
-	e.NewTrunk(k.Key.ID, "+15550920", app.URL, map[string]any{"tls_client_ca": string(caPEM), "tls_client_subject": "sbc.carrier.example"})
 	load := func(p tlstest.Pair) *tls.Certificate {
 		c, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
 		if err != nil {

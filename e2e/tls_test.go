@@ -76,12 +76,21 @@ func TestHTTPSAndWSS(t *testing.T) {
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName == "edge-renewed"
 	})
 	e.WaitLog(`msg="SIGHUP: TLS certificate reloaded" subject="CN=edge-renewed"`)
-	// TLS 1.1 is refused.
+	// SIP over TLS presents the same renewed certificate.
+	sipTLS := fmt.Sprintf("127.0.0.1:%d", e.SIPTLSPort)
+	if c, err := tls.Dial("tcp", sipTLS, client); err != nil || c.ConnectionState().PeerCertificates[0].Subject.CommonName != "edge-renewed" {
+		t.Fatalf("SIP over TLS after SIGHUP: %v", err)
+	} else {
+		c.Close()
+	}
+	// TLS 1.1 is refused, by HTTPS and SIP alike.
 	old := client.Clone()
 	old.MinVersion, old.MaxVersion = tls.VersionTLS11, tls.VersionTLS11
-	if c, err := tls.Dial("tcp", strings.TrimPrefix(e.HTTP, "https://"), old); err == nil {
-		c.Close()
-		t.Fatal("TLS 1.1 accepted")
+	for _, addr := range []string{strings.TrimPrefix(e.HTTP, "https://"), sipTLS} {
+		if c, err := tls.Dial("tcp", addr, old); err == nil {
+			c.Close()
+			t.Fatalf("TLS 1.1 accepted at %s", addr)
+		}
 	}
 }
 
