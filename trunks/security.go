@@ -28,6 +28,13 @@ func (s Spec) security(t *Trunk) error {
 	default:
 		return fmt.Errorf("%w: media_encryption must be %q, %q or %q", ErrInvalid, MediaOff, MediaAllow, MediaRequire)
 	}
+	if t.Direction == Outbound && t.MediaEncryption == MediaRequire {
+		for _, g := range t.Gateways {
+			if g.Transport != "tls" {
+				return fmt.Errorf("%w: media_encryption require sends SRTP keys in the SDP: gateway %s must be transport=tls", ErrInvalid, g.URI)
+			}
+		}
+	}
 	if s.TLSClientCA == "" && s.TLSClientSubject == "" {
 		return nil
 	}

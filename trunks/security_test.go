@@ -62,6 +62,16 @@ func TestMediaEncryptionAndClientCA(t *testing.T) {
 	}
 }
 
+func TestOutboundSRTPNeedsTLSGateways(t *testing.T) {
+	for gw, ok := range map[string]bool{"sip:gw.example;transport=tls": true, "sips:gw.example": true, "sip:gw.example": false,
+		"sip:gw.example;transport=tcp": false} {
+		s := Spec{KeyID: "AAAAAAAAAAAA", Direction: Outbound, Gateways: []GatewaySpec{{URI: gw}}, MediaEncryption: MediaRequire}
+		if _, err := s.build(time.Now()); (err == nil) != ok {
+			t.Errorf("require with gateway %s: %v, want ok %v", gw, err, ok)
+		}
+	}
+}
+
 func TestClientCertTrusted(t *testing.T) {
 	ca, other := tlstest.NewCA(t, "carrier CA"), tlstest.NewCA(t, "other CA")
 	caPEM, _ := os.ReadFile(ca.File)
