@@ -4,12 +4,22 @@ BIN     := bin/trunkgate
 SIPP    := $(shell command -v sipp 2>/dev/null)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps vet bench loadtest call fuzz clean
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -ldflags "-X main.version=$(VERSION)"
+
+.PHONY: all build install run test deps vet bench loadtest call fuzz clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/trunkgate
+	$(GO) build $(LDFLAGS) -o $(BIN) ./cmd/trunkgate
+
+## install: put trunkgate in $(go env GOPATH)/bin (have it on PATH), so the README's `trunkgate ...` lines work
+install:
+	$(GO) install $(LDFLAGS) ./cmd/trunkgate
+	@bin=$$($(GO) env GOBIN); [ -n "$$bin" ] || bin=$$($(GO) env GOPATH)/bin; \
+		echo "installed $$bin/trunkgate ($$($$bin/trunkgate version))"; \
+		case ":$$PATH:" in *":$$bin:"*) ;; *) echo "add it to PATH: export PATH=\"\$$PATH:$$bin\"";; esac
 
 ## run: start the edge on SQLite (data/trunkgate.db) with the demo key, trunk and echo app
 run: build

@@ -13,6 +13,7 @@ func newFlags(name, synopsis string) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: trunkgate %s\n\nFlags (each also read from TRUNKGATE_<FLAG>):\n", synopsis)
 		fs.PrintDefaults()
+		printExample(fs.Output(), name)
 	}
 	return fs
 }

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -22,6 +24,7 @@ Usage:
   trunkgate usage [flags]                 usage report: calls, seconds, cost by key, trunk, prefix, day... (--csv)
   trunkgate alerts list [flags]           alerts that fired (spend thresholds, spikes, new or blocked destinations)
   trunkgate echo-app [--addr HOST:PORT]   run the demo echo AI app on its own
+  trunkgate version                       the build's version
 
 Every flag has a TRUNKGATE_* environment variable (--sip-addr: TRUNKGATE_SIP_ADDR).
 Operator commands talk to --server with the key in TRUNKGATE_ADMIN_KEY,
@@ -36,6 +39,14 @@ func main() {
 	}
 	var err error
 	args := os.Args[2:]
+	if help, ok := groupHelp[os.Args[1]]; ok && (len(args) == 0 || isHelp(args[0])) {
+		if len(args) == 0 {
+			fmt.Fprint(os.Stderr, help)
+			os.Exit(2)
+		}
+		fmt.Print(help)
+		return
+	}
 	switch os.Args[1] {
 	case "serve":
 		err = runServe(args)
@@ -62,9 +73,15 @@ func main() {
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
+	case "version", "--version":
+		fmt.Println(versionString())
+		return
 	default:
 		fmt.Fprintf(os.Stderr, "trunkgate: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the flags were printed
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trunkgate:", err)
