@@ -40,9 +40,10 @@ test: deps vet
 ## deps: the real peers the end-to-end tests drive, from Debian: SIPp (the
 ## carrier and its gateways), Kamailio (a record-routing proxy, a dispatcher)
 ## PostgreSQL (edges sharing one database; its binaries are not on PATH),
-## SIPVicious (svwar, the number scanner the hardening tests run) and
-## baresip (a phone calling over SIP over TLS with SRTP)
-DEB_DEPS := sipp:sip-tester kamailio:kamailio svwar:sipvicious baresip:baresip-core
+## SIPVicious (svwar, the number scanner the hardening tests run),
+## baresip (a phone calling over SIP over TLS with SRTP) and Chromium
+## (headless, driving the web console)
+DEB_DEPS := sipp:sip-tester kamailio:kamailio svwar:sipvicious baresip:baresip-core chromium:chromium
 deps:
 	@missing=""; for pair in $(DEB_DEPS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \

@@ -59,7 +59,17 @@ type Config struct {
 	Spend    SpendMeter
 	Alerts   AlertList
 	Metrics  http.Handler
+	// Sessions, when set, authenticates requests from the web console by
+	// its session cookie where they carry no Authorization header.
+	Sessions Sessions
 	Log      *slog.Logger
+}
+
+// Sessions finds the key behind a console session (console.Console):
+// ok is false when the request has no session; err refuses a write
+// without the session's CSRF token.
+type Sessions interface {
+	KeyText(r *http.Request) (text string, ok bool, err error)
 }
 
 // API is the HTTP handler.
@@ -82,7 +92,7 @@ func New(cfg Config) *API {
 	admin := keys.ScopeKeysAdmin
 	m.HandleFunc("POST /v1/keys", a.auth(admin, a.createKey))
 	m.HandleFunc("GET /v1/keys", a.auth(admin, a.listKeys))
-	m.HandleFunc("GET /v1/keys/{id}", a.auth(admin, a.getKey))
+	m.HandleFunc("GET /v1/keys/{id}", a.auth("", a.getKey))
 	m.HandleFunc("PATCH /v1/keys/{id}/limits", a.auth(admin, a.setLimits))
 	m.HandleFunc("POST /v1/keys/{id}/rotate", a.auth(admin, a.rotateKey))
 	m.HandleFunc("POST /v1/keys/{id}/revoke", a.auth(admin, a.revokeKey))
@@ -94,6 +104,7 @@ func New(cfg Config) *API {
 	m.HandleFunc("GET /v1/trunks/{id}", a.auth(admin, a.getTrunk))
 	m.HandleFunc("DELETE /v1/trunks/{id}", a.auth(admin, a.deleteTrunk))
 	m.HandleFunc("GET /v1/calls", a.auth(admin, a.listCalls))
+	m.HandleFunc("GET /v1/calls/events", a.auth(admin, a.callEvents))
 	m.HandleFunc("POST /v1/calls", a.auth(keys.ScopeCallsOutbound, a.placeCall))
 	m.HandleFunc("GET /v1/calls/stream", a.auth(keys.ScopeCallsOutbound, a.streamCall))
 	m.HandleFunc("GET /v1/calls/{id}", a.auth("", a.getCall))
@@ -190,6 +201,15 @@ type handler func(w http.ResponseWriter, r *http.Request, p principal)
 func (a *API) auth(scope keys.Scope, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		text, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if (!ok || text == "") && a.cfg.Sessions != nil && r.Header.Get("Authorization") == "" {
+			t, has, err := a.cfg.Sessions.KeyText(r)
+			if err != nil {
+				a.denied(r, "", "console: "+err.Error())
+				writeError(w, http.StatusForbidden, "csrf", err.Error())
+				return
+			}
+			text, ok = t, has
+		}
 		if !ok || text == "" {
 			a.denied(r, "", "missing API key")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="trunkgate"`)
@@ -275,21 +295,34 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, body)
 }
 
-// fail maps an error from a lower package to its status.
+// fail maps an error from a lower package to its status. The message
+// drops the error kind it starts with ("invalid: ..."): the code says it.
 func (a *API) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, keys.ErrInvalid), errors.Is(err, trunks.ErrInvalid), errors.Is(err, billing.ErrInvalidRate),
 		errors.Is(err, billing.ErrInvalidQuery):
-		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		writeError(w, http.StatusBadRequest, "invalid", withoutKind(err))
 	case errors.Is(err, keys.ErrNotFound), errors.Is(err, trunks.ErrNotFound), errors.Is(err, billing.ErrNotFound),
 		errors.Is(err, call.ErrNoCall):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		writeError(w, http.StatusNotFound, "not_found", withoutKind(err))
 	case errors.Is(err, trunks.ErrConflict):
-		writeError(w, http.StatusConflict, "conflict", err.Error())
+		writeError(w, http.StatusConflict, "conflict", withoutKind(err))
 	default:
 		a.cfg.Log.Error("api internal error", "error", err)
 		writeError(w, http.StatusInternalServerError, "internal", "internal error")
 	}
+}
+
+// withoutKind is err's text without the sentinel it starts with.
+func withoutKind(err error) string {
+	msg := err.Error()
+	for _, kind := range []error{keys.ErrInvalid, trunks.ErrInvalid, billing.ErrInvalidRate, billing.ErrInvalidQuery,
+		trunks.ErrConflict, keys.ErrNotFound, trunks.ErrNotFound, billing.ErrNotFound} {
+		if rest, ok := strings.CutPrefix(msg, kind.Error()+": "); ok {
+			return rest
+		}
+	}
+	return msg
 }
 
 // --- keys ---
@@ -350,8 +383,16 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request, p principal) {
 	writeJSON(w, 200, map[string]any{"keys": out})
 }
 
+// getKey shows a key to an admin, or a key with usage:read its own.
 func (a *API) getKey(w http.ResponseWriter, r *http.Request, p principal) {
-	k, err := a.cfg.Keys.Get(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	if !p.key.HasScope(keys.ScopeKeysAdmin) && !(id == p.key.ID && p.key.HasScope(keys.ScopeUsageRead)) {
+		a.denied(r, p.key.ID, "scope_missing:"+string(keys.ScopeKeysAdmin))
+		writeError(w, http.StatusForbidden, refusal.ScopeMissing.Label(),
+			fmt.Sprintf("key lacks the scope %s (a key with %s may read only its own record)", keys.ScopeKeysAdmin, keys.ScopeUsageRead))
+		return
+	}
+	k, err := a.cfg.Keys.Get(r.Context(), id)
 	if err != nil {
 		a.fail(w, err)
 		return

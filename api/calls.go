@@ -1,7 +1,9 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,6 +22,39 @@ import (
 func (a *API) listCalls(w http.ResponseWriter, r *http.Request, p principal) {
 	writeJSON(w, 200, map[string]any{"calls": a.cfg.Calls.List()})
 }
+
+// callEvents streams the live calls as server-sent events: a "calls"
+// event with the same body as GET /v1/calls at once and every
+// CallEventsEvery, until the client goes (the console's live view).
+func (a *API) callEvents(w http.ResponseWriter, r *http.Request, p principal) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	tick := time.NewTicker(CallEventsEvery)
+	defer tick.Stop()
+	for {
+		b, err := json.Marshal(map[string]any{"calls": a.cfg.Calls.List()})
+		if err != nil {
+			return
+		}
+		if _, err := fmt.Fprintf(w, "event: calls\ndata: %s\n\n", b); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// CallEventsEvery is how often /v1/calls/events sends the live calls.
+const CallEventsEvery = time.Second
 
 func (a *API) hangupCall(w http.ResponseWriter, r *http.Request, p principal) {
 	id := r.PathValue("id")

@@ -23,6 +23,7 @@ import (
 	"trunkgate/api"
 	"trunkgate/bridge"
 	"trunkgate/call"
+	"trunkgate/console"
 	"trunkgate/flood"
 	"trunkgate/internal/tlsconf"
 	"trunkgate/keys"
@@ -258,12 +259,14 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		return err
 	}
 	calls.SetCarrier(call.Carriers(sipSrv))
+	web := console.New(e.manager, log)
 	restAPI := api.New(api.Config{
-		Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
+		Sessions: web, Keys: e.manager, Admitter: e.admitter, Audit: e.audit, Trunks: e.trunks, Calls: calls, Gateways: gateways,
 		CDRs: e.cdrs, Rates: e.rates, Usage: e.cdrs, Spend: e.meter, Alerts: e.alerts, Metrics: met.Handler(), Log: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", restAPI)
+	web.Register(mux)
 	var demo *demoInfo
 	if c.demo {
 		keyFile := filepath.Join(dataDir(c.dbPath), "demo-test-key")
