@@ -307,6 +307,8 @@ func (a *API) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "not_found", withoutKind(err))
 	case errors.Is(err, trunks.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", withoutKind(err))
+	case errors.Is(err, keys.ErrAlreadyRevoked):
+		writeError(w, http.StatusConflict, "already_revoked", err.Error())
 	default:
 		a.cfg.Log.Error("api internal error", "error", err)
 		writeError(w, http.StatusInternalServerError, "internal", "internal error")
@@ -550,9 +552,15 @@ func (a *API) listCDRs(w http.ResponseWriter, r *http.Request, p principal) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	// Without keys:admin a key sees only its own calls.
+	// Without keys:admin a key sees only its own calls; an admin asking
+	// for a key that does not exist is told so, not shown an empty list.
 	if !p.key.HasScope(keys.ScopeKeysAdmin) {
 		f.KeyID = p.key.ID
+	} else if f.KeyID != "" {
+		if _, err := a.cfg.Keys.Get(r.Context(), f.KeyID); err != nil {
+			a.fail(w, err)
+			return
+		}
 	}
 	cdrs, err := a.cfg.CDRs.ListCDRs(r.Context(), f)
 	if err != nil {

@@ -5,7 +5,10 @@
 // It knows nothing of SIP or media; callers hand it CDR values.
 package billing
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Hangup sides: who ended the call.
 const (
@@ -44,13 +47,16 @@ type CDR struct {
 	// the carrier leg's media.
 	MediaEncryption string `json:"media_encryption,omitempty"`
 	// Node is the edge that held the call.
-	Node          string `json:"node,omitempty"`
-	SetupMS       int64  `json:"setup_ms"`
-	AnswerMS      int64  `json:"answer_ms"`
-	EndMS         int64  `json:"end_ms"`
-	DurationMS    int64  `json:"duration_ms"`
-	BilledSeconds int64  `json:"billed_seconds"`
-	RatePerMinute int64  `json:"rate_per_minute"`
+	Node string `json:"node,omitempty"`
+	// SetupMS, AnswerMS and EndMS are instants in Unix milliseconds (0:
+	// never answered, not ended); JSON shows them as setup_at, answer_at
+	// and end_at in RFC 3339 (see MarshalJSON).
+	SetupMS       int64 `json:"-"`
+	AnswerMS      int64 `json:"-"`
+	EndMS         int64 `json:"-"`
+	DurationMS    int64 `json:"duration_ms"`
+	BilledSeconds int64 `json:"billed_seconds"`
+	RatePerMinute int64 `json:"rate_per_minute"`
 	// RatePrefix is the rate table prefix the call was rated by ("" for
 	// the key's own rate); Country is the called number's E.164 country
 	// code ("+44"): reports group by both.
@@ -109,4 +115,46 @@ func Cost(billedSeconds, ratePerMinute int64) int64 {
 		return 0
 	}
 	return (billedSeconds*ratePerMinute + 59) / 60
+}
+
+// cdrFields is CDR without its JSON methods.
+type cdrFields CDR
+
+// cdrJSON is a CDR as JSON has it: instants in RFC 3339 (UTC), an
+// unanswered or live call without answer_at or end_at.
+type cdrJSON struct {
+	*cdrFields
+	SetupAt  time.Time `json:"setup_at"`
+	AnswerAt time.Time `json:"answer_at,omitzero"`
+	EndAt    time.Time `json:"end_at,omitzero"`
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func timeMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// MarshalJSON writes the instants in RFC 3339, as every time in the API.
+func (c CDR) MarshalJSON() ([]byte, error) {
+	return json.Marshal(cdrJSON{cdrFields: (*cdrFields)(&c), SetupAt: msTime(c.SetupMS), AnswerAt: msTime(c.AnswerMS), EndAt: msTime(c.EndMS)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes (the CLI reads CDRs from
+// the API).
+func (c *CDR) UnmarshalJSON(b []byte) error {
+	v := cdrJSON{cdrFields: (*cdrFields)(c)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	c.SetupMS, c.AnswerMS, c.EndMS = timeMS(v.SetupAt), timeMS(v.AnswerAt), timeMS(v.EndAt)
+	return nil
 }

@@ -146,6 +146,7 @@ type Metrics interface {
 	Refused(keyID string, r refusal.Reason)
 	Answered(setup time.Duration, transport, media string)
 	Ended(keyID, side string, d time.Duration, framesOut, framesDropped, lost int64)
+	RTP(in, out uint64)
 }
 
 // Config wires a Manager.

@@ -329,6 +329,7 @@ func (m *fakeMetrics) Refused(_ string, r refusal.Reason) {
 	m.mu.Unlock()
 }
 func (m *fakeMetrics) Answered(time.Duration, string, string) {}
+func (m *fakeMetrics) RTP(uint64, uint64)                     {}
 func (m *fakeMetrics) Ended(_, side string, _ time.Duration, _, _, _ int64) {
 	m.mu.Lock()
 	m.ended = append(m.ended, side)

@@ -251,6 +251,7 @@ func (c *Call) end(o outcome) {
 		}
 		c.m.cfg.Metrics.Ended(cdr.KeyID, o.side, time.Duration(cdr.DurationMS)*time.Millisecond,
 			counters.FramesOut, counters.FramesDropped, media.PacketsLost)
+		c.m.cfg.Metrics.RTP(media.PacketsIn, media.PacketsOut)
 		c.log.Info("call ended", "side", o.side, "cause", o.text, "duration_ms", cdr.DurationMS, "billed_seconds", cdr.BilledSeconds,
 			"frames_to_app", counters.FramesOut, "frames_from_app", counters.FramesIn,
 			"packets_in", media.PacketsIn, "packets_out", media.PacketsOut, "lost", media.PacketsLost)

@@ -140,7 +140,7 @@ func TestSpendCapTwoLiveCalls(t *testing.T) {
 	}
 	cdrs := e.WaitCDRs(k.Key.ID, 2)
 	total := cdrs[0].CostMicros + cdrs[1].CostMicros
-	gap := time.Duration(cdrs[0].EndMS-cdrs[1].EndMS) * time.Millisecond
+	gap := cdrs[0].EndAt.Sub(cdrs[1].EndAt)
 	t.Logf("two calls: %d and %d ms, billed %d+%d s, %d micros against a cap of %d; ended %v apart",
 		cdrs[0].DurationMS, cdrs[1].DurationMS, cdrs[0].BilledSeconds, cdrs[1].BilledSeconds, total, 10*unit+unit/2, gap.Abs())
 	if total != 10*unit || gap.Abs() > time.Second {

@@ -112,6 +112,33 @@ func TestCLILifecycle(t *testing.T) {
 			t.Errorf("audit lacks %s:\n%s", action, out)
 		}
 	}
+
+	// Revoking it again says so and audits nothing more.
+	again, err := e.cliCmd("keys", "revoke", keyID).CombinedOutput()
+	if err == nil || !strings.Contains(string(again), "already revoked") {
+		t.Fatalf("second revoke: %v\n%s", err, again)
+	}
+	if n := strings.Count(e.cli(t, "audit", "--target", keyID, "--action", "key.revoke"), "key.revoke"); n != 1 {
+		t.Fatalf("%d key.revoke audit entries after revoking twice, want 1", n)
+	}
+	// A key that does not exist is an error, not an empty list.
+	for _, id := range []string{"nosuch", "ZZZZZZZZZZZZ"} {
+		if none, err := e.cliCmd("cdrs", "--key", id).CombinedOutput(); err == nil || !strings.Contains(string(none), "not found") {
+			t.Fatalf("cdrs --key %s: %v\n%s", id, err, none)
+		}
+	}
+	// Metrics: SIP by method and class, RTP packets, and the revoked key
+	// gone from the per-key gauges.
+	for _, series := range []string{`trunkgate_sip_requests_total{method="INVITE"}`, `trunkgate_sip_requests_total{method="BYE"}`,
+		`trunkgate_sip_responses_total{class="2xx"}`, `trunkgate_sip_responses_total{class="4xx"}`,
+		`trunkgate_rtp_packets_total{direction="in"}`, `trunkgate_rtp_packets_total{direction="out"}`} {
+		if n, ok := e.Metric(series); !ok || n < 1 {
+			t.Errorf("%s = %v (present %v), want at least 1", series, n, ok)
+		}
+	}
+	if _, ok := e.Metric(`trunkgate_channels_in_use{key_id="` + keyID + `"}`); ok {
+		t.Error("a revoked key still has a channels gauge")
+	}
 }
 
 // TestCrashLosesNoCDR: kill -9 during a call; the next start bills the call

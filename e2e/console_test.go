@@ -234,4 +234,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("read-only keys page lists %v keys", rows)
 	}
 	b.Shot("read-only")
+	// Through REST too: its own record, not another key's.
+	if own, other := e.API("GET", "/v1/keys/"+reader.Key.ID, reader.APIKey, nil, nil),
+		e.API("GET", "/v1/keys/"+k.Key.ID, reader.APIKey, nil, nil); own != 200 || other != 403 {
+		t.Fatalf("a usage:read key reading keys: own %d, another %d; want 200, 403", own, other)
+	}
 }

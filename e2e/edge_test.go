@@ -342,25 +342,25 @@ type CDR struct {
 	Gateway   string `json:"gateway"`
 	Transport string `json:"transport"`
 	// MediaEncryption is "srtp" or "none".
-	MediaEncryption string `json:"media_encryption"`
-	TestKey         bool   `json:"test_key"`
-	Sandbox         bool   `json:"sandbox"`
-	RatePerMinute   int64  `json:"rate_per_minute"`
-	RatePrefix      string `json:"rate_prefix"`
-	Country         string `json:"country"`
-	From            string `json:"from"`
-	To              string `json:"to"`
-	SetupMS         int64  `json:"setup_ms"`
-	AnswerMS        int64  `json:"answer_ms"`
-	EndMS           int64  `json:"end_ms"`
-	DurationMS      int64  `json:"duration_ms"`
-	BilledSeconds   int64  `json:"billed_seconds"`
-	CostMicros      int64  `json:"cost_micros"`
-	FinalCode       int    `json:"final_code"`
-	HangupSide      string `json:"hangup_side"`
-	HangupCause     string `json:"hangup_cause"`
-	Status          string `json:"status"`
-	Node            string `json:"node"`
+	MediaEncryption string    `json:"media_encryption"`
+	TestKey         bool      `json:"test_key"`
+	Sandbox         bool      `json:"sandbox"`
+	RatePerMinute   int64     `json:"rate_per_minute"`
+	RatePrefix      string    `json:"rate_prefix"`
+	Country         string    `json:"country"`
+	From            string    `json:"from"`
+	To              string    `json:"to"`
+	SetupAt         time.Time `json:"setup_at"`
+	AnswerAt        time.Time `json:"answer_at"`
+	EndAt           time.Time `json:"end_at"`
+	DurationMS      int64     `json:"duration_ms"`
+	BilledSeconds   int64     `json:"billed_seconds"`
+	CostMicros      int64     `json:"cost_micros"`
+	FinalCode       int       `json:"final_code"`
+	HangupSide      string    `json:"hangup_side"`
+	HangupCause     string    `json:"hangup_cause"`
+	Status          string    `json:"status"`
+	Node            string    `json:"node"`
 	Media           struct {
 		PacketsIn   uint64  `json:"packets_in"`
 		PacketsOut  uint64  `json:"packets_out"`

@@ -104,13 +104,13 @@ func TestInboundCallEndToEnd(t *testing.T) {
 		t.Errorf("CDR duration %d ms billed %d s, want ceil = %d", c.DurationMS, c.BilledSeconds, wantBilled)
 	}
 	if c.FinalCode != 200 || c.HangupSide != "carrier" || c.From != "+15557654321" || c.To != "+15550101" ||
-		c.CallID != st.CallSid || c.SIPCallID == "" || c.AnswerMS < c.SetupMS || c.EndMS-c.AnswerMS != c.DurationMS {
+		c.CallID != st.CallSid || c.SIPCallID == "" || c.AnswerAt.Before(c.SetupAt) || c.EndAt.Sub(c.AnswerAt).Milliseconds() != c.DurationMS {
 		t.Errorf("CDR %+v", c)
 	}
 	if c.Media.PacketsIn < 90 || c.Media.PacketsOut < 140 {
 		t.Errorf("CDR media %+v", c.Media)
 	}
-	t.Logf("setup %d ms, answered→BYE %d ms, %d frames to the app", c.AnswerMS-c.SetupMS, c.DurationMS, len(frames))
+	t.Logf("setup %d ms, answered→BYE %d ms, %d frames to the app", c.AnswerAt.Sub(c.SetupAt).Milliseconds(), c.DurationMS, len(frames))
 	_ = res
 
 	// Call 2 at max_channels = 1: the first call's lease is free. SIPp echoes
@@ -265,7 +265,7 @@ func TestCancelBeforeAnswer(t *testing.T) {
 	before := e.Goroutines()
 	RunSIPp(t, e, Call{Number: "+15550400", CancelAfterMS: 300}).MustPass(t)
 	c := e.WaitCDRs(k.Key.ID, 1)[0]
-	if c.FinalCode != 487 || c.BilledSeconds != 0 || c.AnswerMS != 0 || c.HangupSide != "carrier" {
+	if c.FinalCode != 487 || c.BilledSeconds != 0 || !c.AnswerAt.IsZero() || c.HangupSide != "carrier" {
 		t.Fatalf("CDR %+v", c)
 	}
 	// The lease is free again.

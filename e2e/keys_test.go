@@ -383,7 +383,7 @@ func TestStoppedDuringSetup(t *testing.T) {
 	if got := res.Logged(t, `REASON=(.*) RETRY`)[1]; got != `SIP;cause=403;text="key revoked"` {
 		t.Fatalf("Reason %q", got)
 	}
-	if c := e.WaitCDRs(k.Key.ID, 1)[0]; c.FinalCode != 403 || c.AnswerMS != 0 || c.BilledSeconds != 0 {
+	if c := e.WaitCDRs(k.Key.ID, 1)[0]; c.FinalCode != 403 || !c.AnswerAt.IsZero() || c.BilledSeconds != 0 {
 		t.Fatalf("CDR %+v", c)
 	}
 

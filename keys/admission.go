@@ -246,11 +246,17 @@ type Usage struct {
 }
 
 // Usage lists channel use of every cached key, sorted by id.
+//
+// Revoked keys without live calls are left out: a dashboard of channels
+// and spend shows the keys in service.
 func (a *Admitter) Usage() []Usage {
 	live := a.ledger.Counts()
 	a.mu.Lock()
 	out := make([]Usage, 0, len(a.keys))
 	for id, st := range a.keys {
+		if st.key.Status == Revoked && live[id] == 0 {
+			continue // gone from the per-key gauges once its last call has ended
+		}
 		out = append(out, Usage{KeyID: id, Active: live[id], MaxChannels: st.key.Limits.MaxChannels,
 			SpendCap: st.key.Limits.MonthlySpendCap})
 	}

@@ -265,23 +265,33 @@ func (m *Manager) rotate(ctx context.Context, id string, grace time.Duration) (*
 // Revoke refuses the key from now on and orders its live calls to hang up
 // (they end within a second: each call watches its lease). It returns how
 // many live calls were told to end.
+//
+// Revoking a key that is already revoked changes nothing, audits nothing
+// and says so: ErrAlreadyRevoked.
 func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (int, error) {
 	n, err := m.revoke(ctx, id)
+	if errors.Is(err, ErrAlreadyRevoked) {
+		return 0, err
+	}
 	m.auditOp(ctx, by, "key.revoke", id, err, fmt.Sprintf("live_calls=%d", n))
 	return n, err
 }
+
+// ErrAlreadyRevoked: the key was revoked before.
+var ErrAlreadyRevoked = errors.New("already revoked")
 
 func (m *Manager) revoke(ctx context.Context, id string) (int, error) {
 	k, err := m.Get(ctx, id)
 	if err != nil {
 		return 0, err
 	}
-	if k.Status != Revoked {
-		now := m.now()
-		k.Status, k.RevokedAt, k.UpdatedAt = Revoked, now, now
-		if err := m.store.UpdateKey(ctx, k); err != nil {
-			return 0, err
-		}
+	if k.Status == Revoked {
+		return 0, fmt.Errorf("key %s was %w at %s", id, ErrAlreadyRevoked, k.RevokedAt.UTC().Format(time.RFC3339))
+	}
+	now := m.now()
+	k.Status, k.RevokedAt, k.UpdatedAt = Revoked, now, now
+	if err := m.store.UpdateKey(ctx, k); err != nil {
+		return 0, err
 	}
 	m.put(k)
 	return m.admitter.EndCalls(id, refusal.KeyRevoked), nil

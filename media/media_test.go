@@ -436,3 +436,25 @@ func TestRxStatsDuplicatesAndEarlyReorder(t *testing.T) {
 		t.Fatalf("received %d dup %d expected %d lost %d; want 8, 3, 9, 1", s.received, s.duplicates, s.expected(), s.lost())
 	}
 }
+
+// A second source (another SSRC: a DTMF stream, a restarted sender) does
+// not wipe the call's counts: 177 packets from two sources are 177 in,
+// and the first source's loss stays counted (the make call CDR bug).
+func TestRxStatsEverySource(t *testing.T) {
+	var s rxStats
+	for seq := uint16(100); seq < 270; seq++ {
+		if seq == 150 || seq == 151 {
+			continue // two lost
+		}
+		s.update(1, seq, uint32(seq)*160, int64(seq)*160, 172)
+	}
+	for seq := uint16(7000); seq < 7009; seq++ {
+		s.update(2, seq, uint32(seq)*160, int64(seq)*160, 20)
+	}
+	if s.totalReceived() != 168+9 || s.totalLost() != 2 || s.totalExpected() != 170+9 {
+		t.Fatalf("totals: received %d lost %d expected %d; want 177, 2, 179", s.totalReceived(), s.totalLost(), s.totalExpected())
+	}
+	if s.received != 9 || s.ssrc != 2 {
+		t.Fatalf("RTCP reports the current source: %d received of SSRC %d", s.received, s.ssrc)
+	}
+}

@@ -623,7 +623,7 @@ type Stats struct {
 func (s *Session) Stats() Stats {
 	s.rxMu.Lock()
 	st := Stats{
-		PacketsIn: s.rx.received, PacketsLost: max(0, s.rx.lost()), Expected: s.rx.expected(),
+		PacketsIn: s.rx.totalReceived(), PacketsLost: s.rx.totalLost(), Expected: s.rx.totalExpected(),
 		JitterMS: s.rx.jitter / (ClockRate / 1000), Jitter: s.jb.Stats,
 		PlayoutDelayMS: float64(s.jb.Target()) / (ClockRate / 1000),
 	}

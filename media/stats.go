@@ -21,6 +21,13 @@ type rxStats struct {
 
 	transit int64
 	jitter  float64 // in timestamp units
+
+	// What the sources before this one (another SSRC: a DTMF burst from
+	// another stream, a restarted sender) received, lost and expected:
+	// the call's totals count every source, RTCP reports this one.
+	earlierReceived uint64
+	earlierLost     int64
+	earlierExpected int64
 }
 
 const maxDropout, maxMisorder = 3000, 100
@@ -28,6 +35,11 @@ const maxDropout, maxMisorder = 3000, 100
 const seqWindow = 512
 
 func (s *rxStats) reset(ssrc uint32, seq uint16) {
+	if s.started {
+		s.earlierReceived += s.received
+		s.earlierLost += max(0, s.lost())
+		s.earlierExpected += s.expected()
+	}
 	s.started, s.ssrc = true, ssrc
 	s.baseSeq, s.maxSeq, s.cycles = uint32(seq), seq, 0
 	s.received, s.duplicates, s.expectedPrior, s.receivedPrior = 0, 0, 0, 0
@@ -89,6 +101,11 @@ func (s *rxStats) expected() int64 {
 
 // lost is expected minus received; duplicates can make it negative.
 func (s *rxStats) lost() int64 { return s.expected() - int64(s.received) }
+
+// Totals over every source of the call: received, lost, expected.
+func (s *rxStats) totalReceived() uint64 { return s.earlierReceived + s.received }
+func (s *rxStats) totalLost() int64      { return s.earlierLost + max(0, s.lost()) }
+func (s *rxStats) totalExpected() int64  { return s.earlierExpected + s.expected() }
 
 // interval returns RTCP's fraction lost since the last call (8-bit fixed
 // point) and moves the interval on.

@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,9 @@ type Metrics struct {
 	screened   prometheus.Counter
 	admission  prometheus.Histogram
 	protection *prometheus.CounterVec
+	sipReqs    *prometheus.CounterVec
+	sipResps   *prometheus.CounterVec
+	rtp        *prometheus.CounterVec
 }
 
 // New registers the metrics, the Go runtime collectors and a collector
@@ -96,9 +100,18 @@ func New(usage KeyUsages) *Metrics {
 			Name: "trunkgate_calls_answered_total",
 			Help: "Answered calls by the carrier leg's SIP transport (udp, tcp, tls) and media encryption (srtp, none).",
 		}, []string{"transport", "media"}),
+		sipReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_sip_requests_total", Help: "SIP requests handled (after the flood guard), by method.",
+		}, []string{"method"}),
+		sipResps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_sip_responses_total", Help: "SIP responses sent, by class (1xx to 6xx).",
+		}, []string{"class"}),
+		rtp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trunkgate_rtp_packets_total", Help: "RTP packets of ended calls, in (from carriers) and out (to carriers).",
+		}, []string{"direction"}),
 	}
 	reg.MustRegister(m.admissions, m.refusals, m.ended, m.setup, m.duration, m.framesOut, m.framesDrop, m.lost, m.draining,
-		m.floodBans, m.screened, m.admission, m.protection,
+		m.floodBans, m.screened, m.admission, m.protection, m.sipReqs, m.sipResps, m.rtp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if usage != nil {
 		reg.MustRegister(&keyCollector{usage: usage})
@@ -127,6 +140,33 @@ func (m *Metrics) Refused(keyID string, r refusal.Reason) {
 func (m *Metrics) Answered(setup time.Duration, transport, media string) {
 	m.setup.Observe(setup.Seconds())
 	m.protection.WithLabelValues(strings.ToLower(transport), media).Inc()
+}
+
+// SIPRequest counts a SIP request by method (sip.Observer). Methods
+// outside RFC 3261's and its extensions' are counted as "other", so that
+// a scanner cannot grow the label set.
+func (m *Metrics) SIPRequest(method string) {
+	switch method {
+	case "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY",
+		"REFER", "MESSAGE", "PUBLISH":
+	default:
+		method = "other"
+	}
+	m.sipReqs.WithLabelValues(method).Inc()
+}
+
+// SIPResponse counts a SIP response by class (sip.Observer).
+func (m *Metrics) SIPResponse(code int) {
+	if code < 100 || code > 699 {
+		return
+	}
+	m.sipResps.WithLabelValues(strconv.Itoa(code/100) + "xx").Inc()
+}
+
+// RTP counts an ended call's packets.
+func (m *Metrics) RTP(in, out uint64) {
+	m.rtp.WithLabelValues("in").Add(float64(in))
+	m.rtp.WithLabelValues("out").Add(float64(out))
 }
 
 // Ended records an answered call's end.

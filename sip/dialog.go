@@ -270,7 +270,7 @@ func (d *Dialog) awaitAck(acked chan struct{}, cseq uint32, tx gosip.ServerTrans
 		case <-giveUp.C:
 			return ErrNoAck
 		case <-retransmit.C:
-			if err := tx.Respond(res); err != nil {
+			if err := d.srv.respond(tx, res); err != nil {
 				// The transaction is gone; keep waiting for the ACK, which
 				// arrives outside it.
 				d.srv.log.Debug("2xx retransmit failed", "error", err)
@@ -315,12 +315,12 @@ func (d *Dialog) handleOffer(req *gosip.Request, tx gosip.ServerTransaction) {
 	res.AppendHeader(d.srv.contact(d.transport))
 	d.srv.identify(res, "Server")
 	if !req.IsInvite() {
-		_ = tx.Respond(res) // UPDATE: no ACK
+		_ = d.srv.respond(tx, res) // UPDATE: no ACK
 		return
 	}
 	seq := req.CSeq().SeqNo
 	acked := d.expectAck(seq)
-	if err := tx.Respond(res); err != nil {
+	if err := d.srv.respond(tx, res); err != nil {
 		d.srv.log.Info("re-INVITE answer failed", "call_id", d.CallID(), "error", err)
 		return
 	}

@@ -166,14 +166,14 @@ func (inv *Invite) response(code int, phrase string, body []byte) *gosip.Respons
 
 // Trying sends 100 Trying.
 func (inv *Invite) Trying() error {
-	return inv.tx.Respond(inv.response(100, "Trying", nil))
+	return inv.srv.respond(inv.tx, inv.response(100, "Trying", nil))
 }
 
 // Ringing sends 180 Ringing.
 func (inv *Invite) Ringing() error {
 	res := inv.response(180, "Ringing", nil)
 	res.AppendHeader(inv.srv.contact(inv.Transport()))
-	return inv.tx.Respond(res)
+	return inv.srv.respond(inv.tx, res)
 }
 
 func (inv *Invite) claimFinal(code int) error {
@@ -214,7 +214,7 @@ func (inv *Invite) Reject(code int, phrase, reason string, extra ...gosip.Header
 	for _, h := range extra {
 		res.AppendHeader(h)
 	}
-	return inv.tx.Respond(res)
+	return inv.srv.respond(inv.tx, res)
 }
 
 // Refuse rejects the call for a refusal reason, with the code, Reason
@@ -252,7 +252,7 @@ func (inv *Invite) Answer(sdp []byte, onReinvite ReinviteFunc) (*Dialog, error) 
 		inv.srv.unregister(d)
 		return nil, context.Cause(inv.ctx)
 	}
-	if err := inv.tx.Respond(res); err != nil {
+	if err := inv.srv.respond(inv.tx, res); err != nil {
 		inv.srv.unregister(d)
 		return nil, fmt.Errorf("send 200 OK: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 func (s *Server) accept(tx gosip.ServerTransaction, req *gosip.Request) {
 	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
 	s.identify(res, "Server")
-	if err := tx.Respond(res); err != nil {
+	if err := s.respond(tx, res); err != nil {
 		s.log.Debug("sip respond failed", "code", 200, "method", req.Method.String(), "error", err)
 	}
 }
@@ -84,7 +84,7 @@ func (s *Server) onOptions(req *gosip.Request, tx gosip.ServerTransaction) {
 	res.AppendHeader(gosip.NewHeader("Allow", allowMethods))
 	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
 	s.identify(res, "Server")
-	_ = tx.Respond(res)
+	_ = s.respond(tx, res)
 }
 
 // onInfo accepts in-dialog INFO (some carriers send DTMF as

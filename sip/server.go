@@ -62,6 +62,9 @@ type Config struct {
 	// long (0: never): a peer that opens connections and sends nothing, or
 	// half a message, holds no socket and goroutine for ever.
 	TCPIdle time.Duration
+	// Observer, when set, is told of each request the edge handles and
+	// each response it sends (metrics).
+	Observer Observer
 	// NonceKey keys digest nonces; edges behind one load balancer share it
 	// so that any of them accepts another's challenge. Empty: a random key.
 	NonceKey []byte
@@ -75,6 +78,14 @@ type Config struct {
 	// TLSClient verifies the gateways the edge dials over TLS (nil: the
 	// system's roots); SNI is the gateway's host.
 	TLSClient *tls.Config
+}
+
+// Observer counts SIP traffic: each request that reaches the edge's
+// handlers (after the flood screen), by method, and each response the
+// edge sends, by status code.
+type Observer interface {
+	SIPRequest(method string)
+	SIPResponse(code int)
 }
 
 // Server is the SIP side of the edge.
@@ -240,6 +251,9 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 				return
 			}
 		}
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.SIPRequest(req.Method.String())
+		}
 		if r, detail, extra, refused := checkRequest(req); refused {
 			if !req.IsAck() {
 				s.refuse(tx, req, r, detail, extra...)
@@ -257,6 +271,14 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 		}()
 		h(req, tx)
 	}
+}
+
+// respond sends res in tx, and counts it.
+func (s *Server) respond(tx gosip.ServerTransaction, res *gosip.Response) error {
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.SIPResponse(res.StatusCode)
+	}
+	return tx.Respond(res)
 }
 
 // identify adds the Server (responses) or User-Agent (requests) header,

@@ -113,7 +113,7 @@ func (s *Server) refuse(tx gosip.ServerTransaction, req *gosip.Request, r refusa
 		res.AppendHeader(h)
 	}
 	s.identify(res, "Server")
-	if err := tx.Respond(res); err != nil {
+	if err := s.respond(tx, res); err != nil {
 		s.log.Debug("sip respond failed", "code", code, "method", req.Method.String(), "error", err)
 	}
 }

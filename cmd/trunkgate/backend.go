@@ -386,6 +386,11 @@ func (d *dbBackend) ListCDRs(ctx context.Context, q url.Values) ([]billing.CDR, 
 	if err != nil {
 		return nil, err
 	}
+	if f.KeyID != "" { // as the API answers: the key must exist
+		if _, err := d.e.manager.Get(ctx, f.KeyID); err != nil {
+			return nil, err
+		}
+	}
 	return d.e.cdrs.ListCDRs(ctx, f)
 }
 

@@ -254,7 +254,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	}
 	sipSrv, err := sip.Listen(sip.Config{Addr: c.sipAddr, ContactIP: publicIP, Handler: calls, Log: sipLogger(log),
 		UserAgent: c.serverHeader, Screen: screen, ScreenReply: c.floodAction == "reject", TCPIdle: c.sipTCPIdle,
-		NonceKey: nonceKey, TLSAddr: sipTLSAddr, TLS: sipTLS, TLSClient: gatewayTLS})
+		NonceKey: nonceKey, Observer: met, TLSAddr: sipTLSAddr, TLS: sipTLS, TLSClient: gatewayTLS})
 	if err != nil {
 		return err
 	}

@@ -272,7 +272,7 @@ async function showUsage() {
   chart("cost", days, perDay.map((r) => r.cost_micros / 1e6), "cost");
   fill($("#usage-keys tbody"), byKey.rows.map((r) => row([el("code", r.key_id), r.calls, r.answered, (r.billed_seconds / 60).toFixed(1), money(r.cost_micros)])));
   fill($("#usage-cdrs tbody"), (cdrs.cdrs || []).map((c) => row([el("code", c.call_id), c.key_id, c.from, c.to,
-    new Date(c.setup_ms).toISOString().replace("T", " ").slice(0, 19), c.final_code, c.billed_seconds, money(c.cost_micros),
+    c.setup_at.replace("T", " ").slice(0, 19), c.final_code, c.billed_seconds, money(c.cost_micros),
     c.hangup_side, c.transport ? `${c.transport}/${c.media_encryption || "–"}` : ""])));
 }
 
