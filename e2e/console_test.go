@@ -202,7 +202,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.Shot("trunks")
 	b.Page("health", `#health-refusals`)
 	var answered string
-	b.Run("health figures", chromedp.Poll(`document.querySelector("#health-answered").textContent`, &answered,
+	b.Run("health figures", chromedp.Poll(`(t => t !== "–" && t)(document.querySelector("#health-answered").textContent)`, &answered,
 		chromedp.WithPollingTimeout(5*time.Second)))
 	if answered != "1" {
 		t.Fatalf("health: %q calls answered, want 1", answered)

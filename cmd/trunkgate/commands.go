@@ -105,15 +105,17 @@ type limitFlags struct {
 	noBlocked bool
 }
 
-func (l *limitFlags) register(fs *flag.FlagSet) {
+// register adds the limit flags, showing def as their defaults (a new
+// key's; zero for keys set, which changes only the flags given).
+func (l *limitFlags) register(fs *flag.FlagSet, def keys.Limits) {
 	l.fs = fs
-	fs.IntVar(&l.channels, "max-channels", 0, "concurrent calls (0 = no limit)")
-	fs.Float64Var(&l.cps, "cps", 0, "new calls a second (0 = no limit)")
+	fs.IntVar(&l.channels, "max-channels", def.MaxChannels, "concurrent calls (0 = no limit)")
+	fs.Float64Var(&l.cps, "cps", def.CPS, "new calls a second (0 = no limit)")
 	fs.Int64Var(&l.spendCap, "spend-cap", 0, "monthly spend cap in currency micros (0 = none)")
 	fs.Int64Var(&l.rate, "rate", 0, "rate per minute in currency micros, both directions")
 	fs.Int64Var(&l.inRate, "inbound-rate", 0, "inbound rate per minute in currency micros")
 	fs.Int64Var(&l.outRate, "outbound-rate", 0, "outbound rate per minute in currency micros (numbers in a rate table cost the table's rate)")
-	fs.IntVar(&l.maxSecs, "max-call-seconds", 0, "longest call in seconds (0 = no limit)")
+	fs.IntVar(&l.maxSecs, "max-call-seconds", def.MaxCallSeconds, "longest call in seconds (0 = no limit)")
 	fs.Var(&l.allowed, "allow-prefix", "outbound destination prefix to allow (repeat or comma-separate)")
 	fs.Var(&l.blocked, "block-prefix", "outbound destination prefix to block (repeat or comma-separate)")
 	fs.BoolVar(&l.noAllowed, "clear-allowed", false, "remove every allowed prefix")
@@ -170,7 +172,7 @@ func runKeys(args []string) error {
 		var scopes listFlag
 		fs.Var(&scopes, "scopes", "scopes: calls:inbound, calls:outbound, usage:read, keys:admin (default calls:inbound,calls:outbound,usage:read)")
 		var lf limitFlags
-		lf.register(fs)
+		lf.register(fs, keys.DefaultLimits())
 		pos, err := parseFlags(fs, args)
 		if err == nil {
 			err = noArgs(pos)
@@ -230,7 +232,7 @@ func runKeys(args []string) error {
 		var lf limitFlags
 		grace := keys.DefaultGrace
 		if sub == "set" {
-			lf.register(fs)
+			lf.register(fs, keys.Limits{})
 		}
 		if sub == "rotate" {
 			fs.DurationVar(&grace, "grace", keys.DefaultGrace, "how long the old key keeps working")
