@@ -274,7 +274,6 @@ func TestOutboundOverTLSWithSRTP(t *testing.T) {
 	if stop.Stop.SIPCode != 503 || stop.Stop.Reason != "no gateway answered" {
 		t.Fatalf("stop %+v: want 503 no gateway answered", stop.Stop)
 	}
-	if log := untrusting.Logs(); !strings.Contains(log, "certificate signed by unknown authority") {
-		t.Fatalf("the edge's log does not say why the gateway failed:\n%s", tail(log, 40))
-	}
+	// The log says why (it may reach the pipe after the stop message).
+	untrusting.WaitLog(`gateway failed; trying the next.*certificate signed by unknown authority`)
 }
