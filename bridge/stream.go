@@ -156,7 +156,7 @@ func EndFor(r refusal.Reason, answered bool) End {
 const (
 	audioSlots = 50 // 1 s of audio in flight toward the application
 	// decodeChunk samples of application audio are decoded at a time.
-	decodeChunk = 4096
+	decodeChunk = 1024
 	// maxMarkName bounds what the edge keeps of a mark until it is played.
 	maxMarkName = 256
 	// maxEvents pending toward the application: an application that has

@@ -15,7 +15,7 @@ func offlineSession(l Listener) *Session {
 	s := &Session{
 		cfg:   Config{Codec: PCMA, DTMFPayloadType: 101, Listener: l, PtimeMS: 20},
 		epoch: time.Now(), jb: NewJitterBuffer(), playout: NewPlayout(), ssrc: 77, log: slog.New(slog.DiscardHandler),
-		ended: make(chan struct{}), stop: make(chan struct{}),
+		ended: make(chan struct{}),
 	}
 	s.SetPayloadTypes(PCMA.PayloadType, 101)
 	return s

@@ -286,7 +286,7 @@ func TestPlayoutGrowsAndWraps(t *testing.T) {
 	out := make([]int16, 160)
 	pos := 0
 	for round := range 3 {
-		// Burst 5 s (more than the initial 2 s) then drain it.
+		// Burst 5 s (far more than the initial 160 ms) then drain it.
 		p.Write(ramp(uint32(pos), 40000))
 		for range 250 {
 			if n := p.Read(out); n != 160 {
@@ -300,6 +300,19 @@ func TestPlayoutGrowsAndWraps(t *testing.T) {
 	}
 	if p.Over != 0 {
 		t.Fatalf("dropped %d samples", p.Over)
+	}
+	// Drained after a long burst, the queue gives its memory back.
+	if len(p.buf) != playoutInitial {
+		t.Fatalf("a drained queue holds %d samples of buffer, want %d", len(p.buf), playoutInitial)
+	}
+	// Steady state (a frame in, a frame out) never grows or reallocates.
+	buf := &p.buf[0]
+	for range 500 {
+		p.Write(out)
+		p.Read(out)
+	}
+	if &p.buf[0] != buf {
+		t.Fatal("the steady state reallocated the queue")
 	}
 }
 

@@ -28,11 +28,15 @@ type pendingMark struct {
 	name string
 }
 
-// Queue sizes: start at 2 s and double on demand up to 120 s, which is
-// longer than any single utterance a voice agent sends ahead.
+// Queue sizes: start at 160 ms (a live call's steady state, app audio
+// arriving about as fast as it plays, needs no more), double on demand up
+// to 120 s, which is longer than any single utterance a voice agent sends
+// ahead, and go back to the start once a long burst has played out: a
+// quiet call holds 2.5 KB, not what its longest sentence needed.
 const (
-	playoutInitial = 2 * ClockRate
+	playoutInitial = ClockRate * 160 / 1000
 	playoutLimit   = 120 * ClockRate
+	playoutShrink  = 8 * playoutInitial // a drained buffer larger than this is given back
 )
 
 // NewPlayout returns an empty queue.
@@ -125,6 +129,9 @@ func (p *Playout) Read(dst []int16) int {
 	p.head = (p.head + n) % len(p.buf)
 	p.size -= n
 	p.played += int64(n)
+	if p.size == 0 && len(p.buf) > playoutShrink {
+		p.buf, p.head = make([]int16, playoutInitial), 0 // once per long burst, not per packet
+	}
 	due := 0
 	for due < len(p.marks) && p.marks[due].at <= p.played {
 		p.fired = append(p.fired, p.marks[due].name)

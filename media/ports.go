@@ -26,6 +26,9 @@ type PortPool struct {
 	next     int
 	inUse    map[int]bool
 	released map[int]time.Time
+
+	// clock ticks every started session of the pool.
+	clock clockHub
 }
 
 // NewPortPool serves even ports in [min, max] bound on ip.

@@ -117,9 +117,14 @@ type Session struct {
 	remoteLost   int64
 	remoteJitter float64
 
+	// The clock: start is the instant its timeline counts from (on the
+	// hub's grid), clk what carries over between ticks.
+	start  time.Time
+	tickMu sync.Mutex
+	clk    clockState
+
 	ended     chan struct{}
 	endErr    error
-	stop      chan struct{}
 	wg        sync.WaitGroup
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -151,7 +156,7 @@ func (p *PortPool) NewSession(cfg Config) (*Session, error) {
 		cfg: cfg, pool: p, port: port, rtpConn: rtpConn, rtcpConn: rtcpConn, log: cfg.Log,
 		epoch: time.Now(), jb: NewJitterBuffer(), playout: NewPlayout(),
 		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
-		ended: make(chan struct{}), stop: make(chan struct{}),
+		ended: make(chan struct{}),
 	}
 	s.SetRemote(cfg.Remote, cfg.RemoteRTCP)
 	s.SetPayloadTypes(cfg.Codec.PayloadType, cfg.DTMFPayloadType)
@@ -220,10 +225,10 @@ func (s *Session) SetSRTP(srtp *SRTP) { s.cfg.SRTP = srtp }
 func (s *Session) Start() {
 	s.startOnce.Do(func() {
 		s.lastRx.Store(s.now())
-		s.wg.Add(3)
+		s.initClock()
+		s.wg.Add(1)
 		go s.readRTP()
-		go s.readRTCP()
-		go s.clock()
+		s.pool.clock.register(s)
 	})
 }
 
@@ -273,7 +278,10 @@ func (s *Session) Err() error {
 // to call more than once, but not from a Listener callback.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.stop)
+		s.pool.clock.unregister(s)
+		s.tickMu.Lock() // waits out a tick under way
+		s.clk.halted = true
+		s.tickMu.Unlock()
 		s.rtpConn.Close()
 		s.rtcpConn.Close()
 		s.wg.Wait()
@@ -370,74 +378,97 @@ func (s *Session) latch(from netip.AddrPort) {
 	}
 }
 
-func (s *Session) clock() {
-	defer s.wg.Done()
-	inPeriod := 20 * time.Millisecond
-	outPeriod := time.Duration(s.cfg.PtimeMS) * time.Millisecond
+// clockState is what the session's clock carries from one tick to the
+// next; only the hub's goroutine touches it, under tickMu.
+type clockState struct {
+	inFrame  [FrameSamples]int16
+	outPCM   []int16
+	payload  []byte
+	wire     []byte
+	marks    []string
+	pkt      rtp.Packet
+	nIn      int64
+	nOut     int64
+	nextRTCP time.Duration
+	// nextDrain is when the RTCP port is read next; rtcpBuf and
+	// rtcpClear (SRTCP) are its buffers.
+	nextDrain time.Duration
+	rtcpBuf   []byte
+	rtcpClear []byte
+	first     bool
+	halted    bool // closed, or ended by the RTP timeout: no more ticks
+}
+
+func (s *Session) initClock() {
 	outSamples := s.cfg.PtimeMS * ClockRate / 1000
-	var (
-		inFrame  [FrameSamples]int16
-		outPCM   = make([]int16, outSamples)
-		payload  = make([]byte, outSamples)
-		wire     = make([]byte, 12+outSamples+srtpOverhead)
-		marks    = make([]string, 0, 8)
-		pkt      rtp.Packet
-		nIn      int64
-		nOut     int64
-		nextRTCP = s.cfg.RTCPInterval / 5 // an early first report gets RTT going
-	)
-	pkt.Version = 2
-	pkt.SSRC = s.ssrc
-	first := true
-	start := time.Now()
-	timer := time.NewTimer(inPeriod)
-	defer timer.Stop()
-	for {
-		nextIn := time.Duration(nIn+1) * inPeriod
-		nextOut := time.Duration(nOut+1) * outPeriod
-		timer.Reset(time.Until(start.Add(min(nextIn, nextOut))))
-		select {
-		case <-s.stop:
-			return
-		case <-timer.C:
+	c := &s.clk
+	c.outPCM = make([]int16, outSamples)
+	c.payload = make([]byte, outSamples)
+	c.wire = make([]byte, 12+outSamples+srtpOverhead)
+	c.marks = make([]string, 0, 8)
+	c.nextRTCP = s.cfg.RTCPInterval / 5 // an early first report gets RTT going
+	c.pkt.Version = 2
+	c.pkt.SSRC = s.ssrc
+	c.first = true
+	c.rtcpBuf = make([]byte, 1500)
+	if s.cfg.SRTP != nil {
+		c.rtcpClear = make([]byte, 1500)
+	}
+}
+
+// tick does the clock's work that is due at now: packets toward the
+// carrier every ptime and frames toward the application every 20 ms,
+// counted from the session's start (so a late tick catches up and an
+// early one waits), then marks, RTCP and the RTP timeout. The hub calls
+// it every tickPeriod.
+func (s *Session) tick(now time.Time) {
+	s.tickMu.Lock()
+	defer s.tickMu.Unlock()
+	c := &s.clk
+	if c.halted {
+		return
+	}
+	const inPeriod = 20 * time.Millisecond
+	outPeriod := time.Duration(s.cfg.PtimeMS) * time.Millisecond
+	elapsed := now.Sub(s.start)
+	// The carrier's packet goes first: its spacing on the wire is what
+	// the far end's jitter buffer sees; the app's frame can wait a few
+	// microseconds.
+	for k := 0; time.Duration(c.nOut+1)*outPeriod <= elapsed; k++ {
+		// After a stall (a paused process, a slow listener) catch up a
+		// few frames, then skip: the timeline stays true to the clock.
+		if k < 5 {
+			s.sendPacket(&c.pkt, c.outPCM, c.payload, c.wire, &c.first)
+		} else {
+			s.ts += uint32(len(c.outPCM))
 		}
-		elapsed := time.Since(start)
-		// The carrier's packet goes first: its spacing on the wire is what
-		// the far end's jitter buffer sees; the app's frame can wait a
-		// few microseconds.
-		for k := 0; nextOut <= elapsed; k++ {
-			// After a stall (a paused process, a slow listener) catch up a
-			// few frames, then skip: the timeline stays true to the clock.
-			if k < 5 {
-				s.sendPacket(&pkt, outPCM, payload, wire, &first)
-			} else {
-				s.ts += uint32(outSamples)
+		c.nOut++
+	}
+	for k := 0; time.Duration(c.nIn+1)*inPeriod <= elapsed; k++ {
+		if k < 5 {
+			s.rxMu.Lock()
+			ok := s.jb.Pop(c.inFrame[:])
+			s.rxMu.Unlock()
+			if ok {
+				s.cfg.Listener.Audio(c.inFrame[:], c.nIn)
 			}
-			nOut++
-			nextOut = time.Duration(nOut+1) * outPeriod
 		}
-		for k := 0; nextIn <= elapsed; k++ {
-			if k < 5 {
-				s.rxMu.Lock()
-				ok := s.jb.Pop(inFrame[:])
-				s.rxMu.Unlock()
-				if ok {
-					s.cfg.Listener.Audio(inFrame[:], nIn)
-				}
-			}
-			nIn++
-			nextIn = time.Duration(nIn+1) * inPeriod
-		}
-		marks = s.deliverMarks(marks)
-		if elapsed >= nextRTCP {
-			s.sendRTCP()
-			nextRTCP = elapsed + s.cfg.RTCPInterval
-		}
-		if s.Direction().receives() && time.Duration(s.now()-s.lastRx.Load()) > s.cfg.RTPTimeout {
-			s.endErr = ErrRTPTimeout
-			close(s.ended)
-			return
-		}
+		c.nIn++
+	}
+	c.marks = s.deliverMarks(c.marks)
+	if elapsed >= c.nextDrain {
+		s.drainRTCP(now)
+		c.nextDrain = elapsed + rtcpDrainEvery
+	}
+	if elapsed >= c.nextRTCP {
+		s.sendRTCP()
+		c.nextRTCP = elapsed + s.cfg.RTCPInterval
+	}
+	if s.Direction().receives() && time.Duration(s.now()-s.lastRx.Load()) > s.cfg.RTPTimeout {
+		s.endErr = ErrRTPTimeout
+		close(s.ended)
+		c.halted = true
+		s.pool.clock.unregister(s)
 	}
 }
 
@@ -530,29 +561,31 @@ func (s *Session) sendRTCP() {
 	_, _ = s.rtcpConn.WriteToUDPAddrPort(b, *dst)
 }
 
-func (s *Session) readRTCP() {
-	defer s.wg.Done()
-	buf := make([]byte, 1500)
-	var clear []byte
-	if s.cfg.SRTP != nil {
-		clear = make([]byte, 1500)
-	}
-	for {
-		n, from, err := s.rtcpConn.ReadFromUDPAddrPort(buf)
+// rtcpDrainEvery is how often the clock reads what the RTCP port holds.
+// RTCP comes every few seconds: polling it from the clock costs one
+// system call per drain, where a reader goroutine per call would cost a
+// stack and a wake-up of its own.
+const rtcpDrainEvery = 200 * time.Millisecond
+
+// drainRTCP reads every datagram waiting on the RTCP port, without
+// blocking (a deadline in the past makes the read give up at once when
+// the socket is empty). On the clock's goroutine only.
+func (s *Session) drainRTCP(now time.Time) {
+	c := &s.clk
+	_ = s.rtcpConn.SetReadDeadline(now.Add(-time.Second))
+	for range 16 {
+		n, from, err := s.rtcpConn.ReadFromUDPAddrPort(c.rtcpBuf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+			return // empty (timeout), or closed
 		}
-		pkt := buf[:n]
+		pkt := c.rtcpBuf[:n]
 		if s.cfg.SRTP != nil {
-			if pkt, err = s.cfg.SRTP.UnprotectRTCP(clear, pkt); err != nil {
+			if pkt, err = s.cfg.SRTP.UnprotectRTCP(c.rtcpClear, pkt); err != nil {
 				s.badPkts.Add(1)
 				continue
 			}
 		}
-		s.receiveRTCP(pkt, from, time.Now())
+		s.receiveRTCP(pkt, from, now)
 	}
 }
 
