@@ -58,10 +58,11 @@ vet:
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-## bench: Go micro-benchmarks, then whole-system load with SIPp (see docs/PERFORMANCE.md)
+## bench: Go micro-benchmarks, then, in the same run, the anchor (Kamailio + rtpengine) and the edge at the same N
+## and the same call rates; one table with the ratios into docs/PERFORMANCE.md (about 20 minutes; see scripts/bench.sh)
 bench: build deps
-	$(GO) test -run '^$$' -bench . -benchmem ./...
-	./scripts/loadtest.sh
+	@command -v rtpengine >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends rtpengine-daemon; }
+	./scripts/bench.sh
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
