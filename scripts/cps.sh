@@ -20,7 +20,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-ADMIN="tg_live_$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 12)_$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32)"
+randtext() { tr -dc 'A-Za-z0-9' </dev/urandom 2>/dev/null | head -c "$1" || true; } # tr ends on SIGPIPE
+ADMIN="tg_live_$(randtext 12)_$(randtext 32)"
 HTTP=http://127.0.0.1:8092
 "$BIN" echo-app --addr 127.0.0.1:9092 >"$OUT/app.log" 2>&1 &
 APP=$!
@@ -38,7 +39,7 @@ curl -sf -H "Authorization: Bearer $ADMIN" -d "{\"key_id\":\"$key\",\"numbers\":
 e0=$(ticks "$EDGE"); a0=$(ticks "$APP")
 (cd "$OUT" && exec timeout $((S + 30)) sipp 127.0.0.1:5071 -sf "$ROOT/testdata/sipp/uac_short.xml" -s +15550100 -i 127.0.0.1 -p 5061 \
 	-mi 127.0.0.1 -mp 7100 -r "$R" -m $((R * S)) -l $((R * 3)) -nostdin -trace_stat -stf "$OUT/stat.csv" -fd 1 \
-	-trace_rtt -rtt_freq 1000 >"$OUT/uac.out" 2>&1) &
+	-trace_rtt -rtt_freq 1 >"$OUT/uac.out" 2>&1) &
 UACW=$!
 sleep 0.3
 UAC=$(pgrep -P "$UACW" | head -n1 || true)
