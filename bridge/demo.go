@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -12,9 +13,15 @@ import (
 
 // EchoApp is the built-in demo AI application: it answers every call by
 // sending the caller's audio straight back, so that a newcomer hears the
-// edge work before writing any code. It speaks the JSON protocol as a real
-// application would, and checks the edge's signature when it knows the
-// secret.
+// edge work before writing any code. It checks the edge's signature when
+// it knows the secret.
+//
+// It is also the load harness's application (trunkgate echo-app), where
+// it must cost little beside the edge: a media message comes back as it
+// came, byte for byte (the edge's media message is a valid message from
+// an application too: streamSid, media.payload, and fields the edge
+// ignores), and so does a binary L16 frame; only the rare other events
+// are parsed.
 type EchoApp struct {
 	// Secret returns the signing secret for a request, or "" to skip the
 	// check.
@@ -47,10 +54,20 @@ func (a *EchoApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	ctx := r.Context()
 	var streamSid string
+	data := make([]byte, 0, 4096)
 	for {
-		_, data, err := conn.Read(ctx)
+		typ, rd, err := conn.Reader(ctx)
 		if err != nil {
 			return
+		}
+		if data, err = readAll(data[:0], rd); err != nil {
+			return
+		}
+		if typ == websocket.MessageBinary || bytes.HasPrefix(data, echoMedia) {
+			if err := conn.Write(ctx, typ, data); err != nil {
+				return
+			}
+			continue
 		}
 		var msg struct {
 			Event     string `json:"event"`
@@ -83,5 +100,8 @@ func (a *EchoApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// echoMedia starts every media message the edge renders.
+var echoMedia = []byte(`{"event":"media",`)
 
 var _ http.Handler = (*EchoApp)(nil)

@@ -532,3 +532,24 @@ func isFraction(l, prev float64) bool {
 	}
 	return false
 }
+
+// TestDemoEchoApp: the built-in echo app of `make run` (--demo) sends the
+// caller's audio back: a 1 kHz tone into the demo number comes back as
+// RTP carrying the tone (echoed byte for byte over the WebSocket).
+func TestDemoEchoApp(t *testing.T) {
+	e := StartEdge(t, "--demo", "--demo-number", "+15550188")
+	peer := NewRTPPeer(t)
+	run := Call{Number: "+15550188", SDPPort: peer.Port(), Codecs: "0", Steps: []Step{{PauseMS: 4000}}}.Start(t, e)
+	edgeRTP := peer.WaitEdge(t)
+	peer.Stream(t, edgeRTP, 0, 100, func(i int) []byte { return ulawTone(1000, 160, 10000) })
+	waitFor(t, 5*time.Second, "the echo of the tone", func() bool {
+		echoed := 0
+		for _, r := range peer.Received() {
+			if x := pcm(r.Pkt.Payload, false); rms(x) > 3000 && toneShare(x, 1000, 8000) > 0.9 {
+				echoed++
+			}
+		}
+		return echoed >= 60
+	})
+	run.Wait(t).MustPass(t)
+}
