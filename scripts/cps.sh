@@ -6,6 +6,7 @@
 # line: successes, failures, retransmissions, setup time (SIPp's response
 # time: mean, p99 from its repartition), and CPU per call of the edge, the
 # echo app and the SIPp UAC (the load generators beside the edge).
+# PROFILE=1 also takes a CPU profile of the edge (the path is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:?usage: cps.sh RATE SECONDS}
@@ -27,7 +28,7 @@ HTTP=http://127.0.0.1:8092
 APP=$!
 PIDS+=($APP)
 TRUNKGATE_ADMIN_KEY=$ADMIN "$BIN" serve --db "$OUT/edge.db" --sip-addr 127.0.0.1:5071 --http-addr 127.0.0.1:8092 \
-	--rtp-ports 30000-39998 --log-level warn --flood-requests 0 >"$OUT/edge.out" 2>"$OUT/edge.log" &
+	--rtp-ports 30000-39998 --log-level warn --flood-requests 0 ${PROFILE:+--debug-addr 127.0.0.1:6062} >"$OUT/edge.out" 2>"$OUT/edge.log" &
 EDGE=$!
 PIDS+=($EDGE)
 for _ in $(seq 100); do curl -sf "$HTTP/readyz" >/dev/null && break; sleep 0.1; done
@@ -41,6 +42,10 @@ e0=$(ticks "$EDGE"); a0=$(ticks "$APP")
 	-mi 127.0.0.1 -mp 7100 -r "$R" -m $((R * S)) -l $((R * 3)) -nostdin -trace_stat -stf "$OUT/stat.csv" -fd 1 \
 	-trace_rtt -rtt_freq 1 >"$OUT/uac.out" 2>&1) &
 UACW=$!
+if [ -n "${PROFILE:-}" ]; then # a CPU profile of the edge over the run, beside the results
+	curl -s "http://127.0.0.1:6062/debug/pprof/profile?seconds=$((S - 1))" -o "$OUT/cpu.pprof" &
+	PROF=$!
+fi
 sleep 0.3
 UAC=$(pgrep -P "$UACW" | head -n1 || true)
 u0=$(ticks "$UAC")
@@ -50,6 +55,10 @@ while kill -0 "$UACW" 2>/dev/null; do
 	sleep 0.5
 done
 wait "$UACW" || true
+if [ -n "${PROFILE:-}" ]; then
+	wait "$PROF" || true
+	echo "edge CPU profile: $OUT/cpu.pprof" >&2
+fi
 e1=$(ticks "$EDGE"); a1=$(ticks "$APP")
 python3 - "$R" "$S" "$e0" "$e1" "$a0" "$a1" "$u0" "$u1" "$OUT" <<'PY'
 import sys, glob, statistics
