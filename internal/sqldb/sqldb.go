@@ -237,20 +237,52 @@ func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
 // Tx is a transaction with ? placeholders.
 type Tx struct {
 	*sql.Tx
-	dialect Dialect
-	db      *DB
+	dialect  Dialect
+	db       *DB
+	uncached []string // queries to prepare for the cache once it ends
 }
 
 // stmt is q's cached statement bound to the transaction (the
-// connection's prepared statement is reused), or nil.
+// connection's prepared statement is reused), or nil. A query not cached
+// yet is prepared for the cache when the transaction ends, not now:
+// preparing takes a connection of the pool, and with every connection
+// held by a transaction waiting for one, none would come.
 func (tx *Tx) stmt(ctx context.Context, q string, args []any) *sql.Stmt {
-	if tx.db == nil {
+	c := tx.db.stmts
+	if c == nil || len(args) == 0 {
 		return nil
 	}
-	if st := tx.db.stmt(ctx, q, args); st != nil {
+	c.mu.Lock()
+	st, ok := c.m[q]
+	c.mu.Unlock()
+	if ok {
 		return tx.Tx.StmtContext(ctx, st)
 	}
+	tx.uncached = append(tx.uncached, q)
 	return nil
+}
+
+// Commit commits, then prepares for the cache what the transaction ran
+// uncached.
+func (tx *Tx) Commit() error {
+	err := tx.Tx.Commit()
+	tx.prime()
+	return err
+}
+
+// Rollback rolls back (ErrTxDone after Commit), then prepares for the
+// cache what the transaction ran uncached.
+func (tx *Tx) Rollback() error {
+	err := tx.Tx.Rollback()
+	tx.prime()
+	return err
+}
+
+func (tx *Tx) prime() {
+	for _, q := range tx.uncached {
+		tx.db.stmt(context.Background(), q, []any{nil})
+	}
+	tx.uncached = nil
 }
 
 func (tx *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
