@@ -42,7 +42,8 @@ type Start struct {
 	TrunkID    string
 	Params     map[string]string
 	// SIPTransport ("udp", "tcp", "tls") and MediaEncryption ("srtp",
-	// "none") say what protected the carrier leg; empty: not told.
+	// "none") say what protected the carrier leg; Begin sets them from
+	// its Leg at answer.
 	SIPTransport, MediaEncryption string
 }
 

@@ -62,20 +62,12 @@ func srtpFor(n sip.Negotiated) (*media.SRTP, error) {
 }
 
 // offerKeys are the SDES keys of an outbound SRTP offer, one per suite
-// the edge speaks, strongest first; none unless the trunk requires SRTP
-// (an RTP/SAVP offer is refused by a carrier that does not do SRTP, so
-// "allow" offers plain RTP).
+// the edge speaks; none unless the trunk requires SRTP (an RTP/SAVP offer
+// is refused by a carrier that does not do SRTP, so "allow" offers plain
+// RTP).
 func offerKeys(trunk *trunks.Trunk) ([]sip.Crypto, error) {
 	if trunk.MediaEncryption != trunks.MediaRequire {
 		return nil, nil
 	}
-	var out []sip.Crypto
-	for i, suite := range []string{sip.SuiteAEADAES128GCM, sip.SuiteAESCM128HMACSHA1_80, sip.SuiteAESCM128HMACSHA1_32} {
-		c, err := sip.NewCrypto(i+1, suite)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
+	return sip.OfferCrypto()
 }

@@ -20,7 +20,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -244,18 +243,6 @@ func (c *Console) expireLocked(now time.Time) {
 	}
 }
 
-// Forget ends every session of a key (revoked, rotated past its grace):
-// the next request re-authenticates anyway, this just frees them.
-func (c *Console) Forget(keyID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id, s := range c.sessions {
-		if s.keyID == keyID {
-			delete(c.sessions, id)
-		}
-	}
-}
-
 // sameOrigin: a browser names the page's origin on a write; it must be
 // this server's. A request without Origin is not a browser's cross-site
 // one (curl, the CLI).
@@ -268,7 +255,7 @@ func sameOrigin(r *http.Request) bool {
 	if r.TLS != nil {
 		scheme = "https://"
 	}
-	return slices.Contains([]string{scheme + r.Host}, origin)
+	return origin == scheme+r.Host
 }
 
 func token() string {

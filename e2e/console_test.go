@@ -165,7 +165,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(`#calls-table button.danger`, chromedp.ByQuery), chromedp.WaitVisible("#calls-empty", chromedp.ByQuery))
 	run.Wait(t).MustPass(t)
 	cdr := e.WaitCDRs(k.Key.ID, 1)[0]
-	if cdr.HangupSide != "edge" && cdr.HangupCause != "operator_hangup" {
+	if cdr.HangupSide != "edge" || cdr.HangupCause != "operator hangup" {
 		t.Fatalf("CDR of the call hung up from the console: %+v", cdr)
 	}
 

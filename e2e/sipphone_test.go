@@ -82,8 +82,7 @@ func (r SIPResponse) Get(name string) string {
 }
 
 func (p *SIPPhone) via(branch string) string {
-	la := p.conn.LocalAddr().(interface{ String() string }).String()
-	return fmt.Sprintf("Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport", p.transport, la, branch)
+	return fmt.Sprintf("Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport", p.transport, p.conn.LocalAddr(), branch)
 }
 
 func (p *SIPPhone) send(msg string) {

@@ -41,18 +41,13 @@ func newSRTPKeys(suite string) srtpKeys {
 	return k
 }
 
-func (k srtpKeys) edge(t testing.TB) *SRTP {
-	t.Helper()
-	s, err := NewSRTP(k.suite, k.keyA, k.saltA, k.keyB, k.saltB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+// edge sends with a and receives b; carrier the other way round.
+func (k srtpKeys) edge(t testing.TB) *SRTP    { return k.srtp(t, k.keyA, k.saltA, k.keyB, k.saltB) }
+func (k srtpKeys) carrier(t testing.TB) *SRTP { return k.srtp(t, k.keyB, k.saltB, k.keyA, k.saltA) }
 
-func (k srtpKeys) carrier(t testing.TB) *SRTP {
+func (k srtpKeys) srtp(t testing.TB, sendKey, sendSalt, recvKey, recvSalt []byte) *SRTP {
 	t.Helper()
-	s, err := NewSRTP(k.suite, k.keyB, k.saltB, k.keyA, k.saltA)
+	s, err := NewSRTP(k.suite, sendKey, sendSalt, recvKey, recvSalt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,6 +112,20 @@ func NewCrypto(tag int, suite string) (Crypto, error) {
 func (c Crypto) MasterKey() []byte  { return c.Key[:suites[c.Suite].keyLen] }
 func (c Crypto) MasterSalt() []byte { return c.Key[suites[c.Suite].keyLen:] }
 
+// OfferCrypto makes a fresh key for every suite the edge speaks,
+// strongest first, tagged from 1: the a=crypto lines of an SRTP offer.
+func OfferCrypto() ([]Crypto, error) {
+	out := make([]Crypto, len(suites))
+	for name, s := range suites {
+		c, err := NewCrypto(s.rank+1, name)
+		if err != nil {
+			return nil, err
+		}
+		out[s.rank] = c
+	}
+	return out, nil
+}
+
 // ChooseCrypto picks the offer's attribute the edge prefers (the
 // strongest suite, then the lowest tag); false when none is usable.
 func ChooseCrypto(offered []Crypto) (Crypto, bool) {

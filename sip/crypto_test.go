@@ -129,3 +129,23 @@ func FuzzParseCrypto(f *testing.F) {
 		}
 	})
 }
+
+func TestOfferCrypto(t *testing.T) {
+	offered, err := OfferCrypto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{SuiteAEADAES128GCM, SuiteAESCM128HMACSHA1_80, SuiteAESCM128HMACSHA1_32}
+	keyLen := []int{16 + 12, 16 + 14, 16 + 14} // master key and salt (RFC 7714, RFC 3711)
+	if len(offered) != len(want) {
+		t.Fatalf("%d keys offered, want %d", len(offered), len(want))
+	}
+	for i, c := range offered {
+		if c.Tag != i+1 || c.Suite != want[i] || len(c.Key) != keyLen[i] {
+			t.Fatalf("key %d: %v, want tag %d %s", i, c, i+1, want[i])
+		}
+	}
+	if best, _ := ChooseCrypto(offered); best.Suite != SuiteAEADAES128GCM {
+		t.Fatalf("the edge's own offer chooses %s", best.Suite)
+	}
+}

@@ -307,20 +307,28 @@ func Negotiate(offer *SDP, enc Encryption) (Negotiated, error) {
 	return Negotiated{}, ErrNoCommonCodec
 }
 
+// format names payload type pt of m (upper case) with its clock rate:
+// from a=rtpmap, else the static types the edge speaks (0 PCMU, 8 PCMA).
+func (m MediaDesc) format(pt uint8) (name string, rate int) {
+	if rm, ok := m.RTPMap[pt]; ok {
+		return strings.ToUpper(rm.Name), rm.ClockRate
+	}
+	switch pt {
+	case 0:
+		return "PCMU", 8000
+	case 8:
+		return "PCMA", 8000
+	}
+	return "", 8000
+}
+
 // negotiateCodec reads codec, telephone-event, ptime, address and
 // direction from one audio stream; false when it has no PCMU or PCMA.
 func negotiateCodec(offer *SDP, m MediaDesc) (Negotiated, bool) {
 	var n Negotiated
 	found := false
 	for _, pt := range m.Formats {
-		name, rate := "", 8000
-		if rm, ok := m.RTPMap[pt]; ok {
-			name, rate = strings.ToUpper(rm.Name), rm.ClockRate
-		} else if pt == 0 {
-			name = "PCMU"
-		} else if pt == 8 {
-			name = "PCMA"
-		}
+		name, rate := m.format(pt)
 		if !found && (name == "PCMU" || name == "PCMA") && rate == 8000 {
 			n.Codec, n.PayloadType, found = name, pt, true
 		}
@@ -467,15 +475,7 @@ func NegotiateKeeping(offer *SDP, current Negotiated) (Negotiated, error) {
 			continue
 		}
 		for _, pt := range m.Formats {
-			name := ""
-			if rm, ok := m.RTPMap[pt]; ok {
-				name = strings.ToUpper(rm.Name)
-			} else if pt == 0 {
-				name = "PCMU"
-			} else if pt == 8 {
-				name = "PCMA"
-			}
-			if name == current.Codec {
+			if name, _ := m.format(pt); name == current.Codec {
 				n.Codec, n.PayloadType = current.Codec, pt
 				return n, nil
 			}

@@ -96,8 +96,8 @@ Examples:
   import   a CSV of prefix,rate
 
 Examples:
-  trunkgate rates set +44 9000
-  trunkgate rates import --key KEY_ID rates.csv
+  trunkgate rates set --prefix +44 --rate 0.009 --description UK
+  trunkgate rates import --key KEY_ID --file rates.csv
 `,
 	"alerts": `Usage: trunkgate alerts list [--key ID] [--rule RULE] [--limit N]
 
@@ -117,7 +117,7 @@ var commandExamples = map[string]string{
 	"keys set":      "trunkgate keys set KEY_ID --max-channels 30 --block-prefix +44",
 	"keys rotate":   "trunkgate keys rotate KEY_ID --grace 24h",
 	"keys revoke":   "trunkgate keys revoke KEY_ID",
-	"keys alerts":   "trunkgate keys alerts KEY_ID --url https://ops.example/hook --thresholds 50,80,100 --action spend_cap=suspend",
+	"keys alerts":   "trunkgate keys alerts KEY_ID --url https://ops.example/hook --thresholds 50,80,100 --action spend=suspend",
 	"keys resume":   "trunkgate keys resume KEY_ID",
 	"trunks create": "trunkgate trunks create --key KEY_ID --number +15550123 --ai-url wss://agent.example/stream --allow 198.51.100.0/24 --media-encryption allow",
 	"trunks list":   "trunkgate trunks list",
@@ -129,9 +129,9 @@ var commandExamples = map[string]string{
 	"cdrs":          "trunkgate cdrs --key KEY_ID --since 2026-11-01 --json",
 	"audit":         "trunkgate audit --target KEY_ID --limit 20",
 	"rates list":    "trunkgate rates list --key KEY_ID",
-	"rates set":     "trunkgate rates set +44 9000",
-	"rates delete":  "trunkgate rates delete +44",
-	"rates import":  "trunkgate rates import rates.csv",
+	"rates set":     "trunkgate rates set --prefix +44 --rate 0.009 --description UK",
+	"rates delete":  "trunkgate rates delete --prefix +44",
+	"rates import":  "trunkgate rates import --file rates.csv",
 	"usage":         "trunkgate usage --month 2026-11 --by day,trunk --csv",
 	"alerts list":   "trunkgate alerts list --key KEY_ID",
 	"echo-app":      "trunkgate echo-app --addr 127.0.0.1:9090",

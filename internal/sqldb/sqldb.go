@@ -62,13 +62,19 @@ type stmtCache struct {
 const maxCachedStmts = 256
 
 // stmt is q's cached statement, prepared on first use; nil when q is not
-// cached (no cache, no arguments, the cache full, or q does not prepare:
-// the plain path then reports the error).
+// cached (no cache, or no arguments).
 func (db *DB) stmt(ctx context.Context, q string, args []any) *sql.Stmt {
-	c := db.stmts
-	if c == nil || len(args) == 0 {
+	if db.stmts == nil || len(args) == 0 {
 		return nil
 	}
+	return db.prepared(ctx, q)
+}
+
+// prepared is q's statement from the cache, prepared now if it is not
+// there; nil when the cache is full or q does not prepare (the plain path
+// then reports the error).
+func (db *DB) prepared(ctx context.Context, q string) *sql.Stmt {
+	c := db.stmts
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.m[q]; ok {
@@ -280,7 +286,7 @@ func (tx *Tx) Rollback() error {
 
 func (tx *Tx) prime() {
 	for _, q := range tx.uncached {
-		tx.db.stmt(context.Background(), q, []any{nil})
+		tx.db.prepared(context.Background(), q)
 	}
 	tx.uncached = nil
 }
