@@ -10,7 +10,9 @@
 # up. Results: bench/results/<time>/ and a line in bench/results/summary.tsv.
 # ANCHOR=1 also runs the anchor with the same N first (needs kamailio and
 # rtpengine-daemon installed; see ../shared/bench-anchor/README.md).
-# Env: RAMP (30) SETTLE (5) WINDOW (20).
+# BRIDGE=null runs bench/nullbridge in the edge's place (the same sockets
+# and packets, no processing): the floor of per-packet I/O.
+# Env: RAMP (30) SETTLE (5) WINDOW (20) BRIDGE (edge|null).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAMP=${RAMP:-30}
@@ -20,6 +22,8 @@ NS=("${@:-100}")
 ROOT=$(pwd)
 BIN=$ROOT/bin/trunkgate
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/trunkgate
+BRIDGE=${BRIDGE:-edge}
+[ "$BRIDGE" = null ] && go build -o bin/nullbridge ./bench/nullbridge
 mkdir -p bench/results
 ulimit -n 20000 2>/dev/null || true
 
@@ -52,15 +56,22 @@ run_one() {
 	"$BIN" echo-app --addr 127.0.0.1:9091 >"$OUT/app.log" 2>&1 &
 	APP=$!
 	PIDS+=($APP)
-	TRUNKGATE_ADMIN_KEY=$ADMIN GOGC=${GOGC:-100} "$BIN" serve --db "$OUT/edge.db" --sip-addr 127.0.0.1:5070 \
-		--http-addr 127.0.0.1:8091 --rtp-ports 30000-39998 --log-level warn --rtp-timeout 10s --debug-addr 127.0.0.1:6061 >"$OUT/edge.out" 2>"$OUT/edge.log" &
-	EDGE=$!
-	PIDS+=($EDGE)
-	for _ in $(seq 100); do curl -sf "$HTTP/readyz" >/dev/null && break; sleep 0.1; done
-	key=$(curl -sf -H "Authorization: Bearer $ADMIN" -d '{"name":"load","mode":"live","scopes":["calls:inbound"],"limits":{"max_channels":0,"cps":0,"max_call_seconds":0}}' "$HTTP/v1/keys" \
-		| python3 -c 'import json,sys; print(json.load(sys.stdin)["key"]["id"])')
-	curl -sf -H "Authorization: Bearer $ADMIN" -d "{\"key_id\":\"$key\",\"numbers\":[\"+15550100\"],\"ai_url\":\"ws://127.0.0.1:9091/\",\"allowed_sources\":[\"127.0.0.0/8\"]}" \
-		"$HTTP/v1/trunks" >/dev/null
+	if [ "$BRIDGE" = null ]; then
+		bin/nullbridge --sip-addr 127.0.0.1:5070 --http-addr 127.0.0.1:8091 --app ws://127.0.0.1:9091/ --debug-addr 127.0.0.1:6061 >"$OUT/edge.out" 2>"$OUT/edge.log" &
+		EDGE=$!
+		PIDS+=($EDGE)
+		for _ in $(seq 100); do curl -sf "$HTTP/readyz" >/dev/null && break; sleep 0.1; done
+	else
+		TRUNKGATE_ADMIN_KEY=$ADMIN GOGC=${GOGC:-100} "$BIN" serve --db "$OUT/edge.db" --sip-addr 127.0.0.1:5070 \
+			--http-addr 127.0.0.1:8091 --rtp-ports 30000-39998 --log-level warn --rtp-timeout 10s --debug-addr 127.0.0.1:6061 >"$OUT/edge.out" 2>"$OUT/edge.log" &
+		EDGE=$!
+		PIDS+=($EDGE)
+		for _ in $(seq 100); do curl -sf "$HTTP/readyz" >/dev/null && break; sleep 0.1; done
+		key=$(curl -sf -H "Authorization: Bearer $ADMIN" -d '{"name":"load","mode":"live","scopes":["calls:inbound"],"limits":{"max_channels":0,"cps":0,"max_call_seconds":0}}' "$HTTP/v1/keys" \
+			| python3 -c 'import json,sys; print(json.load(sys.stdin)["key"]["id"])')
+		curl -sf -H "Authorization: Bearer $ADMIN" -d "{\"key_id\":\"$key\",\"numbers\":[\"+15550100\"],\"ai_url\":\"ws://127.0.0.1:9091/\",\"allowed_sources\":[\"127.0.0.0/8\"]}" \
+			"$HTTP/v1/trunks" >/dev/null
+	fi
 	local rss0 goroutines0
 	rss0=$(rss_kb "$EDGE")
 	goroutines0=$(metric go_goroutines)
@@ -85,6 +96,7 @@ run_one() {
 		curl -s "http://127.0.0.1:6061/debug/pprof/profile?seconds=$(( WINDOW - 1 ))" -o "$OUT/cpu.pprof" &
 	fi
 	sleep "$WINDOW"
+	[ -n "${PROFILE:-}" ] && curl -s "http://127.0.0.1:6061/debug/pprof/heap" -o "$OUT/heap.pprof"
 	local up1 e1 a1 s1 t1 sys1 idle1 rss1 goroutines1 heap1
 	e1=$(ticks "$EDGE"); a1=$(ticks "$APP"); s1=$(ticks "$UAC")
 	read -r sys1 idle1 < <(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat)
@@ -105,8 +117,8 @@ run_one() {
 	lost=$(metric trunkgate_rtp_packets_lost_total)
 	live_after=$(metric trunkgate_channels_in_use)
 	kill -TERM "$EDGE"; wait "$EDGE" || true
-	local cdrs billed_ok
-	cdrs=$("$BIN" cdrs --db "$OUT/edge.db" --limit 10000 --json | python3 -c 'import json,sys; c=json.load(sys.stdin); print(len(c), sum(1 for x in c if x["final_code"]==200 and x["billed_seconds"] in (30,31,32)))')
+	local cdrs="0 0" billed_ok
+	[ "$BRIDGE" = null ] || cdrs=$("$BIN" cdrs --db "$OUT/edge.db" --limit 10000 --json | python3 -c 'import json,sys; c=json.load(sys.stdin); print(len(c), sum(1 for x in c if x["final_code"]==200 and x["billed_seconds"] in (30,31,32)))')
 	read -r ncdr billed_ok <<<"$cdrs"
 	local ok failed
 	ok=$(tail -n1 "$OUT/uac_stat.csv" | awk -F';' -v h="$(head -n1 "$OUT/uac_stat.csv")" 'BEGIN{n=split(h,H,";")} {for(i=1;i<=n;i++) if(H[i]=="SuccessfulCall(C)") print $i}')
@@ -120,7 +132,7 @@ dt = $t1 - $t0
 calls = ($up0 + $up1) / 2 or 1
 edge = ($e1 - $e0) * 1000 / clk / dt
 row = dict(
-  N=N, calls_up=calls, edge_ms_s=round(edge, 1), edge_ms_s_per_call=round(edge / calls, 3),
+  N=N, bridge="$BRIDGE", calls_up=calls, edge_ms_s=round(edge, 1), edge_ms_s_per_call=round(edge / calls, 3),
   app_ms_s=round(($a1 - $a0) * 1000 / clk / dt, 1), uac_sipp_ms_s=round(($s1 - $s0) * 1000 / clk / dt, 1),
   sys_busy_ms_s=round((($sys1 - $sys0) - ($idle1 - $idle0)) * 1000 / clk / dt),
   edge_rss_mb=round($rss1 / 1024, 1), rss_kb_per_call=round(($rss1 - $rss0) / calls, 1),
@@ -135,6 +147,8 @@ hh, mm, ss, us = last[h.index("ResponseTime1(C)")].split(":")
 row["setup_ms_mean"] = round((int(hh) * 3600 + int(mm) * 60 + int(ss)) * 1000 + int(us) / 1000, 1)
 under20 = sum(int(last[h.index(k)]) for k in h if k.startswith("ResponseTimeRepartition1_<") and int(k.split("<")[1]) <= 20)
 row["setup_under_20ms_pct"] = round(100 * under20 / max(1, int(last[h.index("SuccessfulCall(C)")])), 1)
+with open(os.path.join(out, "row.tsv"), "w") as f:
+    f.write("\t".join(row) + "\n" + "\t".join(str(v) for v in row.values()) + "\n")
 summary = os.path.join(os.path.dirname(out), "summary.tsv")
 if not os.path.exists(summary) or os.path.getsize(summary) == 0:
     print("\t".join(row))
