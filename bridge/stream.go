@@ -48,11 +48,14 @@ type Stream struct {
 
 	player atomic.Pointer[playerRef] // nil until Begin
 
-	// Carrier audio: fixed slots cycle between free and audio, so a frame
-	// costs no allocation; when the application falls behind, frames are
-	// dropped (and counted) rather than delaying the call's clock.
-	free  chan *audioSlot
-	audio chan *audioSlot
+	// Carrier audio: slots cycle between free and audio, so a frame costs
+	// no allocation; when the application falls behind, frames are
+	// dropped (and counted) rather than delaying the call's clock. Slots
+	// are made as the queue first needs them (a writer that keeps up
+	// cycles two or three), up to audioSlots; slotsMade is the clock's.
+	free      chan *audioSlot
+	audio     chan *audioSlot
+	slotsMade int
 
 	// Events (marks, DTMF, stop) are never dropped: a bounded queue whose
 	// overflow means the application stopped reading, which ends the call.
@@ -173,9 +176,6 @@ func newStream(conn *websocket.Conn, format Format, opts Options, start Start, l
 		wake: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}), done: make(chan struct{}),
 	}
-	for range audioSlots {
-		s.free <- &audioSlot{}
-	}
 	conn.SetReadLimit(1 << 20)
 	return s
 }
@@ -234,15 +234,19 @@ func (s *Stream) Audio(pcm []int16, frame int64) {
 	select {
 	case slot = <-s.free:
 	default:
-		s.stats.framesDropped.Add(1)
-		return
+		if s.slotsMade == audioSlots {
+			s.stats.framesDropped.Add(1)
+			return
+		}
+		slot = new(audioSlot)
+		s.slotsMade++
 	}
 	if !s.anyFrame {
 		s.firstFrame, s.anyFrame = frame, true
 	}
 	copy(slot.pcm[:], pcm)
 	slot.ms = (frame - s.firstFrame) * (media.FrameSamples * 1000 / media.ClockRate)
-	s.audio <- slot // never blocks: there are only audioSlots slots
+	s.audio <- slot // never blocks: there are at most audioSlots slots
 }
 
 // DTMF sends a dtmf event (media.Listener).

@@ -10,7 +10,7 @@ package media
 // It is not safe for concurrent use; Session serialises Push and Pop.
 type JitterBuffer struct {
 	ring [ringSize]int16
-	have [ringSize]bool
+	have ringBits // which ring samples hold audio
 
 	state    jbState
 	ssrc     uint32
@@ -42,6 +42,14 @@ type JitterStats struct {
 	Resyncs    uint64 // timeline restarts: new SSRC, timestamp jumps
 	Dropped    uint64 // frames skipped to bring the delay back down
 }
+
+// ringBits is one bit per ring sample (512 bytes instead of 4 KiB of bools
+// in every call's buffer).
+type ringBits [ringSize / 64]uint64
+
+func (b *ringBits) get(i int64) bool { return b[i>>6]&(1<<(i&63)) != 0 }
+func (b *ringBits) set(i int64)      { b[i>>6] |= 1 << (i & 63) }
+func (b *ringBits) unset(i int64)    { b[i>>6] &^= 1 << (i & 63) }
 
 type jbState int
 
@@ -123,7 +131,7 @@ func (jb *JitterBuffer) Push(ssrc, ts uint32, samples []int16, arrival int64) {
 		// The audio we stalled for came after all: it was late, not lost.
 		jb.raiseTarget()
 	}
-	if ext >= jb.next && jb.have[ext&ringMask] {
+	if ext >= jb.next && jb.have.get(ext&ringMask) {
 		jb.Stats.Duplicates++
 		return
 	}
@@ -134,7 +142,7 @@ func (jb *JitterBuffer) Push(ssrc, ts uint32, samples []int16, arrival int64) {
 			continue // the head of a late packet: already played
 		}
 		jb.ring[pos&ringMask] = samples[i]
-		jb.have[pos&ringMask] = true
+		jb.have.set(pos & ringMask)
 	}
 	if ext+n > jb.end {
 		jb.end = ext + n
@@ -200,7 +208,7 @@ func (jb *JitterBuffer) Pop(dst []int16) bool {
 		// Too far behind the sender: skip ahead to the target delay.
 		skip := depth - jb.target
 		for p := jb.next; p < jb.next+skip; p++ {
-			jb.have[p&ringMask] = false
+			jb.have.unset(p & ringMask)
 		}
 		jb.next += skip
 		jb.Stats.Dropped += uint64(skip / FrameSamples)
@@ -209,9 +217,9 @@ func (jb *JitterBuffer) Pop(dst []int16) bool {
 	missing := 0
 	for i := range dst {
 		idx := (jb.next + int64(i)) & ringMask
-		if jb.have[idx] {
+		if jb.have.get(idx) {
 			dst[i] = jb.ring[idx]
-			jb.have[idx] = false
+			jb.have.unset(idx)
 		} else {
 			dst[i] = jb.last[i] / 2
 			missing++
@@ -263,7 +271,7 @@ func (jb *JitterBuffer) adapt(depth int64) {
 	}
 	if jb.minDepth > jb.target+shrinkStep {
 		for p := jb.next; p < jb.next+shrinkStep; p++ {
-			jb.have[p&ringMask] = false
+			jb.have.unset(p & ringMask)
 		}
 		jb.next += shrinkStep
 	}
