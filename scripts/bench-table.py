@@ -52,10 +52,11 @@ def key(path):
 load = []
 for path in sorted(glob.glob(f"{run}/load-*-edge.tsv"), key=key):
     n = key(path)
-    E, A = tsv(path), tsv(f"{run}/load-{n}-anchor.tsv")
-    rt, ed = num(A, "rtpe_ms/s/call"), num(E, "edge_ms_s_per_call")
+    E, A, Z = tsv(path), tsv(f"{run}/load-{n}-anchor.tsv"), tsv(f"{run}/load-{n}-null.tsv")
+    rt, ed, nb = num(A, "rtpe_ms/s/call"), num(E, "edge_ms_s_per_call"), num(Z, "edge_ms_s_per_call")
     gens = f"{fmt(num(E, 'app_ms_s'), 0)} + {fmt(num(E, 'uac_sipp_ms_s'), 0)}"
     load.append(f"| {n} | {fmt(rt)} | {fmt(num(A, 'kam_ms/s'), 1)} | {fmt(ed)} | **{ratio(ed, rt)}** | "
+                f"{fmt(nb)} | **{ratio(ed, nb)}** | {fmt(num(Z, 'rss_kb_per_call'), 0)} KB | "
                 f"{fmt(num(E, 'rss_kb_per_call'), 0)} KB | {fmt(num(E, 'goroutines_per_call'), 1)} | {gens} | "
                 f"{E.get('uac_failed', '–')} | {E.get('frames_dropped', '–')} | {E.get('rtp_lost', '–')} | "
                 f"{E.get('setup_ms_mean', '–')} | {E.get('setup_under_20ms_pct', '–')} % |")
@@ -77,10 +78,11 @@ block = "\n".join([
     "<!-- bench:start -->",
     f"`make bench`, {stamp}, {cores} cores; micro-benchmarks in `{micro}`, the raw measurements in `{run}` (not committed).",
     "",
-    "| N | rtpengine ms/s per call | Kamailio ms/s | trunkgate edge ms/s per call | edge ÷ rtpengine | edge RSS per call "
+    "| N | rtpengine ms/s per call | Kamailio ms/s | trunkgate edge ms/s per call | edge ÷ rtpengine "
+    "| null bridge ms/s per call | edge ÷ null bridge | null bridge RSS per call | edge RSS per call "
     "| goroutines per call | load generators ms/s (echo app + SIPp) | failed | frames dropped | RTP lost | setup ms mean "
     "| setup under 20 ms |",
-    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     *load,
     "",
     "| calls/s | Kamailio + rtpengine ms per call | failed | trunkgate edge ms per call | edge ÷ anchor | failed "

@@ -4,7 +4,9 @@
 #   1. the Go micro-benchmarks (-benchtime 200ms), to bench/results/micro-<time>.txt;
 #   2. for each N in $NS (default "100 400"), the anchor (Kamailio +
 #      rtpengine, userspace, ANCHOR_DIR, default ../shared/bench-anchor)
-#      and then trunkgate (scripts/loadtest.sh), back to back, same N;
+#      then trunkgate (scripts/loadtest.sh) and then the null bridge
+#      (BRIDGE=null: the same sockets and packets, no processing), back to
+#      back, same N;
 #   3. call setups a second, anchor then trunkgate, at each rate in $RATES
 #      (default "1000 1500") for CPS_S seconds (default 10);
 # then writes one table with the ratios into docs/PERFORMANCE.md between
@@ -39,9 +41,11 @@ for N in $NS; do
 		summary=$( { ls -t "$ANCHOR_DIR"/results/summary.tsv "$ROOT"/bench/anchor/results/summary.tsv 2>/dev/null || true; } | head -n1)
 		[ -n "$summary" ] && { head -n1 "$summary"; tail -n1 "$summary"; } >"$RUN/load-$N-anchor.tsv"
 	fi
-	log "trunkgate N=$N"
-	./scripts/loadtest.sh "$N" >/dev/null 2>&1 || true
-	{ head -n1 bench/results/summary.tsv; tail -n1 bench/results/summary.tsv; } >"$RUN/load-$N-edge.tsv"
+	for bridge in edge null; do
+		log "$bridge N=$N"
+		BRIDGE=$bridge ./scripts/loadtest.sh "$N" >/dev/null 2>&1 || true
+		cp "$(ls -td bench/results/N"$N"-* | head -n1)/row.tsv" "$RUN/load-$N-$bridge.tsv" 2>/dev/null || true
+	done
 done
 for R in $RATES; do
 	if [ $have_anchor = 1 ]; then
