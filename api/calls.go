@@ -154,7 +154,7 @@ func (a *API) streamCall(w http.ResponseWriter, r *http.Request, p principal) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	req.Progress = q.Get("progress") == "1"
+	req.Options = bridge.Options{Progress: q.Get("progress") == "1", Extensions: q.Get("extensions") == "1"}
 	if err := a.cfg.Calls.PlaceStream(w, r, req); err != nil {
 		if reason, ok := refusal.As(err); ok {
 			writeRefusal(w, reason)
@@ -183,6 +183,9 @@ type PlaceRequest struct {
 	Format  string            `json:"format"`
 	Rate    int               `json:"sample_rate"`
 	Params  map[string]string `json:"params"`
+	// Extensions opts the stream the edge dials in to the protocol
+	// extensions (DESIGN: extensions=1 on a stream URL).
+	Extensions bool `json:"extensions"`
 }
 
 func (a *API) placeCall(w http.ResponseWriter, r *http.Request, p principal) {
@@ -206,6 +209,7 @@ func (a *API) placeCall(w http.ResponseWriter, r *http.Request, p principal) {
 		return
 	}
 	req.AIURL, req.Params = body.AIURL, body.Params
+	req.Options.Extensions = body.Extensions
 	id, err := a.cfg.Calls.Place(r.Context(), req)
 	if err != nil {
 		if reason, ok := refusal.As(err); ok {

@@ -140,9 +140,40 @@ func renderProgress(seq int64, s *Start, status string, sipCode int) []byte {
 	return b
 }
 
-func renderMark(seq int64, s *Start, name string) []byte {
+// renderMark echoes a mark; status ("played" or "cleared") only for a
+// stream that opted in to the extensions.
+func renderMark(seq int64, s *Start, name, status string) []byte {
+	mark := map[string]any{"name": name}
+	if status != "" {
+		mark["status"] = status
+	}
 	b, _ := json.Marshal(map[string]any{"event": "mark", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
-		"mark": map[string]any{"name": name}})
+		"mark": mark})
+	return b
+}
+
+func markStatus(cleared bool) string {
+	if cleared {
+		return "cleared"
+	}
+	return "played"
+}
+
+// renderHold is hold or unhold (extension).
+func renderHold(seq int64, s *Start, held bool) []byte {
+	event := "unhold"
+	if held {
+		event = "hold"
+	}
+	b, _ := json.Marshal(map[string]any{"event": event, "sequenceNumber": seqString(seq), "streamSid": s.StreamSid})
+	return b
+}
+
+// renderCleared answers a clear (extension): how much queued audio never
+// reached the carrier, and the media timestamp at which playout stopped.
+func renderCleared(seq int64, s *Start, droppedMs, playedUntil int64) []byte {
+	b, _ := json.Marshal(map[string]any{"event": "cleared", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"cleared": map[string]any{"droppedMs": droppedMs, "playedUntil": seqString(playedUntil)}})
 	return b
 }
 

@@ -102,7 +102,13 @@ func (s *Stream) reader() {
 			player.p.Mark(string(msg.MarkName))
 		case "clear":
 			s.stats.clears.Add(1)
-			player.p.Clear()
+			s.clear(player.p)
+		case "dtmf", "hangup":
+			var p Player
+			if player != nil {
+				p = player.p
+			}
+			s.control(string(msg.Event), buf, p)
 		default:
 			s.warnOnce("event:"+string(msg.Event), "unknown event from application ignored", "event", string(msg.Event))
 		}

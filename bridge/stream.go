@@ -21,7 +21,11 @@ import (
 type Player interface {
 	Play(pcm []int16) // 8 kHz
 	Mark(name string)
-	Clear()
+	// Clear drops the queued audio; it returns how much it dropped and
+	// when, on the media clock (time since media started).
+	Clear() (dropped, at time.Duration)
+	// SendDTMF sends digits to the carrier (RFC 4733).
+	SendDTMF(digits string, duration time.Duration) error
 }
 
 // Options are a stream's opt-in extensions of the Twilio protocol.
@@ -29,6 +33,12 @@ type Options struct {
 	// Progress sends progress events (ringing, early media) before start
 	// on outbound calls (DESIGN: progress=1).
 	Progress bool
+	// Extensions turns on what the edge adds to the protocol's messages
+	// (DESIGN: protocol_extensions, extensions=1): mark.status, cleared.
+	Extensions bool
+	// Ping is the interval of WebSocket pings, and how long the
+	// application has to answer each; 0 sends none (liveness.go).
+	Ping time.Duration
 }
 
 // Stream is one call's WebSocket to its AI application. It implements
@@ -81,8 +91,14 @@ type Stream struct {
 	// missing). Only the media clock's goroutine touches it, through Audio.
 	firstFrame int64
 	anyFrame   bool
+	// mediaOrigin is 1 + the media clock time (ms) at which media
+	// timestamps start, 0 before the first frame: for a clear's
+	// playedUntil, which the reader computes.
+	mediaOrigin atomic.Int64
 
-	stats streamStats
+	stats     streamStats
+	pingMu    sync.Mutex
+	pingTimer *time.Timer // liveness.go
 }
 
 type playerRef struct{ p Player }
@@ -95,6 +111,8 @@ type streamStats struct {
 	samplesIn     atomic.Int64
 	marks         atomic.Int64
 	clears        atomic.Int64
+	dtmfOut       atomic.Int64
+	pingsMissed   atomic.Int64
 }
 
 // Counters is a snapshot of a stream's traffic.
@@ -105,6 +123,7 @@ type Counters struct {
 	SamplesIn     int64 // 8 kHz samples played from the application
 	Marks         int64
 	Clears        int64
+	DTMFOut       int64 // digits the application sent to the carrier
 }
 
 // Counters returns the stream's counts now.
@@ -112,7 +131,7 @@ func (s *Stream) Counters() Counters {
 	return Counters{
 		FramesOut: s.stats.framesOut.Load(), FramesDropped: s.stats.framesDropped.Load(),
 		FramesIn: s.stats.framesIn.Load(), SamplesIn: s.stats.samplesIn.Load(),
-		Marks: s.stats.marks.Load(), Clears: s.stats.clears.Load(),
+		Marks: s.stats.marks.Load(), Clears: s.stats.clears.Load(), DTMFOut: s.stats.dtmfOut.Load(),
 	}
 }
 
@@ -128,16 +147,21 @@ const (
 	evProgress
 	evMark
 	evDTMF
+	evCleared
+	evHold
 	evStop
 )
 
 type event struct {
 	kind  eventKind
 	name  string // mark name, progress status
+	flag  bool   // mark: its audio was dropped by a clear; hold: held
 	digit byte
-	code  int // progress SIP code
-	end   End // stop
-	leg   Leg // start
+	code  int   // progress SIP code
+	end   End   // stop
+	leg   Leg   // start
+	ms    int64 // cleared: droppedMs
+	at    int64 // cleared: playedUntil, a media timestamp in ms
 }
 
 // End is how a stream ends: what stop says and how the socket closes.
@@ -190,6 +214,7 @@ func (s *Stream) Connect() {
 		s.connected.Store(true)
 		go s.writer()
 		go s.reader()
+		s.startLiveness()
 	})
 }
 
@@ -243,6 +268,7 @@ func (s *Stream) Audio(pcm []int16, frame int64) {
 	}
 	if !s.anyFrame {
 		s.firstFrame, s.anyFrame = frame, true
+		s.mediaOrigin.Store(1 + frame*(media.FrameSamples*1000/media.ClockRate))
 	}
 	copy(slot.pcm[:], pcm)
 	slot.ms = (frame - s.firstFrame) * (media.FrameSamples * 1000 / media.ClockRate)
@@ -252,11 +278,25 @@ func (s *Stream) Audio(pcm []int16, frame int64) {
 // DTMF sends a dtmf event (media.Listener).
 func (s *Stream) DTMF(digit byte) { s.event(event{kind: evDTMF, digit: digit}) }
 
-// MarkPlayed echoes a mark whose audio has been played (media.Listener).
-func (s *Stream) MarkPlayed(name string) { s.event(event{kind: evMark, name: name}) }
+// MarkDone echoes a mark whose audio has been played or cleared
+// (media.Listener); the mark a hangup after playout placed ends the call.
+func (s *Stream) MarkDone(name string, cleared bool) {
+	if name == hangupMark {
+		s.hangup()
+		return
+	}
+	s.event(event{kind: evMark, name: name, flag: cleared})
+}
 
-func (s *Stream) event(e event) {
+func (s *Stream) event(e event) { s.eventAfter(nil, e) }
+
+// eventAfter queues the event that before (when not nil) fills in, with
+// no other event queued in between.
+func (s *Stream) eventAfter(before func(*event), e event) {
 	s.evMu.Lock()
+	if before != nil {
+		before(&e)
+	}
 	if len(s.events) >= maxEvents && e.kind != evStop {
 		s.evMu.Unlock()
 		s.warnOnce("events", "application stopped reading: too many events pending; ending the stream")
@@ -321,7 +361,15 @@ func (s *Stream) writer() {
 			case evProgress:
 				ok = started || text(func(n int64) []byte { return renderProgress(n, &s.start, e.name, e.code) })
 			case evMark:
-				ok = text(func(n int64) []byte { return renderMark(n, &s.start, e.name) })
+				status := ""
+				if s.opts.Extensions {
+					status = markStatus(e.flag)
+				}
+				ok = text(func(n int64) []byte { return renderMark(n, &s.start, e.name, status) })
+			case evCleared:
+				ok = text(func(n int64) []byte { return renderCleared(n, &s.start, e.ms, e.at) })
+			case evHold:
+				ok = text(func(n int64) []byte { return renderHold(n, &s.start, e.flag) })
 			case evDTMF:
 				ok = text(func(n int64) []byte { return renderDTMF(n, &s.start, e.digit) })
 			case evStop:
@@ -393,6 +441,7 @@ func (s *Stream) warnOnce(key, msg string, args ...any) {
 func (s *Stream) Close(end End) {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
+		s.stopLiveness()
 		if !s.connected.Load() {
 			s.conn.CloseNow()
 			s.finish()

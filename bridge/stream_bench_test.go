@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,11 +76,35 @@ func serverFrame(opcode byte, payload []byte) []byte {
 	return append(f, payload...)
 }
 
-type countingPlayer struct{ samples atomic.Int64 }
+// countingPlayer counts the audio it is given and records the rest.
+type countingPlayer struct {
+	samples atomic.Int64
+	mu      sync.Mutex
+	marks   []string
+	dtmf    []string
+	clears  int
+	// dropped and at are what Clear reports.
+	dropped, at time.Duration
+}
 
 func (c *countingPlayer) Play(pcm []int16) { c.samples.Add(int64(len(pcm))) }
-func (c *countingPlayer) Mark(string)      {}
-func (c *countingPlayer) Clear()           {}
+func (c *countingPlayer) Mark(name string) {
+	c.mu.Lock()
+	c.marks = append(c.marks, name)
+	c.mu.Unlock()
+}
+func (c *countingPlayer) Clear() (time.Duration, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clears++
+	return c.dropped, c.at
+}
+func (c *countingPlayer) SendDTMF(digits string, d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dtmf = append(c.dtmf, digits+"/"+d.String())
+	return nil
+}
 
 // BenchmarkCarrierToApp is one 20 ms frame from the media clock to the
 // application's socket: queue, μ-law encode, JSON media message, WebSocket

@@ -71,6 +71,9 @@ type Stream interface {
 	media.Listener
 	Begin(player bridge.Player, leg bridge.Leg)
 	Progress(status string, sipCode int)
+	// Hold tells the application the carrier put the call on hold or
+	// took it off.
+	Hold(held bool)
 	Done() <-chan struct{}
 	ClosedByApp() bool
 	Close(end bridge.End)
@@ -183,7 +186,10 @@ type Config struct {
 	RTPTimeout time.Duration
 	// DialTimeout bounds the WebSocket handshake with the application.
 	DialTimeout time.Duration
-	Log         *slog.Logger
+	// AppPing is the interval of WebSocket pings to applications, and
+	// how long each has to answer; 0 sends none.
+	AppPing time.Duration
+	Log     *slog.Logger
 }
 
 // Manager runs calls and keeps every call object from admission to its

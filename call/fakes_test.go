@@ -73,22 +73,23 @@ type fakeMedia struct {
 	cfg     media.Config // as NewSession was given it
 }
 
-func (m *fakeMedia) Play([]int16)                    {}
-func (m *fakeMedia) Mark(string)                     {}
-func (m *fakeMedia) Clear()                          {}
-func (m *fakeMedia) LocalPort() int                  { return 40000 }
-func (m *fakeMedia) SetRemote(rtp, _ netip.AddrPort) { m.remote = rtp }
-func (m *fakeMedia) SetPayloadTypes(uint8, uint8)    {}
-func (m *fakeMedia) SetDirection(media.Direction)    {}
-func (m *fakeMedia) SetCodec(c media.Codec, _ int)   { m.codec = c }
-func (m *fakeMedia) SetSRTP(*media.SRTP)             {}
-func (m *fakeMedia) Done() <-chan struct{}           { return m.done }
-func (m *fakeMedia) Err() error                      { return m.err }
-func (m *fakeMedia) Stats() media.Stats              { return media.Stats{PacketsIn: 10, PacketsOut: 12} }
-func (m *fakeMedia) Queued() int                     { return 0 }
-func (m *fakeMedia) timeout()                        { m.err = media.ErrRTPTimeout; close(m.done) }
-func (m *fakeMedia) Start()                          { m.mu.Lock(); m.started = true; m.mu.Unlock() }
-func (m *fakeMedia) Close() error                    { m.mu.Lock(); m.closed++; m.mu.Unlock(); return nil }
+func (m *fakeMedia) Play([]int16)                          {}
+func (m *fakeMedia) Mark(string)                           {}
+func (m *fakeMedia) Clear() (time.Duration, time.Duration) { return 0, 0 }
+func (m *fakeMedia) SendDTMF(string, time.Duration) error  { return nil }
+func (m *fakeMedia) LocalPort() int                        { return 40000 }
+func (m *fakeMedia) SetRemote(rtp, _ netip.AddrPort)       { m.remote = rtp }
+func (m *fakeMedia) SetPayloadTypes(uint8, uint8)          {}
+func (m *fakeMedia) SetDirection(media.Direction)          {}
+func (m *fakeMedia) SetCodec(c media.Codec, _ int)         { m.codec = c }
+func (m *fakeMedia) SetSRTP(*media.SRTP)                   {}
+func (m *fakeMedia) Done() <-chan struct{}                 { return m.done }
+func (m *fakeMedia) Err() error                            { return m.err }
+func (m *fakeMedia) Stats() media.Stats                    { return media.Stats{PacketsIn: 10, PacketsOut: 12} }
+func (m *fakeMedia) Queued() int                           { return 0 }
+func (m *fakeMedia) timeout()                              { m.err = media.ErrRTPTimeout; close(m.done) }
+func (m *fakeMedia) Start()                                { m.mu.Lock(); m.started = true; m.mu.Unlock() }
+func (m *fakeMedia) Close() error                          { m.mu.Lock(); m.closed++; m.mu.Unlock(); return nil }
 func (m *fakeMedia) state() (started bool, closed int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -141,7 +142,8 @@ func newFakeStream() *fakeStream { return &fakeStream{done: make(chan struct{})}
 
 func (s *fakeStream) Audio([]int16, int64)            {}
 func (s *fakeStream) DTMF(byte)                       {}
-func (s *fakeStream) MarkPlayed(string)               {}
+func (s *fakeStream) MarkDone(string, bool)           {}
+func (s *fakeStream) Hold(bool)                       {}
 func (s *fakeStream) Begin(bridge.Player, bridge.Leg) { s.mu.Lock(); s.begun = true; s.mu.Unlock() }
 func (s *fakeStream) Progress(status string, code int) {
 	s.mu.Lock()

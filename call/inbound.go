@@ -222,7 +222,7 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 	}
 	stream, err := m.cfg.Apps.Dial(c.ctx, bridge.DialConfig{
 		URL: trunk.AIURL, SigningSecret: key.SigningSecret, Timeout: m.cfg.DialTimeout, Log: c.log,
-		Format: bridge.Format{Kind: trunk.Format, SampleRate: trunk.SampleRate},
+		Format: bridge.Format{Kind: trunk.Format, SampleRate: trunk.SampleRate}, Options: bridge.Options{Extensions: trunk.ProtocolExtensions, Ping: m.cfg.AppPing},
 		Start: bridge.Start{
 			CallSid: c.id, AccountSid: bridge.AccountSid(trunk.KeyID), StreamSid: bridge.NewSid("MZ"),
 			From: cdr.From, To: called, Direction: string(keys.Inbound), KeyID: trunk.KeyID, TrunkID: trunk.ID,
@@ -322,14 +322,23 @@ func (c *Call) reinvite(offer *sip.SDP) ([]byte, error) {
 	}
 	c.media.SetRemote(neg.Remote, neg.RemoteRTCP)
 	c.media.SetPayloadTypes(neg.PayloadType, neg.DTMFType)
-	c.media.SetDirection(direction(neg))
+	dir := direction(neg)
+	c.media.SetDirection(dir)
 	// The packetisation we send stays the one set up: ptime is advice
 	// (RFC 4566), and the playout clock keeps its schedule.
 	neg.PtimeMS = c.neg.PtimeMS
 	c.mu.Lock()
 	c.sdpVersion++
 	version := c.sdpVersion
+	held := dir == media.RecvOnly || dir == media.Inactive
+	var tell Stream
+	if held != c.held && c.stream != nil {
+		c.held, tell = held, c.stream
+	}
 	c.mu.Unlock()
+	if tell != nil {
+		tell.Hold(held)
+	}
 	return sip.BuildAnswer(sip.AnswerSpec{SessionID: c.sdpID, Version: version, Addr: c.m.cfg.MediaIP,
 		Port: c.media.LocalPort(), Media: neg}), nil
 }

@@ -42,6 +42,7 @@ type Call struct {
 	state      string
 	gateway    string
 	sdpVersion uint64
+	held       bool // the carrier holds the call (re-INVITE sendonly or inactive)
 
 	endOnce   sync.Once
 	endedWith chan struct{} // closed once the CDR is written

@@ -39,8 +39,8 @@ type OutboundRequest struct {
 	From    string
 	TrunkID string
 	Format  bridge.Format
-	// Progress opts the stream in to progress events (progress=1).
-	Progress bool
+	// Options are the stream's opt-ins: progress=1, extensions=1.
+	Options bridge.Options
 	// AIURL and Params: POST /v1/calls only.
 	AIURL  string
 	Params map[string]string
@@ -143,7 +143,7 @@ func (m *Manager) PlaceStream(w http.ResponseWriter, r *http.Request, req Outbou
 		return err
 	}
 	c := m.newOutboundCall(p)
-	stream, err := bridge.Accept(w, r, bridge.AcceptConfig{Format: req.Format, Options: bridge.Options{Progress: req.Progress},
+	stream, err := bridge.Accept(w, r, bridge.AcceptConfig{Format: req.Format, Options: m.streamOptions(req.Options),
 		Start: c.start(p), Log: c.log})
 	if err != nil {
 		c.log.Info("stream upgrade failed", "error", err)
@@ -238,7 +238,7 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 	if late != nil {
 		stream, err := m.cfg.Apps.Dial(context.Background(), bridge.DialConfig{URL: p.req.AIURL,
 			SigningSecret: p.lease.Key().SigningSecret, Timeout: m.cfg.DialTimeout, Log: c.log, Format: p.req.Format,
-			Start: c.start(p)})
+			Options: m.streamOptions(p.req.Options), Start: c.start(p)})
 		if err != nil {
 			c.log.Warn("AI application unreachable", "url", p.req.AIURL, "error", err)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -247,7 +247,9 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 			c.fail(because(refusal.AppUnreachable))
 			return
 		}
+		c.mu.Lock() // a re-INVITE may look for it already
 		c.stream = stream
+		c.mu.Unlock()
 		late.set(stream)
 	}
 	c.answered(answeredAt, answeredAt.Sub(dialled))
@@ -408,8 +410,15 @@ func (l *lateListener) DTMF(digit byte) {
 	}
 }
 
-func (l *lateListener) MarkPlayed(name string) {
+func (l *lateListener) MarkDone(name string, cleared bool) {
 	if r := l.s.Load(); r != nil {
-		r.s.MarkPlayed(name)
+		r.s.MarkDone(name, cleared)
 	}
+}
+
+// streamOptions are an outbound stream's options: the application's
+// opt-ins and the edge's liveness pings.
+func (m *Manager) streamOptions(o bridge.Options) bridge.Options {
+	o.Ping = m.cfg.AppPing
+	return o
 }

@@ -229,7 +229,7 @@ func TestOutboundRingTimeoutAndCancel(t *testing.T) {
 
 	// The stream flow: the app is on the line while it rings.
 	stream := newFakeStream()
-	p, err := h.m.admitOutbound(context.Background(), OutboundRequest{Key: h.admit.key, To: "+15551230000", Progress: true})
+	p, err := h.m.admitOutbound(context.Background(), OutboundRequest{Key: h.admit.key, To: "+15551230000", Options: bridge.Options{Progress: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,18 +29,26 @@ type App struct {
 	Reject int
 	// HandshakeDelay holds each handshake this long (a slow app).
 	HandshakeDelay time.Duration
+	// Hang, when set, makes the app accept the WebSocket and then read
+	// nothing (so it answers no ping) until Hang is closed: a hung process
+	// behind a live TCP connection.
+	Hang chan struct{}
 }
 
 // Msg is one message from the edge, as the app saw it.
 type Msg struct {
-	Event          string                 `json:"event"`
-	SequenceNumber string                 `json:"sequenceNumber"`
-	StreamSid      string                 `json:"streamSid"`
-	Protocol       string                 `json:"protocol"`
-	Start          *StartBody             `json:"start"`
-	Media          *MediaBody             `json:"media"`
-	Mark           *struct{ Name string } `json:"mark"`
-	DTMF           *struct {
+	Event          string                         `json:"event"`
+	SequenceNumber string                         `json:"sequenceNumber"`
+	StreamSid      string                         `json:"streamSid"`
+	Protocol       string                         `json:"protocol"`
+	Start          *StartBody                     `json:"start"`
+	Media          *MediaBody                     `json:"media"`
+	Mark           *struct{ Name, Status string } `json:"mark"`
+	Cleared        *struct {
+		DroppedMs   int64  `json:"droppedMs"`
+		PlayedUntil string `json:"playedUntil"`
+	} `json:"cleared"`
+	DTMF *struct {
 		Track string `json:"track"`
 		Digit string `json:"digit"`
 	} `json:"dtmf"`
@@ -55,6 +63,7 @@ type Msg struct {
 		SIPCode int    `json:"sipCode"`
 	} `json:"progress"`
 	Binary []byte    `json:"-"` // an L16 frame
+	Raw    []byte    `json:"-"` // the text frame as it came
 	At     time.Time `json:"-"`
 }
 
@@ -153,6 +162,12 @@ func startApp(t testing.TB, tlsConfig *tls.Config) *App {
 		ac := &AppConn{t: t, conn: c, Header: r.Header.Clone(), URL: "ws://" + r.Host + r.URL.RequestURI(),
 			msgs: make(chan Msg, 10000), closed: make(chan struct{})}
 		a.conns <- ac
+		if a.Hang != nil {
+			<-a.Hang
+			c.CloseNow()
+			close(ac.closed)
+			return
+		}
 		ac.readLoop()
 	})}
 	go a.srv.Serve(ln)
@@ -193,7 +208,7 @@ func (c *AppConn) readLoop() {
 			c.mu.Unlock()
 			return
 		}
-		m := Msg{At: time.Now()}
+		m := Msg{At: time.Now(), Raw: data}
 		if typ == websocket.MessageBinary {
 			m.Event, m.Binary = "binary", data
 		} else if err := json.Unmarshal(data, &m); err != nil {

@@ -358,6 +358,10 @@ func TestMarksAndClear(t *testing.T) {
 	if mark.Mark == nil || mark.Mark.Name != "tone-done" {
 		t.Fatalf("mark %+v", mark)
 	}
+	// Without the opt-in, the echo is Twilio's, byte for byte.
+	if want := `{"event":"mark","mark":{"name":"tone-done"},"sequenceNumber":"` + mark.SequenceNumber + `","streamSid":"` + sid + `"}`; string(mark.Raw) != want {
+		t.Fatalf("mark echo %s, want %s", mark.Raw, want)
+	}
 	var lastTone time.Time
 	for _, r := range peer.Received() {
 		if rms(pcm(r.Pkt.Payload, false)) > 3000 {
@@ -397,6 +401,11 @@ func TestMarksAndClear(t *testing.T) {
 		}
 	}
 	t.Logf("tone packets after clear: %d (at %v)", len(afterClear), afterClear)
+	for _, m := range conn.All() {
+		if m.Event == "cleared" || (m.Mark != nil && m.Mark.Status != "") {
+			t.Fatalf("an app that did not opt in got an extension: %s", m.Raw)
+		}
+	}
 	if len(afterClear) > 2 || (len(afterClear) > 0 && afterClear[len(afterClear)-1] > 45*time.Millisecond) {
 		t.Fatalf("audio kept flowing after clear: %v", afterClear)
 	}
@@ -466,13 +475,14 @@ func TestL16(t *testing.T) {
 	}
 }
 
-// TestHoldAndRTPTimeout: hold and unhold by re-INVITE keep the call; a
-// carrier that stops sending RTP is hung up with a CDR saying so.
+// TestHoldAndRTPTimeout: hold and unhold by re-INVITE keep the call and
+// reach an app that opted in; a carrier that stops sending RTP is hung up
+// with a CDR saying so.
 func TestHoldAndRTPTimeout(t *testing.T) {
 	e := StartEdge(t, "--rtp-timeout", "1s")
 	app := StartApp(t)
 	k := e.NewKey("hold", keys.Limits{})
-	e.NewTrunk(k.Key.ID, "+15556600", app.URL, nil)
+	e.NewTrunk(k.Key.ID, "+15556600", app.URL, map[string]any{"protocol_extensions": true})
 
 	run := Call{Number: "+15556600", Steps: []Step{
 		{Pcap: g711aPcap, PauseMS: 400},
@@ -481,8 +491,21 @@ func TestHoldAndRTPTimeout(t *testing.T) {
 		{Reinvite: "sendrecv"},
 		{Pcap: g711aPcap, PauseMS: 400},
 	}}.Start(t, e)
-	app.Next(t).Expect(t, "start")
+	conn := app.Next(t)
+	conn.Expect(t, "start")
 	res := run.Wait(t).MustPass(t)
+	// The app opted in: it hears of the hold (sendonly, then inactive: one
+	// hold) and of the unhold.
+	<-conn.Closed()
+	var holds []string
+	for _, m := range conn.All() {
+		if m.Event == "hold" || m.Event == "unhold" {
+			holds = append(holds, m.Event)
+		}
+	}
+	if strings.Join(holds, ",") != "hold,unhold" {
+		t.Errorf("hold events %v, want hold, unhold", holds)
+	}
 	for _, want := range []string{"REINVITE sendonly ANSWER recvonly", "REINVITE inactive ANSWER inactive", "REINVITE sendrecv ANSWER sendrecv"} {
 		if !strings.Contains(res.Log, want) {
 			t.Errorf("SIPp log lacks %q:\n%s", want, res.Log)

@@ -251,7 +251,13 @@ func TestPlayoutMarksAndClear(t *testing.T) {
 	p := NewPlayout()
 	frame := make([]int16, 160)
 	p.Mark("before-audio")
-	if got := p.TakeMarks(nil); !slices.Equal(got, []string{"before-audio"}) {
+	played := func(names ...string) (m []DoneMark) {
+		for _, n := range names {
+			m = append(m, DoneMark{Name: n})
+		}
+		return m
+	}
+	if got := p.TakeMarks(nil); !slices.Equal(got, played("before-audio")) {
 		t.Fatalf("mark on an empty queue: %v", got)
 	}
 	p.Write(ramp(0, 400))
@@ -267,13 +273,15 @@ func TestPlayoutMarksAndClear(t *testing.T) {
 	}
 	p.Read(out)
 	p.Read(out) // samples 320..479: m1 (at 400) is due
-	if got := p.TakeMarks(nil); !slices.Equal(got, []string{"m1"}) {
+	if got := p.TakeMarks(nil); !slices.Equal(got, played("m1")) {
 		t.Fatalf("after 480 samples: %v", got)
 	}
 	p.Write(frame)
 	p.Mark("m3")
-	p.Clear()
-	if got := p.TakeMarks(nil); !slices.Equal(got, []string{"m2", "m3"}) {
+	if dropped := p.Clear(); dropped != 20+160 {
+		t.Fatalf("clear dropped %d samples, want the 180 still queued", dropped)
+	}
+	if got := p.TakeMarks(nil); !slices.Equal(got, []DoneMark{{Name: "m2", Cleared: true}, {Name: "m3", Cleared: true}}) {
 		t.Fatalf("clear echoes pending marks: %v", got)
 	}
 	if n := p.Read(out); n != 0 || !slices.Equal(out, frame) {

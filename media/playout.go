@@ -6,7 +6,7 @@ import "sync"
 // drained one packet per ptime by the session clock. Marks sit at positions
 // in the queue and are reported when the audio before them has been
 // played; Clear drops the queue at once (barge-in) and reports every
-// pending mark.
+// pending mark as cleared.
 //
 // Write, Mark and Clear come from the application's goroutine, Read from
 // the session clock; all are safe for concurrent use.
@@ -18,9 +18,16 @@ type Playout struct {
 	written int64   // samples ever queued
 	played  int64   // samples ever dequeued (or cleared)
 	marks   []pendingMark
-	fired   []string // marks due, handed out by Read / Clear
+	fired   []DoneMark // marks due, handed out by TakeMarks
 	limit   int
 	Over    uint64 // samples refused because the queue was at its limit
+}
+
+// DoneMark is a mark whose audio is done with: played, or dropped by a
+// clear before it was played.
+type DoneMark struct {
+	Name    string
+	Cleared bool
 }
 
 type pendingMark struct {
@@ -98,23 +105,26 @@ func (p *Playout) Mark(name string) bool {
 		return false
 	}
 	if p.written <= p.played {
-		p.fired = append(p.fired, name)
+		p.fired = append(p.fired, DoneMark{Name: name})
 		return true
 	}
 	p.marks = append(p.marks, pendingMark{at: p.written, name: name})
 	return true
 }
 
-// Clear drops all queued audio and makes every pending mark due.
-func (p *Playout) Clear() {
+// Clear drops all queued audio and makes every pending mark due as
+// cleared; it returns how many samples it dropped.
+func (p *Playout) Clear() (dropped int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	dropped = p.size
 	p.played += int64(p.size)
 	p.head, p.size = 0, 0
 	for _, m := range p.marks {
-		p.fired = append(p.fired, m.name)
+		p.fired = append(p.fired, DoneMark{Name: m.name, Cleared: true})
 	}
 	p.marks = p.marks[:0]
+	return dropped
 }
 
 // Read fills dst with the next queued audio, padding with silence, and
@@ -134,7 +144,7 @@ func (p *Playout) Read(dst []int16) int {
 	}
 	due := 0
 	for due < len(p.marks) && p.marks[due].at <= p.played {
-		p.fired = append(p.fired, p.marks[due].name)
+		p.fired = append(p.fired, DoneMark{Name: p.marks[due].name})
 		due++
 	}
 	if due > 0 {
@@ -143,9 +153,9 @@ func (p *Playout) Read(dst []int16) int {
 	return n
 }
 
-// TakeMarks appends the names of marks that are due to dst and forgets
-// them; it returns dst. With a reused dst it does not allocate.
-func (p *Playout) TakeMarks(dst []string) []string {
+// TakeMarks appends the marks that are due to dst and forgets them; it
+// returns dst. With a reused dst it does not allocate.
+func (p *Playout) TakeMarks(dst []DoneMark) []DoneMark {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	dst = append(dst, p.fired...)

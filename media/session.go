@@ -18,7 +18,7 @@ import (
 // configured time while it should be sending.
 var ErrRTPTimeout = errors.New("rtp timeout")
 
-// Listener receives a session's audio and events. Audio and MarkPlayed are
+// Listener receives a session's audio and events. Audio and MarkDone are
 // called from the session clock, DTMF from the RTP reader; none may block
 // or call Session.Close.
 type Listener interface {
@@ -30,8 +30,9 @@ type Listener interface {
 	Audio(pcm []int16, frame int64)
 	// DTMF is one key press ('0'-'9', '*', '#', 'A'-'D').
 	DTMF(digit byte)
-	// MarkPlayed reports that the audio queued before a mark was played.
-	MarkPlayed(name string)
+	// MarkDone reports that the audio queued before a mark was played,
+	// or (cleared) dropped by Clear.
+	MarkDone(name string, cleared bool)
 }
 
 // Direction is the media direction from the edge's side (RFC 3264).
@@ -101,6 +102,7 @@ type Session struct {
 
 	dtmf      DTMFDetector
 	dtmfCount atomic.Int64
+	dtmfOut   dtmfSender
 	badPkts   atomic.Uint64
 	playout   *Playout
 
@@ -246,14 +248,18 @@ func (s *Session) Mark(name string) {
 }
 
 // Clear drops the queued audio at once (barge-in); pending marks are
-// reported at the next tick.
-func (s *Session) Clear() { s.playout.Clear() }
+// reported as cleared at the next tick. It returns how much audio it
+// dropped and when, on the session's media clock (time since Start).
+func (s *Session) Clear() (dropped, at time.Duration) {
+	n := s.playout.Clear()
+	return time.Duration(n) * time.Second / ClockRate, time.Since(s.start)
+}
 
 // deliverMarks runs on the clock goroutine only.
-func (s *Session) deliverMarks(buf []string) []string {
+func (s *Session) deliverMarks(buf []DoneMark) []DoneMark {
 	buf = s.playout.TakeMarks(buf[:0])
-	for _, name := range buf {
-		s.cfg.Listener.MarkPlayed(name)
+	for _, m := range buf {
+		s.cfg.Listener.MarkDone(m.Name, m.Cleared)
 	}
 	return buf
 }
@@ -385,7 +391,7 @@ type clockState struct {
 	outPCM   []int16
 	payload  []byte
 	wire     []byte
-	marks    []string
+	marks    []DoneMark
 	pkt      rtp.Packet
 	nIn      int64
 	nOut     int64
@@ -405,7 +411,7 @@ func (s *Session) initClock() {
 	c.outPCM = make([]int16, outSamples)
 	c.payload = make([]byte, outSamples)
 	c.wire = make([]byte, 12+outSamples+srtpOverhead)
-	c.marks = make([]string, 0, 8)
+	c.marks = make([]DoneMark, 0, 8)
 	c.nextRTCP = s.cfg.RTCPInterval / 5 // an early first report gets RTT going
 	c.pkt.Version = 2
 	c.pkt.SSRC = s.ssrc
@@ -472,19 +478,29 @@ func (s *Session) tick(now time.Time) {
 	}
 }
 
-// sendPacket sends the next packet of playout audio, or comfort silence
-// when the queue is empty. The marker bit starts each talkspurt.
+// sendPacket sends the next packet: a telephone-event packet while the
+// application's digits play, else playout audio, or comfort silence when
+// the queue is empty. The marker bit starts each talkspurt and each event.
 func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte, first *bool) {
-	n := s.playout.Read(pcm)
 	samples := uint32(len(pcm))
-	if !s.Direction().sends() {
+	remote := s.remote.Load()
+	sends := s.Direction().sends() && remote != nil
+	if dtmfPT := uint8(s.dtmfPT.Load()); sends && dtmfPT != 0 {
+		if ok, marker := s.dtmfOut.next(payload[:4], s.ts, samples); ok {
+			pkt.PayloadType, pkt.Timestamp, pkt.Marker = dtmfPT, s.dtmfOut.startTS, marker
+			pkt.SequenceNumber, pkt.Payload = s.seq, payload[:4]
+			s.transmit(pkt, wire, *remote)
+			*first = false
+			s.seq++
+			s.ts += samples
+			s.talking = false
+			return
+		}
+	}
+	n := s.playout.Read(pcm)
+	if !sends {
 		s.ts += samples
 		s.talking = false
-		return
-	}
-	remote := s.remote.Load()
-	if remote == nil {
-		s.ts += samples
 		return
 	}
 	s.cfg.Codec.Encode(payload, pcm)
@@ -493,6 +509,16 @@ func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte,
 	pkt.Timestamp = s.ts
 	pkt.Marker = *first || (n > 0 && !s.talking)
 	pkt.Payload = payload
+	s.transmit(pkt, wire, *remote)
+	*first = false
+	s.seq++
+	s.ts += samples
+	s.talking = n > 0
+}
+
+// transmit marshals pkt into wire, protects it when the call has SRTP and
+// sends it.
+func (s *Session) transmit(pkt *rtp.Packet, wire []byte, remote netip.AddrPort) {
 	size, err := pkt.MarshalTo(wire)
 	out := wire[:size]
 	if err == nil && s.cfg.SRTP != nil {
@@ -500,15 +526,11 @@ func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte,
 		out, err = s.cfg.SRTP.ProtectRTP(wire[:size], out)
 	}
 	if err == nil {
-		if _, err := s.rtpConn.WriteToUDPAddrPort(out, *remote); err == nil {
+		if _, err := s.rtpConn.WriteToUDPAddrPort(out, remote); err == nil {
 			s.sent.Add(1)
-			s.octets.Add(uint64(len(payload)))
+			s.octets.Add(uint64(len(pkt.Payload)))
 		}
 	}
-	*first = false
-	s.seq++
-	s.ts += samples
-	s.talking = n > 0
 }
 
 // ntpTime is the 64-bit NTP timestamp of t.

@@ -1,6 +1,8 @@
 package media
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -40,7 +42,10 @@ func (r *recorder) DTMF(d byte) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) MarkPlayed(name string) {
+func (r *recorder) MarkDone(name string, cleared bool) {
+	if cleared {
+		name += " (cleared)"
+	}
 	r.mu.Lock()
 	r.marks = append(r.marks, name)
 	r.mu.Unlock()
@@ -286,5 +291,76 @@ func TestPortPoolQuarantineAndExhaustion(t *testing.T) {
 	conns[1].Close()
 	if pool.InUse() != 0 {
 		t.Fatalf("%d ports still in use", pool.InUse())
+	}
+}
+
+// TestSessionSendsDTMF: digits from the application go out as RFC 4733
+// events in the media: one timestamp per event, the marker on its first
+// packet, the duration growing by a packet each time up to the digit's
+// length, three end packets, audio paused meanwhile and a gap between
+// digits.
+func TestSessionSendsDTMF(t *testing.T) {
+	pool := newTestPool(t)
+	car := newCarrier(t)
+	s, err := pool.NewSession(Config{Codec: PCMU, Remote: car.addr(), DTMFPayloadType: 101, Listener: newRecorder()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SendDTMF("1x", 0); !errors.Is(err, ErrBadDigit) {
+		t.Fatalf("bad digit: %v", err)
+	}
+	s.Start()
+	if err := s.SendDTMF("1#", 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	type event struct {
+		digit     byte
+		ts        uint32
+		durations []uint16
+		ends      int
+		marker    bool
+	}
+	var events []*event
+	audioBetween := 0
+	for len(events) < 2 || events[len(events)-1].ends < 3 {
+		p, _, ok := car.recv(t, time.Second)
+		if !ok {
+			t.Fatalf("events so far: %+v", events)
+		}
+		if p.PayloadType != 101 {
+			if len(events) == 1 && events[0].ends == 3 {
+				audioBetween++
+			}
+			continue
+		}
+		if len(p.Payload) != 4 {
+			t.Fatalf("event payload %x", p.Payload)
+		}
+		if len(events) == 0 || events[len(events)-1].ts != p.Timestamp {
+			events = append(events, &event{digit: p.Payload[0], ts: p.Timestamp, marker: p.Marker})
+		} else if p.Marker {
+			t.Fatalf("marker on a continuation packet of %+v", events[len(events)-1])
+		}
+		e := events[len(events)-1]
+		e.durations = append(e.durations, binary.BigEndian.Uint16(p.Payload[2:]))
+		if p.Payload[1]&0x80 != 0 {
+			e.ends++
+		}
+		if p.Payload[1]&0x3f != 10 {
+			t.Fatalf("volume %d", p.Payload[1]&0x3f)
+		}
+	}
+	want := []uint16{160, 320, 480, 640, 800, 800, 800}
+	for i, e := range events {
+		if e.digit != []byte{1, 11}[i] || !e.marker || !slices.Equal(e.durations, want) || e.ends != 3 {
+			t.Fatalf("event %d: %+v, want digit %d, marker, durations %v, 3 ends", i, e, []byte{1, 11}[i], want)
+		}
+	}
+	if audioBetween != 3 { // the 60 ms gap: three 20 ms audio packets
+		t.Fatalf("%d audio packets between the digits, want 3", audioBetween)
+	}
+	if d := events[1].ts - events[0].ts; d != 160*(7+3) {
+		t.Fatalf("second digit starts %d samples after the first, want 1600", d)
 	}
 }

@@ -48,6 +48,8 @@ ALTER TABLE trunks ADD COLUMN ring_timeout_s BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE trunks ADD COLUMN media_encryption   TEXT NOT NULL DEFAULT 'off' CHECK (media_encryption IN ('off','allow','require'));
 ALTER TABLE trunks ADD COLUMN tls_client_ca      TEXT NOT NULL DEFAULT '';
 ALTER TABLE trunks ADD COLUMN tls_client_subject TEXT NOT NULL DEFAULT '';
+`}, {Version: 5, SQL: `
+ALTER TABLE trunks ADD COLUMN protocol_extensions BOOLEAN NOT NULL DEFAULT FALSE;
 `}}
 
 // NewSQLStore migrates the trunks schema (after the keys schema, which
@@ -90,11 +92,11 @@ func (s *SQLStore) Insert(ctx context.Context, t *Trunk) error {
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params,
 		digest_user, digest_ha1, created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s,
-		media_encryption, tls_client_ca, tls_client_subject)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
+		media_encryption, tls_client_ca, tls_client_subject, protocol_extensions)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
 		t.Format, t.SampleRate, string(params), t.DigestUser, t.DigestHA1, t.CreatedAt.UnixMilli(),
 		t.Direction, string(gateways), t.AuthUser, t.AuthPassword, t.CallerID, t.MaxChannels, string(headers), t.RingTimeoutSeconds,
-		t.MediaEncryption, t.TLSClientCA, t.TLSClientSubject); err != nil {
+		t.MediaEncryption, t.TLSClientCA, t.TLSClientSubject, t.ProtocolExtensions); err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
 	}
 	for _, n := range t.Numbers {
@@ -122,7 +124,7 @@ func (s *SQLStore) Delete(ctx context.Context, id string) error {
 func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1,
 		created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s,
-		media_encryption, tls_client_ca, tls_client_subject FROM trunks ORDER BY id`)
+		media_encryption, tls_client_ca, tls_client_subject, protocol_extensions FROM trunks ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list trunks: %w", err)
 	}
@@ -134,7 +136,7 @@ func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 		var created int64
 		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &t.DigestUser, &t.DigestHA1,
 			&created, &t.Direction, &gateways, &t.AuthUser, &t.AuthPassword, &t.CallerID, &t.MaxChannels, &headers, &t.RingTimeoutSeconds,
-			&t.MediaEncryption, &t.TLSClientCA, &t.TLSClientSubject); err != nil {
+			&t.MediaEncryption, &t.TLSClientCA, &t.TLSClientSubject, &t.ProtocolExtensions); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list trunks: %w", err)
 		}

@@ -90,6 +90,10 @@ type Trunk struct {
 	TLSClientCA      string `json:"tls_client_ca,omitempty"`
 	TLSClientSubject string `json:"tls_client_subject,omitempty"`
 	clientCAs        *x509.CertPool
+	// ProtocolExtensions opts the trunk's streams in to what the edge adds
+	// to the Twilio protocol (DESIGN: extensions); off, an app sees
+	// exactly Twilio's messages.
+	ProtocolExtensions bool `json:"protocol_extensions"`
 
 	// Sandbox marks the built-in carrier of test keys (never stored).
 	Sandbox bool `json:"sandbox,omitempty"`
@@ -153,6 +157,8 @@ type Spec struct {
 	// subject the carrier's certificate must name).
 	TLSClientCA      string `json:"tls_client_ca"`
 	TLSClientSubject string `json:"tls_client_subject"`
+	// Inbound trunks: the protocol extensions (DESIGN), off by default.
+	ProtocolExtensions bool `json:"protocol_extensions"`
 }
 
 func (s Spec) digest(t *Trunk) error {
@@ -177,7 +183,7 @@ func (s Spec) digest(t *Trunk) error {
 // build validates spec into a Trunk with a fresh id.
 func (s Spec) build(now time.Time) (*Trunk, error) {
 	t := &Trunk{ID: newID(), KeyID: s.KeyID, Name: s.Name, Direction: s.Direction, AIURL: s.AIURL, Format: s.Format,
-		SampleRate: s.SampleRate, Params: s.Params, CreatedAt: now}
+		SampleRate: s.SampleRate, Params: s.Params, ProtocolExtensions: s.ProtocolExtensions, CreatedAt: now}
 	if t.KeyID == "" {
 		return nil, fmt.Errorf("%w: key_id is required", ErrInvalid)
 	}
@@ -188,6 +194,9 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 	case "", Inbound:
 		t.Direction = Inbound
 	case Outbound:
+		if s.ProtocolExtensions {
+			return nil, fmt.Errorf("%w: protocol_extensions is for inbound trunks (an outbound stream asks with extensions=1)", ErrInvalid)
+		}
 		if err := s.buildOutbound(t); err != nil {
 			return nil, err
 		}

@@ -357,6 +357,7 @@ func runTrunks(args []string) error {
 		fs.StringVar(&spec.DigestPassword, "digest-password", "", "digest password (or TRUNKGATE_DIGEST_PASSWORD, which stays out of ps)")
 		fs.StringVar(&spec.MediaEncryption, "media-encryption", "off", "SRTP: off, allow (inbound: SRTP when offered) or require (SRTP only; SDES keys only over TLS)")
 		fs.StringVar(&clientCAFile, "tls-client-ca", "", "inbound: PEM CA file; carriers must present a client certificate from it over TLS (mutual TLS)")
+		fs.BoolVar(&spec.ProtocolExtensions, "extensions", false, "inbound: the app's streams get trunkgate's protocol extensions (mark status, cleared); off, exactly Twilio's messages")
 		fs.StringVar(&spec.TLSClientSubject, "tls-client-subject", "", "inbound: with --tls-client-ca, the common name or DNS name the carrier's certificate must carry")
 	}
 	pos, err := parseFlags(fs, args)

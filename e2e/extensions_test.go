@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"encoding/binary"
+	"strconv"
+	"testing"
+	"time"
+
+	"trunkgate/keys"
+)
+
+// The protocol extensions (DESIGN: "Extensions beyond Twilio's protocol"),
+// driven by SIPp as the carrier's signalling and a Go RTP peer as its
+// media, so that every packet the edge sends is counted.
+
+// tonePackets counts the packets at the carrier that carry the test tone.
+func tonePackets(rs []Received) int {
+	n := 0
+	for _, r := range rs {
+		if r.Pkt.PayloadType == 0 && rms(pcm(r.Pkt.Payload, false)) > 3000 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestClearSaysWhatWasHeard: with the extensions, a clear mid-utterance is
+// answered with the milliseconds of audio that never reached the carrier
+// (checked against the packets the carrier got, within one frame) and the
+// media timestamp where playout stopped; marks say played or cleared.
+func TestClearSaysWhatWasHeard(t *testing.T) {
+	e, app, _ := setup(t, keys.Limits{}, "+15556410", map[string]any{"protocol_extensions": true})
+	peer := NewRTPPeer(t)
+	run := Call{Number: "+15556410", SDPPort: peer.Port(), Codecs: "0", Steps: []Step{{PauseMS: 6000}}}.Start(t, e)
+	conn := app.Next(t)
+	sid := conn.Expect(t, "start").StreamSid
+	edge := peer.WaitEdge(t)
+	// The carrier talks too, so that media timestamps run.
+	streamed := make(chan struct{})
+	go func() {
+		defer close(streamed)
+		peer.Stream(t, edge, 0, 150, func(int) []byte { return ulawTone(400, 160, 3000) })
+	}()
+	t.Cleanup(func() { <-streamed })
+
+	// 0.5 s, a mark, 2.5 s more, a mark; clear after about a second.
+	const sentMs = 3000
+	conn.SendAudio(t, sid, ulawTone(1000, 4000, 10000))
+	conn.Send(t, map[string]any{"event": "mark", "streamSid": sid, "mark": map[string]string{"name": "half-second"}})
+	conn.SendAudio(t, sid, ulawTone(1000, 20000, 10000))
+	conn.Send(t, map[string]any{"event": "mark", "streamSid": sid, "mark": map[string]string{"name": "the-end"}})
+	first := conn.Expect(t, "mark")
+	if first.Mark.Name != "half-second" || first.Mark.Status != "played" {
+		t.Fatalf("first mark %s, want half-second played", first.Raw)
+	}
+	waitFor(t, 5*time.Second, "a second of the tone at the carrier", func() bool { return tonePackets(peer.Received()) >= 50 })
+	var lastMediaTS int64
+	for _, m := range conn.All() {
+		if m.Event == "media" {
+			lastMediaTS, _ = strconv.ParseInt(m.Media.Timestamp, 10, 64)
+		}
+	}
+	conn.Send(t, map[string]any{"event": "clear", "streamSid": sid})
+	cleared := conn.Expect(t, "cleared")
+	end := conn.Expect(t, "mark")
+	if end.Mark.Name != "the-end" || end.Mark.Status != "cleared" {
+		t.Fatalf("second mark %s, want the-end cleared", end.Raw)
+	}
+	if cleared.Cleared == nil {
+		t.Fatalf("cleared %s", cleared.Raw)
+	}
+	// Let anything in flight arrive, then count what the caller heard.
+	atClear := peer.Len()
+	waitFor(t, 2*time.Second, "200 ms more of packets at the carrier", func() bool { return peer.Len() >= atClear+10 })
+	heardMs := int64(tonePackets(peer.Received()) * 20)
+	t.Logf("cleared %s; the carrier heard %d ms of the %d sent", cleared.Raw, heardMs, sentMs)
+	if d := sentMs - heardMs - cleared.Cleared.DroppedMs; d < -20 || d > 20 {
+		t.Fatalf("droppedMs %d, but the carrier heard %d of %d ms (off by %d ms)", cleared.Cleared.DroppedMs, heardMs, sentMs, d)
+	}
+	until, err := strconv.ParseInt(cleared.Cleared.PlayedUntil, 10, 64)
+	if err != nil || until < lastMediaTS || until > lastMediaTS+200 {
+		t.Fatalf("playedUntil %q, want just after the last media timestamp the app had seen (%d)", cleared.Cleared.PlayedUntil, lastMediaTS)
+	}
+	run.Wait(t).MustPass(t)
+}
+
+// TestAppSendsDTMF: digits from the app reach the carrier as RFC 4733
+// events with the duration asked for; no opt-in is needed.
+func TestAppSendsDTMF(t *testing.T) {
+	e, app, _ := setup(t, keys.Limits{}, "+15556420", nil)
+	peer := NewRTPPeer(t)
+	run := Call{Number: "+15556420", SDPPort: peer.Port(), Codecs: "0 101", Steps: []Step{{PauseMS: 3000}}}.Start(t, e)
+	conn := app.Next(t)
+	sid := conn.Expect(t, "start").StreamSid
+	peer.WaitEdge(t)
+	conn.Send(t, map[string]any{"event": "dtmf", "streamSid": sid, "dtmf": map[string]any{"digit": "1234#", "durationMs": 160}})
+
+	type event struct {
+		code      byte
+		ts        uint32
+		marker    bool
+		durations []uint16
+		ends      int
+	}
+	var events []*event
+	waitFor(t, 5*time.Second, "five digits at the carrier", func() bool {
+		events = events[:0]
+		for _, r := range peer.Received() {
+			p := r.Pkt
+			if p.PayloadType != 101 || len(p.Payload) != 4 {
+				continue
+			}
+			if len(events) == 0 || events[len(events)-1].ts != p.Timestamp {
+				events = append(events, &event{code: p.Payload[0], ts: p.Timestamp, marker: p.Marker})
+			}
+			ev := events[len(events)-1]
+			ev.durations = append(ev.durations, binary.BigEndian.Uint16(p.Payload[2:]))
+			if p.Payload[1]&0x80 != 0 {
+				ev.ends++
+			}
+		}
+		return len(events) == 5 && events[4].ends == 3
+	})
+	for i, ev := range events {
+		want := []byte{1, 2, 3, 4, 11}[i]
+		last := ev.durations[len(ev.durations)-1]
+		if ev.code != want || !ev.marker || ev.ends != 3 || last != 160*8 || len(ev.durations) != 8+2 {
+			t.Fatalf("digit %d: event %d, marker %v, %d end packets, durations %v; want event %d, marker, 3 ends, 8 packets to 1280 and 2 repeats",
+				i, ev.code, ev.marker, ev.ends, ev.durations, want)
+		}
+	}
+	run.Wait(t).MustPass(t)
+}
+
+// TestAppHangsUpAfterPlayout: hangup with afterPlayout lets the queued
+// audio play to the end, then the edge hangs up, sends stop and bills
+// one call ended by the app.
+func TestAppHangsUpAfterPlayout(t *testing.T) {
+	e, app, k := setup(t, keys.Limits{}, "+15556430", nil)
+	peer := NewRTPPeer(t)
+	run := Call{Number: "+15556430", SDPPort: peer.Port(), Codecs: "0", Hangup: "callee", WaitByeMS: 10000}.Start(t, e)
+	conn := app.Next(t)
+	sid := conn.Expect(t, "start").StreamSid
+	peer.WaitEdge(t)
+	conn.SendAudio(t, sid, ulawTone(1000, 8000, 10000))
+	conn.Send(t, map[string]any{"event": "hangup", "streamSid": sid, "hangup": map[string]any{"afterPlayout": true}})
+	stop := conn.Expect(t, "stop")
+	if n := tonePackets(peer.Received()); n < 49 {
+		t.Fatalf("the call ended after %d of the 50 packets of audio queued before hangup", n)
+	}
+	run.Wait(t).MustPass(t)
+	c := e.WaitCDRs(k.Key.ID, 1)[0]
+	if c.HangupSide != "app" || c.HangupCause != "app closed the stream" || stop.Stop == nil || stop.Stop.Reason != "app closed the stream" {
+		t.Fatalf("CDR side %q cause %q, stop %s", c.HangupSide, c.HangupCause, stop.Raw)
+	}
+}
+
+// TestHungAppIsHungUp: an app that accepts the stream and then answers no
+// WebSocket ping is hung up after one ping interval: the carrier gets BYE
+// and the CDR says the app's stream failed.
+func TestHungAppIsHungUp(t *testing.T) {
+	e := StartEdge(t, "--app-ping", "300ms")
+	app := StartApp(t)
+	app.Hang = make(chan struct{})
+	t.Cleanup(func() { close(app.Hang) })
+	k := e.NewKey("hung", keys.Limits{})
+	e.NewTrunk(k.Key.ID, "+15556440", app.URL, nil)
+	started := time.Now()
+	run := Call{Number: "+15556440", Hangup: "callee", WaitByeMS: 5000}.Start(t, e)
+	app.Next(t)
+	run.Wait(t).MustPass(t)
+	took := time.Since(started)
+	c := e.WaitCDRs(k.Key.ID, 1)[0]
+	if c.HangupSide != "app" || c.HangupCause != "app stream failed" {
+		t.Fatalf("CDR side %q cause %q", c.HangupSide, c.HangupCause)
+	}
+	// Two intervals: the ping goes out after one, its pong is due by the second.
+	if took > 3*time.Second {
+		t.Fatalf("hung app noticed after %v; want about 600 ms", took)
+	}
+	t.Logf("hung app hung up %v after the INVITE", took.Round(time.Millisecond))
+}
