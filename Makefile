@@ -61,7 +61,9 @@ vet:
 ## bench: Go micro-benchmarks, then, in the same run, the anchor (Kamailio + rtpengine) and the edge at the same N
 ## and the same call rates; one table with the ratios into docs/PERFORMANCE.md (about 20 minutes; see scripts/bench.sh)
 bench: build deps
-	@command -v rtpengine >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends rtpengine-daemon; }
+	@missing=""; command -v rtpengine >/dev/null 2>&1 || missing="rtpengine-daemon"; \
+		command -v dumpcap >/dev/null 2>&1 || missing="$$missing wireshark-common"; \
+		if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
 	./scripts/bench.sh
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)

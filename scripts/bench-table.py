@@ -59,7 +59,9 @@ for path in sorted(glob.glob(f"{run}/load-*-edge.tsv"), key=key):
                 f"{fmt(nb)} | **{ratio(ed, nb)}** | {fmt(num(Z, 'rss_kb_per_call'), 0)} KB | "
                 f"{fmt(num(E, 'rss_kb_per_call'), 0)} KB | {fmt(num(E, 'goroutines_per_call'), 1)} | {gens} | "
                 f"{E.get('uac_failed', '–')} | {E.get('frames_dropped', '–')} | {E.get('rtp_lost', '–')} | "
-                f"{E.get('setup_ms_mean', '–')} | {E.get('setup_under_20ms_pct', '–')} % |")
+                f"{E.get('setup_ms_mean', '–')} | {E.get('setup_under_20ms_pct', '–')} % | "
+                f"{E.get('pacing_p5', '–')} / {E.get('pacing_p50', '–')} / {E.get('pacing_p95', '–')} | "
+                f"{E.get('pacing_within2ms_pct', '–')} % | {E.get('pacing_lost_pct', '–')} % |")
 
 cps = []
 for path in sorted(glob.glob(f"{run}/cps-*-edge.txt"), key=key):
@@ -81,8 +83,8 @@ block = "\n".join([
     "| N | rtpengine ms/s per call | Kamailio ms/s | trunkgate edge ms/s per call | edge ÷ rtpengine "
     "| null bridge ms/s per call | edge ÷ null bridge | null bridge RSS per call | edge RSS per call "
     "| goroutines per call | load generators ms/s (echo app + SIPp) | failed | frames dropped | RTP lost | setup ms mean "
-    "| setup under 20 ms |",
-    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| setup under 20 ms | gaps toward SIPp p5 / p50 / p95 ms (ptime 30) | gaps within 30 ± 2 ms | RTP lost toward SIPp |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     *load,
     "",
     "| calls/s | Kamailio + rtpengine ms per call | failed | trunkgate edge ms per call | edge ÷ anchor | failed "

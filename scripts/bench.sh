@@ -8,7 +8,7 @@
 #      (BRIDGE=null: the same sockets and packets, no processing), back to
 #      back, same N;
 #   3. call setups a second, anchor then trunkgate, at each rate in $RATES
-#      (default "1000 1500") for CPS_S seconds (default 10);
+#      (default "600 800 1000 1500") for CPS_S seconds (default 10);
 # then writes one table with the ratios into docs/PERFORMANCE.md between
 # the bench markers (date, cores, each figure). Without the anchor folder,
 # or without kamailio/rtpengine installed, the anchor columns are empty.
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 NS=${NS:-"100 400"}
-RATES=${RATES:-"1000 1500"}
+RATES=${RATES:-"600 800 1000 1500"}
 CPS_S=${CPS_S:-10}
 ANCHOR_DIR=${ANCHOR_DIR:-$ROOT/../shared/bench-anchor}
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -43,7 +43,7 @@ for N in $NS; do
 	fi
 	for bridge in edge null; do
 		log "$bridge N=$N"
-		BRIDGE=$bridge ./scripts/loadtest.sh "$N" >/dev/null 2>&1 || true
+		PACING=1 BRIDGE=$bridge ./scripts/loadtest.sh "$N" >/dev/null 2>&1 || true
 		cp "$(ls -td bench/results/N"$N"-* | head -n1)/row.tsv" "$RUN/load-$N-$bridge.tsv" 2>/dev/null || true
 	done
 done

@@ -10,6 +10,8 @@
 # up. Results: bench/results/<time>/ and a line in bench/results/summary.tsv.
 # ANCHOR=1 also runs the anchor with the same N first (needs kamailio and
 # rtpengine-daemon installed; see ../shared/bench-anchor/README.md).
+# PACING=1 then captures 5 s of the edge's RTP (dumpcap, kernel timestamps)
+# and measures the gaps between packets (scripts/pacing.py).
 # BRIDGE=null runs bench/nullbridge in the edge's place (the same sockets
 # and packets, no processing): the floor of per-packet I/O.
 # Env: RAMP (30) SETTLE (5) WINDOW (20) BRIDGE (edge|null).
@@ -106,6 +108,14 @@ run_one() {
 	goroutines1=$(metric go_goroutines)
 	heap1=$(metric go_memstats_heap_inuse_bytes)
 
+	# Pacing toward the carrier, after the CPU window so that the capture
+	# does not weigh on it: 5 s of the edge's RTP as the kernel saw it.
+	local pacing=""
+	if [ "${PACING:-0}" = 1 ] && [ "$BRIDGE" = edge ] && command -v dumpcap >/dev/null; then
+		timeout 15 dumpcap -q -i lo -f "udp src portrange 30000-39998" -a duration:5 -P -w "$OUT/pacing.pcap" 2>/dev/null || true
+		pacing=$(python3 scripts/pacing.py "$OUT/pacing.pcap" 30 2>/dev/null || true)
+		log "pacing: $pacing"
+	fi
 	log "window done; SIGUSR1 to the UAC, waiting for its calls to end"
 	kill -USR1 "$UAC" 2>/dev/null || true
 	local rc=0
@@ -124,9 +134,9 @@ run_one() {
 	ok=$(tail -n1 "$OUT/uac_stat.csv" | awk -F';' -v h="$(head -n1 "$OUT/uac_stat.csv")" 'BEGIN{n=split(h,H,";")} {for(i=1;i<=n;i++) if(H[i]=="SuccessfulCall(C)") print $i}')
 	failed=$(tail -n1 "$OUT/uac_stat.csv" | awk -F';' -v h="$(head -n1 "$OUT/uac_stat.csv")" 'BEGIN{n=split(h,H,";")} {for(i=1;i<=n;i++) if(H[i]=="FailedCall(C)") print $i}')
 
-	python3 - "$N" "$OUT" <<PY | tee -a bench/results/summary.tsv
+	python3 - "$N" "$OUT" "$pacing" <<PY | tee -a bench/results/summary.tsv
 import sys
-N, out = sys.argv[1], sys.argv[2]
+N, out, pacing = sys.argv[1], sys.argv[2], sys.argv[3]
 clk = 100.0
 dt = $t1 - $t0
 calls = ($up0 + $up1) / 2 or 1
@@ -147,6 +157,10 @@ hh, mm, ss, us = last[h.index("ResponseTime1(C)")].split(":")
 row["setup_ms_mean"] = round((int(hh) * 3600 + int(mm) * 60 + int(ss)) * 1000 + int(us) / 1000, 1)
 under20 = sum(int(last[h.index(k)]) for k in h if k.startswith("ResponseTimeRepartition1_<") and int(k.split("<")[1]) <= 20)
 row["setup_under_20ms_pct"] = round(100 * under20 / max(1, int(last[h.index("SuccessfulCall(C)")])), 1)
+p = pacing.split()
+p = dict(zip(p[::2], p[1::2]))
+for k in ("p5", "p50", "p95", "within2ms_pct", "lost_pct"):
+    row["pacing_" + k] = p.get(k, "")
 with open(os.path.join(out, "row.tsv"), "w") as f:
     f.write("\t".join(row) + "\n" + "\t".join(str(v) for v in row.values()) + "\n")
 summary = os.path.join(os.path.dirname(out), "summary.tsv")
