@@ -47,6 +47,15 @@ type DB struct {
 	dsn   string // for Listen's connection of its own
 	// stmts keeps prepared statements (SQLite only: pgx caches its own).
 	stmts *stmtCache
+	// writer admits one SQLite transaction at a time (nil on
+	// PostgreSQL). SQLite has one write lock; connections that wait for
+	// it in SQLite's busy handler sleep and retry (up to 100 ms a nap),
+	// and under a burst of call ends the connection just freed kept
+	// winning while the sleepers ran out their busy timeout: CDRs failed
+	// with "database is locked" and the queue of writers stopped
+	// draining. Waiting here, in order, the next writer starts the moment
+	// the last commits.
+	writer chan struct{}
 }
 
 // stmtCache holds the prepared statement of each parameterised query
@@ -144,7 +153,7 @@ func openSQLite(path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("database %s: journal mode is %q, want wal", path, mode)
 	}
-	return &DB{DB: db, Dialect: SQLite, Where: path, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, nil
+	return &DB{DB: db, Dialect: SQLite, Where: path, stmts: &stmtCache{m: map[string]*sql.Stmt{}}, writer: make(chan struct{}, 1)}, nil
 }
 
 // Redact is dsn fit for a log line: a PostgreSQL URL without its
@@ -232,12 +241,24 @@ func (db *DB) QueryRow(q string, args ...any) *sql.Row {
 }
 
 // BeginTx starts a transaction whose statements take ? placeholders too.
+// On SQLite it first waits its turn behind the process's other
+// transactions (see DB.writer); Commit or Rollback ends the turn.
 func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
+	if db.writer != nil {
+		select {
+		case db.writer <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	tx, err := db.DB.BeginTx(ctx, opts)
 	if err != nil {
+		if db.writer != nil {
+			<-db.writer
+		}
 		return nil, err
 	}
-	return &Tx{Tx: tx, dialect: db.Dialect, db: db}, nil
+	return &Tx{Tx: tx, dialect: db.Dialect, db: db, turn: db.writer != nil}, nil
 }
 
 // Tx is a transaction with ? placeholders.
@@ -246,6 +267,15 @@ type Tx struct {
 	dialect  Dialect
 	db       *DB
 	uncached []string // queries to prepare for the cache once it ends
+	turn     bool     // holds the SQLite writer's turn
+}
+
+// endTurn lets the next SQLite transaction begin.
+func (tx *Tx) endTurn() {
+	if tx.turn {
+		tx.turn = false
+		<-tx.db.writer
+	}
 }
 
 // stmt is q's cached statement bound to the transaction (the
@@ -272,6 +302,7 @@ func (tx *Tx) stmt(ctx context.Context, q string, args []any) *sql.Stmt {
 // uncached.
 func (tx *Tx) Commit() error {
 	err := tx.Tx.Commit()
+	tx.endTurn()
 	tx.prime()
 	return err
 }
@@ -280,6 +311,7 @@ func (tx *Tx) Commit() error {
 // cache what the transaction ran uncached.
 func (tx *Tx) Rollback() error {
 	err := tx.Tx.Rollback()
+	tx.endTurn()
 	tx.prime()
 	return err
 }

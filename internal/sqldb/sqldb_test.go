@@ -2,9 +2,12 @@ package sqldb_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	. "trunkgate/internal/sqldb"
 	"trunkgate/internal/sqldb/sqldbtest"
@@ -166,4 +169,77 @@ func TestWritersQueue(t *testing.T) {
 	if err := a.QueryRow(`SELECT COUNT(*) FROM n`).Scan(&n); err != nil || n != 400 {
 		t.Fatalf("%d rows (%v), want 400", n, err)
 	}
+}
+
+// TestBurstOfWriters: far more writers than connections, as at the end of
+// a burst of calls, each writing a CDR-sized transaction; none may fail
+// with "database is locked" (SQLite's busy handler starved some before
+// transactions took turns in the process).
+func TestBurstOfWriters(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "burst.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if db.Dialect != SQLite {
+		t.Skip("SQLite's write lock")
+	}
+	if _, err := db.Exec(`CREATE TABLE cdr (id BIGINT PRIMARY KEY, body TEXT); CREATE TABLE rollup (k BIGINT PRIMARY KEY, n BIGINT)`); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 200, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				err := func() error {
+					tx, err := db.BeginTx(context.Background(), nil)
+					if err != nil {
+						return err
+					}
+					defer tx.Rollback()
+					if _, err := tx.Exec(`INSERT INTO cdr (id, body) VALUES (?, ?)`, w*each+i, strings.Repeat("x", 400)); err != nil {
+						return err
+					}
+					if _, err := tx.Exec(`INSERT INTO rollup (k, n) VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET n = n + 1`, i); err != nil {
+						return err
+					}
+					return tx.Commit()
+				}()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("writer: %v", err)
+	}
+	var n, sum int
+	if err := db.QueryRow(`SELECT (SELECT COUNT(*) FROM cdr), (SELECT SUM(n) FROM rollup)`).Scan(&n, &sum); err != nil || n != writers*each || sum != n {
+		t.Fatalf("%d CDRs, rollup %d (%v); want %d", n, sum, err, writers*each)
+	}
+	// A transaction that cannot have its turn in time gives up with its
+	// context, and leaves the turn to the others.
+	held, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := db.BeginTx(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second transaction while one is open: %v", err)
+	}
+	held.Rollback()
+	next, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
 }
