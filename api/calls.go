@@ -150,6 +150,9 @@ func (a *API) streamCall(w http.ResponseWriter, r *http.Request, p principal) {
 		return
 	}
 	req, err := outboundRequest(p, q.Get("to"), q.Get("from"), q.Get("trunk"), q.Get("format"), q.Get("rate"))
+	if err == nil {
+		req.Headers, err = streamHeaders(q["header"])
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -186,6 +189,8 @@ type PlaceRequest struct {
 	// Extensions opts the stream the edge dials in to the protocol
 	// extensions (DESIGN: extensions=1 on a stream URL).
 	Extensions bool `json:"extensions"`
+	// Headers are added to the INVITE: X- headers and User-to-User.
+	Headers map[string]string `json:"headers"`
 }
 
 func (a *API) placeCall(w http.ResponseWriter, r *http.Request, p principal) {
@@ -204,11 +209,14 @@ func (a *API) placeCall(w http.ResponseWriter, r *http.Request, p principal) {
 	if err == nil {
 		err = trunks.ValidParams(body.Params)
 	}
+	if err == nil {
+		err = trunks.ValidAppHeaders(body.Headers)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	req.AIURL, req.Params = body.AIURL, body.Params
+	req.AIURL, req.Params, req.Headers = body.AIURL, body.Params, body.Headers
 	req.Options.Extensions = body.Extensions
 	id, err := a.cfg.Calls.Place(r.Context(), req)
 	if err != nil {
@@ -233,4 +241,25 @@ func writeRefusal(w http.ResponseWriter, r refusal.Reason) {
 		w.Header().Set("Retry-After", strconv.Itoa(ra))
 	}
 	writeError(w, r.HTTP(), r.Label(), r.Text())
+}
+
+// streamHeaders reads a stream URL's header=NAME:VALUE parameters, the
+// SIP headers the application adds to its INVITE.
+func streamHeaders(params []string) (map[string]string, error) {
+	if len(params) == 0 {
+		return nil, nil
+	}
+	h := make(map[string]string, len(params))
+	for _, p := range params {
+		name, value, ok := strings.Cut(p, ":")
+		if !ok {
+			return nil, fmt.Errorf("%w: header=%q: want NAME:VALUE", trunks.ErrInvalid, p)
+		}
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if _, dup := h[name]; dup {
+			return nil, fmt.Errorf("%w: header %s given twice", trunks.ErrInvalid, name)
+		}
+		h[name] = value
+	}
+	return h, trunks.ValidAppHeaders(h)
 }

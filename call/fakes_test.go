@@ -376,6 +376,7 @@ type fakeInvite struct {
 	// transport is "UDP" unless set; certs the TLS client chain.
 	transport string
 	certs     []*x509.Certificate
+	headers   map[string]string
 
 	mu        sync.Mutex
 	refusals  []refusal.Reason
@@ -386,6 +387,8 @@ type fakeInvite struct {
 }
 
 func (i *fakeInvite) Drop() { i.mu.Lock(); i.dropped = true; i.mu.Unlock() }
+
+func (i *fakeInvite) Header(name string) string { return i.headers[name] }
 
 func newFakeInvite(called string) *fakeInvite {
 	ctx, cancel := context.WithCancelCause(context.Background())

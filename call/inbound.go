@@ -5,12 +5,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"time"
 
 	"trunkgate/billing"
 	"trunkgate/bridge"
 	"trunkgate/internal/e164"
+	"trunkgate/internal/textsafe"
 	"trunkgate/keys"
 	"trunkgate/media"
 	"trunkgate/refusal"
@@ -32,6 +34,8 @@ type Incoming interface {
 	// PeerCertificates is the caller's TLS client certificate chain, leaf
 	// first; nil without TLS or without a certificate.
 	PeerCertificates() []*x509.Certificate
+	// Header is the first value of an INVITE header, or "".
+	Header(name string) string
 	Received() time.Time
 	Offer() (*sip.SDP, error)
 	CheckDigest(realm, user, ha1 string) sip.DigestResult
@@ -226,7 +230,7 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 		Start: bridge.Start{
 			CallSid: c.id, AccountSid: bridge.AccountSid(trunk.KeyID), StreamSid: bridge.NewSid("MZ"),
 			From: cdr.From, To: called, Direction: string(keys.Inbound), KeyID: trunk.KeyID, TrunkID: trunk.ID,
-			Params: trunk.Params,
+			Params: c.appParams(trunk, inv),
 		},
 	})
 	if err != nil {
@@ -341,4 +345,27 @@ func (c *Call) reinvite(offer *sip.SDP) ([]byte, error) {
 	}
 	return sip.BuildAnswer(sip.AnswerSpec{SessionID: c.sdpID, Version: version, Addr: c.m.cfg.MediaIP,
 		Port: c.media.LocalPort(), Media: neg}), nil
+}
+
+// appParams are what the app gets in start.customParameters beside the
+// edge's own: the trunk's parameters and the INVITE headers the trunk
+// passes (sip_headers), under their names. A header the INVITE lacks is
+// left out, and so is a value longer than trunks.MaxPassedHeaderValue or
+// with control characters (logged: the carrier sent something odd).
+func (c *Call) appParams(trunk *trunks.Trunk, inv Incoming) map[string]string {
+	if len(trunk.SIPHeaders) == 0 {
+		return trunk.Params
+	}
+	p := make(map[string]string, len(trunk.Params)+len(trunk.SIPHeaders))
+	maps.Copy(p, trunk.Params)
+	for _, name := range trunk.SIPHeaders {
+		switch v := inv.Header(name); {
+		case v == "":
+		case len(v) > trunks.MaxPassedHeaderValue || textsafe.HasControl(v):
+			c.log.Warn("INVITE header not passed to the app: too long or with control characters", "header", name, "bytes", len(v))
+		default:
+			p[name] = v
+		}
+	}
+	return p
 }

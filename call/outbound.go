@@ -41,6 +41,9 @@ type OutboundRequest struct {
 	Format  bridge.Format
 	// Options are the stream's opt-ins: progress=1, extensions=1.
 	Options bridge.Options
+	// Headers are added to the INVITE (validated by
+	// trunks.ValidAppHeaders); the trunk's own headers win a clash.
+	Headers map[string]string
 	// AIURL and Params: POST /v1/calls only.
 	AIURL  string
 	Params map[string]string
@@ -306,9 +309,14 @@ func (c *Call) dialGateways(p *placement, offer []byte) (Dialog, []byte, outcome
 	if health != nil {
 		order = health.Arrange(order)
 	}
-	headers := make([]sip.Header, 0, len(p.trunk.Headers))
+	headers := make([]sip.Header, 0, len(p.trunk.Headers)+len(p.req.Headers))
 	for k, v := range p.trunk.Headers {
 		headers = append(headers, sip.Header{Name: k, Value: v})
+	}
+	for k, v := range p.req.Headers {
+		if !slices.ContainsFunc(headers, func(h sip.Header) bool { return strings.EqualFold(h.Name, k) }) {
+			headers = append(headers, sip.Header{Name: k, Value: v})
+		}
 	}
 	for _, gw := range order {
 		c.mu.Lock()

@@ -180,3 +180,32 @@ func TestHungAppIsHungUp(t *testing.T) {
 	}
 	t.Logf("hung app hung up %v after the INVITE", took.Round(time.Millisecond))
 }
+
+// TestSIPHeadersToTheApp: the INVITE headers an inbound trunk passes reach
+// the app in start.customParameters under their names; others do not.
+func TestSIPHeadersToTheApp(t *testing.T) {
+	e, app, _ := setup(t, keys.Limits{}, "+15556450", map[string]any{
+		"sip_headers": []string{"X-Customer-Id", "Diversion", "User-to-User", "X-Absent"}, "params": map[string]string{"agent": "sales"}})
+	run := Call{Number: "+15556450", Steps: []Step{{PauseMS: 200}}, Headers: []string{
+		"X-Customer-Id: 4711",
+		"Diversion: <sip:+15550199@carrier.example>;reason=unconditional",
+		"User-to-User: 56a390f3d2b7310023a2;encoding=hex",
+		"X-Not-Passed: secret",
+	}}.Start(t, e)
+	conn := app.Next(t)
+	p := conn.Expect(t, "start").Start.CustomParameters
+	want := map[string]string{"X-Customer-Id": "4711", "Diversion": "<sip:+15550199@carrier.example>;reason=unconditional",
+		"User-to-User": "56a390f3d2b7310023a2;encoding=hex", "agent": "sales"}
+	for k, v := range want {
+		if p[k] != v {
+			t.Errorf("customParameters[%q] = %q, want %q", k, p[k], v)
+		}
+	}
+	if _, ok := p["X-Not-Passed"]; ok {
+		t.Errorf("a header the trunk does not pass reached the app: %v", p)
+	}
+	if _, ok := p["X-Absent"]; ok {
+		t.Errorf("a header the INVITE lacks is in customParameters: %v", p)
+	}
+	run.Wait(t).MustPass(t)
+}

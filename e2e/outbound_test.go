@@ -335,6 +335,9 @@ func TestStreamHandshakeRefusals(t *testing.T) {
 		{"bad number", k.APIKey, url.Values{"to": {"+1555abc"}}, 400, "invalid_number", ""},
 		{"no number", k.APIKey, url.Values{}, 400, "bad_request", ""},
 		{"bad format", k.APIKey, url.Values{"to": {"+15551230000"}, "format": {"opus"}}, 400, "bad_request", ""},
+		{"header without a value", k.APIKey, url.Values{"to": {"+15551230000"}, "header": {"X-Campaign"}}, 400, "bad_request", ""},
+		{"header injection", k.APIKey, url.Values{"to": {"+15551230000"}, "header": {"X-A:b\r\nVia: SIP/2.0/UDP evil"}}, 400, "bad_request", ""},
+		{"identity header", k.APIKey, url.Values{"to": {"+15551230000"}, "header": {"P-Asserted-Identity:<sip:+15550199@x>"}}, 400, "bad_request", ""},
 		{"key's blocked prefix", k.APIKey, url.Values{"to": {"+442079460000"}}, 403, "destination_blocked", ""},
 		{"edge's high-cost list", k.APIKey, url.Values{"to": {"+88216000000"}}, 403, "destination_blocked", ""},
 		{"caller id not the key's", noTrunk.APIKey, to, 404, "no_outbound_trunk", ""},
@@ -577,7 +580,7 @@ func TestPlaceCallREST(t *testing.T) {
 		State  string
 	}
 	status := e.API("POST", "/v1/calls", k.APIKey, map[string]any{"to": "+15551230000", "ai_url": app.URL + "?campaign=7",
-		"params": map[string]string{"lead": "42"}}, &placed)
+		"params": map[string]string{"lead": "42"}, "headers": map[string]string{"X-Campaign": "fall"}}, &placed)
 	if status != 202 || !strings.HasPrefix(placed.CallID, "CA") || placed.State != "setup" {
 		t.Fatalf("POST /v1/calls: %d %+v", status, placed)
 	}
@@ -611,6 +614,9 @@ func TestPlaceCallREST(t *testing.T) {
 	}
 	conn.Close()
 	gw.Wait(t)
+	if !strings.Contains(gw.Log(), "X-CAMPAIGN= fall") {
+		t.Errorf("the app's header did not reach the gateway: %s", gw.Log())
+	}
 	waitFor(t, 5*time.Second, "ended", func() bool {
 		e.API("GET", "/v1/calls/"+placed.CallID, k.APIKey, nil, &state)
 		return state.State == "ended"
@@ -626,6 +632,10 @@ func TestPlaceCallREST(t *testing.T) {
 	}
 	if s := e.API("POST", "/v1/calls", k.APIKey, map[string]any{"to": "+15551230000", "ai_url": "http://x"}, &eb); s != 400 {
 		t.Fatalf("bad ai_url: %d", s)
+	}
+	if s := e.API("POST", "/v1/calls", k.APIKey, map[string]any{"to": "+15551230000", "ai_url": app.URL,
+		"headers": map[string]string{"Via": "SIP/2.0/UDP evil"}}, &eb); s != 400 || eb.Error.Code != "bad_request" {
+		t.Fatalf("an app setting Via: %d %+v", s, eb)
 	}
 }
 

@@ -46,6 +46,8 @@ type Call struct {
 	// Calls and Rate make SIPp place this many calls at this many a
 	// second (default one call).
 	Calls, Rate int
+	// Headers are extra INVITE header lines ("X-Customer-Id: 42").
+	Headers []string
 }
 
 // ProxyVias are the Via headers of the proxies a padded INVITE crossed.

@@ -94,6 +94,9 @@ type Trunk struct {
 	// to the Twilio protocol (DESIGN: extensions); off, an app sees
 	// exactly Twilio's messages.
 	ProtocolExtensions bool `json:"protocol_extensions"`
+	// SIPHeaders names the INVITE headers whose values the app gets in
+	// start.customParameters (inbound; see ValidPassedHeader).
+	SIPHeaders []string `json:"sip_headers,omitempty"`
 
 	// Sandbox marks the built-in carrier of test keys (never stored).
 	Sandbox bool `json:"sandbox,omitempty"`
@@ -157,8 +160,10 @@ type Spec struct {
 	// subject the carrier's certificate must name).
 	TLSClientCA      string `json:"tls_client_ca"`
 	TLSClientSubject string `json:"tls_client_subject"`
-	// Inbound trunks: the protocol extensions (DESIGN), off by default.
-	ProtocolExtensions bool `json:"protocol_extensions"`
+	// Inbound trunks: the protocol extensions (DESIGN), off by default,
+	// and the INVITE headers passed to the app.
+	ProtocolExtensions bool     `json:"protocol_extensions"`
+	SIPHeaders         []string `json:"sip_headers"`
 }
 
 func (s Spec) digest(t *Trunk) error {
@@ -194,8 +199,8 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 	case "", Inbound:
 		t.Direction = Inbound
 	case Outbound:
-		if s.ProtocolExtensions {
-			return nil, fmt.Errorf("%w: protocol_extensions is for inbound trunks (an outbound stream asks with extensions=1)", ErrInvalid)
+		if s.ProtocolExtensions || len(s.SIPHeaders) > 0 {
+			return nil, fmt.Errorf("%w: protocol_extensions and sip_headers are for inbound trunks (an outbound stream asks with extensions=1 and sets header=)", ErrInvalid)
 		}
 		if err := s.buildOutbound(t); err != nil {
 			return nil, err
@@ -206,6 +211,9 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 		return t, nil
 	default:
 		return nil, fmt.Errorf("%w: direction must be %q or %q", ErrInvalid, Inbound, Outbound)
+	}
+	if err := s.passedHeaders(t); err != nil {
+		return nil, err
 	}
 	if len(s.Gateways) > 0 || s.AuthUsername != "" || s.CallerID != "" || s.MaxChannels != 0 || len(s.Headers) > 0 || s.RingTimeoutSeconds != 0 {
 		return nil, fmt.Errorf("%w: gateways, auth, caller_id, max_channels, headers and ring_timeout_seconds are for outbound trunks", ErrInvalid)

@@ -3,7 +3,10 @@ package trunks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +69,16 @@ func TestSpecValidation(t *testing.T) {
 		{"digest password short", func(s *Spec) { s.DigestUsername, s.DigestPassword = "pbx-1", "short" }, false},
 		{"digest user quoted", func(s *Spec) { s.DigestUsername, s.DigestPassword = `a"b`, "long enough" }, false},
 		{"digest password newline", func(s *Spec) { s.DigestUsername, s.DigestPassword = "pbx-1", "long\r\nenough" }, false},
+		{"passed headers", func(s *Spec) { s.SIPHeaders = []string{"X-Customer-Id", "diversion", "User-To-User"} }, true},
+		{"passed Contact", func(s *Spec) { s.SIPHeaders = []string{"Contact"} }, false},
+		{"passed header not a token", func(s *Spec) { s.SIPHeaders = []string{"X-A B"} }, false},
+		{"passed header X- alone", func(s *Spec) { s.SIPHeaders = []string{"X-"} }, false},
+		{"17 passed headers", func(s *Spec) {
+			for i := range 17 {
+				s.SIPHeaders = append(s.SIPHeaders, fmt.Sprintf("X-H%d", i))
+			}
+		}, false},
+		{"extensions", func(s *Spec) { s.ProtocolExtensions = true }, true},
 	}
 	for _, tt := range tests {
 		s := validSpec()
@@ -76,6 +89,9 @@ func TestSpecValidation(t *testing.T) {
 		}
 		if err != nil && !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v is not ErrInvalid", tt.name, err)
+		}
+		if err == nil && tt.name == "passed headers" && !slices.Equal(tr.SIPHeaders, []string{"X-Customer-Id", "Diversion", "User-to-User"}) {
+			t.Errorf("passed headers kept as %q", tr.SIPHeaders)
 		}
 		if err == nil && tt.name == "valid" {
 			if tr.Format != FormatTwilio || tr.SampleRate != 8000 || !tr.AllowsSource(netip.MustParseAddr("203.0.113.7")) ||
@@ -111,9 +127,14 @@ func TestDirectory(t *testing.T) {
 	spec.Numbers = []string{"+15550100", "1 555 0101"}
 	spec.Params = map[string]string{"lang": "en"}
 	spec.DigestUsername, spec.DigestPassword = "pbx-1", "long enough"
+	spec.ProtocolExtensions, spec.SIPHeaders = true, []string{"X-Customer-Id", "Diversion"}
 	tr, err := dir.Create(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	stored, err := store.List(ctx)
+	if err != nil || len(stored) != 1 || !stored[0].ProtocolExtensions || !slices.Equal(stored[0].SIPHeaders, spec.SIPHeaders) {
+		t.Fatalf("stored %+v, %v", stored, err)
 	}
 	for _, n := range []string{"+15550100", "15550101", "+1-555-0101"} {
 		if got, ok := dir.ByNumber(n); !ok || got.ID != tr.ID {
@@ -146,5 +167,23 @@ func TestDirectory(t *testing.T) {
 	}
 	if err := dir.Delete(ctx, tr.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestValidAppHeaders(t *testing.T) {
+	for _, tt := range []struct {
+		h  map[string]string
+		ok bool
+	}{
+		{map[string]string{"X-Campaign": "fall", "User-to-User": "56a390f3d2b7310023a2;encoding=hex"}, true},
+		{map[string]string{"P-Asserted-Identity": "<sip:+15550100@x>"}, false}, // identity is the edge's to check
+		{map[string]string{"X-A": "b\r\nVia: SIP/2.0/UDP evil"}, false},
+		{map[string]string{"X-A": strings.Repeat("v", 257)}, false},
+		{map[string]string{"X-A B": "c"}, false},
+		{nil, true},
+	} {
+		if err := ValidAppHeaders(tt.h); (err == nil) != tt.ok || err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%v: %v", tt.h, err)
+		}
 	}
 }

@@ -333,7 +333,7 @@ func runTrunks(args []string) error {
 	fs := newFlags("trunks "+sub, "trunks "+sub)
 	cf.register(fs)
 	var spec trunks.Spec
-	var numbers, sources, params, gateways, headers listFlag
+	var numbers, sources, params, gateways, headers, passed listFlag
 	var outbound bool
 	var clientCAFile string
 	if sub == "create" {
@@ -357,6 +357,7 @@ func runTrunks(args []string) error {
 		fs.StringVar(&spec.DigestPassword, "digest-password", "", "digest password (or TRUNKGATE_DIGEST_PASSWORD, which stays out of ps)")
 		fs.StringVar(&spec.MediaEncryption, "media-encryption", "off", "SRTP: off, allow (inbound: SRTP when offered) or require (SRTP only; SDES keys only over TLS)")
 		fs.StringVar(&clientCAFile, "tls-client-ca", "", "inbound: PEM CA file; carriers must present a client certificate from it over TLS (mutual TLS)")
+		fs.Var(&passed, "sip-header", "inbound: an INVITE header the app gets in start.customParameters: X-..., User-to-User, Diversion, P-Asserted-Identity, ... (repeat)")
 		fs.BoolVar(&spec.ProtocolExtensions, "extensions", false, "inbound: the app's streams get trunkgate's protocol extensions (mark status, cleared); off, exactly Twilio's messages")
 		fs.StringVar(&spec.TLSClientSubject, "tls-client-subject", "", "inbound: with --tls-client-ca, the common name or DNS name the carrier's certificate must carry")
 	}
@@ -367,7 +368,7 @@ func runTrunks(args []string) error {
 	return withBackend(&cf, func(ctx context.Context, b backend) error {
 		switch sub {
 		case "create":
-			spec.Numbers, spec.AllowedSources = numbers, sources
+			spec.Numbers, spec.AllowedSources, spec.SIPHeaders = numbers, sources, passed
 			if clientCAFile != "" {
 				pem, err := os.ReadFile(clientCAFile)
 				if err != nil {
