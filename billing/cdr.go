@@ -82,6 +82,18 @@ type Media struct {
 	RemoteLost   int64   `json:"remote_lost"` // what the far end reported losing of ours (RTCP)
 	RemoteJitter float64 `json:"remote_jitter_ms"`
 	DTMFEvents   int     `json:"dtmf_events"`
+	// The edge's own delay each way (absent when nothing was measured):
+	// RTP in to its frame written to the app, and app audio (into an
+	// empty queue) to its first RTP packet out.
+	EdgeToApp     *Latency `json:"edge_to_app,omitempty"`
+	EdgeToCarrier *Latency `json:"edge_to_carrier,omitempty"`
+}
+
+// Latency is a call's delay digest, in milliseconds.
+type Latency struct {
+	P50MS float64 `json:"p50_ms"`
+	P95MS float64 `json:"p95_ms"`
+	MaxMS float64 `json:"max_ms"`
 }
 
 // Answered reports whether the call was ever answered.

@@ -80,7 +80,7 @@ func TestOutboundStreamLifecycle(t *testing.T) {
 				t.Fatalf("want start %d, got %v", seq, m)
 			}
 			for i := range 3 {
-				s.Audio(make([]int16, 160), int64(7+i))
+				s.Audio(make([]int16, 160), int64(7+i), time.Time{})
 				m := next()
 				media, _ := m["media"].(map[string]any)
 				if m["event"] != "media" || media["chunk"] != itoa(i+1) || media["timestamp"] != itoa(20*i) {
@@ -88,7 +88,7 @@ func TestOutboundStreamLifecycle(t *testing.T) {
 				}
 			}
 			// A frame the clock had no audio for shows as a 40 ms step.
-			s.Audio(make([]int16, 160), 11)
+			s.Audio(make([]int16, 160), 11, time.Time{})
 			if m := next(); m["media"].(map[string]any)["timestamp"] != "80" {
 				t.Fatalf("after a missing frame: %v", m)
 			}

@@ -75,8 +75,8 @@ func TestClearAndMarkStatus(t *testing.T) {
 			p.next() // connected
 			player := &countingPlayer{dropped: 1460 * time.Millisecond, at: 5400 * time.Millisecond}
 			p.s.Begin(player, Leg{})
-			p.next()                         // start
-			p.s.Audio(make([]int16, 160), 4) // media timestamps start at 80 ms of the media clock
+			p.next()                                      // start
+			p.s.Audio(make([]int16, 160), 4, time.Time{}) // media timestamps start at 80 ms of the media clock
 			p.next()
 			p.send(`{"event":"clear","streamSid":"MZ1"}`)
 			waitUntil(t, "the clear reached the player", func() bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -39,6 +40,7 @@ func (s *Stream) reader() {
 			s.byApp.Store(!s.closing.Load())
 			return
 		}
+		at := time.Now()
 		player := s.player.Load()
 		if typ == websocket.MessageBinary {
 			if s.format.Kind != FormatL16 {
@@ -62,7 +64,7 @@ func (s *Stream) reader() {
 				if s.format.SampleRate == 16000 {
 					samples = down.Process(half, samples[:n&^1])
 				}
-				s.play(player.p, samples)
+				s.play(player.p, samples, at)
 			}
 			continue
 		}
@@ -91,7 +93,7 @@ func (s *Stream) reader() {
 			for off := 0; off < len(ulaw); off += decodeChunk {
 				n := min(decodeChunk, len(ulaw)-off)
 				media.DecodeUlaw(pcm[:n], ulaw[off:off+n])
-				s.play(player.p, pcm[:n])
+				s.play(player.p, pcm[:n], at)
 			}
 		case "mark":
 			if len(msg.MarkName) > maxMarkName {
@@ -115,13 +117,13 @@ func (s *Stream) reader() {
 	}
 }
 
-func (s *Stream) play(p Player, pcm []int16) {
+func (s *Stream) play(p Player, pcm []int16, at time.Time) {
 	if len(pcm) == 0 {
 		return
 	}
 	s.stats.framesIn.Add(1)
 	s.stats.samplesIn.Add(int64(len(pcm)))
-	p.Play(pcm)
+	p.Play(pcm, at)
 }
 
 // readAll reads a message into buf, growing it only when a message is

@@ -19,13 +19,16 @@ import (
 
 // Player is where the application's audio goes: media.Session.
 type Player interface {
-	Play(pcm []int16) // 8 kHz
+	// Play queues 8 kHz audio that came from the application at at.
+	Play(pcm []int16, at time.Time)
 	Mark(name string)
 	// Clear drops the queued audio; it returns how much it dropped and
 	// when, on the media clock (time since media started).
 	Clear() (dropped, at time.Duration)
 	// SendDTMF sends digits to the carrier (RFC 4733).
 	SendDTMF(digits string, duration time.Duration) error
+	// Stats is the call's media quality, for the stats event.
+	Stats() media.Stats
 }
 
 // Options are a stream's opt-in extensions of the Twilio protocol.
@@ -39,6 +42,9 @@ type Options struct {
 	// Ping is the interval of WebSocket pings, and how long the
 	// application has to answer each; 0 sends none (liveness.go).
 	Ping time.Duration
+	// StatsEvery is the interval of stats events (with Extensions; 0:
+	// none).
+	StatsEvery time.Duration
 }
 
 // Stream is one call's WebSocket to its AI application. It implements
@@ -97,6 +103,7 @@ type Stream struct {
 	mediaOrigin atomic.Int64
 
 	stats     streamStats
+	toApp     media.Latency // RTP in to its frame written to the socket
 	pingMu    sync.Mutex
 	pingTimer *time.Timer // liveness.go
 }
@@ -124,7 +131,13 @@ type Counters struct {
 	Marks         int64
 	Clears        int64
 	DTMFOut       int64 // digits the application sent to the carrier
+	// ToApp is the edge's delay from an RTP packet arriving to the
+	// frame that starts with its audio written to the application.
+	ToApp media.LatencySummary
 }
+
+// ToAppLatency is the histogram behind Counters().ToApp.
+func (s *Stream) ToAppLatency() *media.Latency { return &s.toApp }
 
 // Counters returns the stream's counts now.
 func (s *Stream) Counters() Counters {
@@ -132,12 +145,14 @@ func (s *Stream) Counters() Counters {
 		FramesOut: s.stats.framesOut.Load(), FramesDropped: s.stats.framesDropped.Load(),
 		FramesIn: s.stats.framesIn.Load(), SamplesIn: s.stats.samplesIn.Load(),
 		Marks: s.stats.marks.Load(), Clears: s.stats.clears.Load(), DTMFOut: s.stats.dtmfOut.Load(),
+		ToApp: s.toApp.Summary(),
 	}
 }
 
 type audioSlot struct {
-	pcm [media.FrameSamples]int16
-	ms  int64 // the frame's media timestamp, ms since the media clock started
+	pcm     [media.FrameSamples]int16
+	ms      int64     // the frame's media timestamp, ms since the media clock started
+	arrived time.Time // when the RTP packet that starts in it came in; zero: none does
 }
 
 type eventKind uint8
@@ -254,7 +269,7 @@ func (s *Stream) finish() { s.doneOnce.Do(func() { close(s.done) }) }
 // Audio queues 20 ms of carrier audio for the application
 // (media.Listener). Its media timestamp is 20 ms per clock frame since the
 // first frame: a step of more than 20 ms means frames really were missing.
-func (s *Stream) Audio(pcm []int16, frame int64) {
+func (s *Stream) Audio(pcm []int16, frame int64, arrived time.Time) {
 	var slot *audioSlot
 	select {
 	case slot = <-s.free:
@@ -271,6 +286,7 @@ func (s *Stream) Audio(pcm []int16, frame int64) {
 		s.mediaOrigin.Store(1 + frame*(media.FrameSamples*1000/media.ClockRate))
 	}
 	copy(slot.pcm[:], pcm)
+	slot.arrived = arrived
 	slot.ms = (frame - s.firstFrame) * (media.FrameSamples * 1000 / media.ClockRate)
 	s.audio <- slot // never blocks: there are at most audioSlots slots
 }
@@ -381,6 +397,12 @@ func (s *Stream) writer() {
 		}
 		return false, true
 	}
+	var statsTick <-chan time.Time // nil: never
+	if s.opts.Extensions && s.opts.StatsEvery > 0 {
+		t := time.NewTicker(s.opts.StatsEvery)
+		defer t.Stop()
+		statsTick = t.C
+	}
 	for {
 		select {
 		case slot := <-s.audio:
@@ -402,14 +424,24 @@ func (s *Stream) writer() {
 				buf = AppendMedia(buf[:0], seq, chunk, slot.ms, s.start.StreamSid, ulaw)
 				ok = write(websocket.MessageText, buf)
 			}
+			arrived := slot.arrived
 			s.free <- slot
 			if !ok {
 				return
+			}
+			if !arrived.IsZero() {
+				s.toApp.Add(time.Since(arrived))
 			}
 			s.stats.framesOut.Add(1)
 		case <-s.wake:
 			if stopped, ok := flushEvents(); stopped || !ok {
 				return
+			}
+		case <-statsTick:
+			if player := s.player.Load(); player != nil && started {
+				if !text(func(n int64) []byte { return renderStats(n, &s.start, player.p.Stats(), s.toApp.Summary()) }) {
+					return
+				}
 			}
 		case <-s.stopWriter:
 			flushEvents()

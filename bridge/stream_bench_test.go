@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"trunkgate/media"
 )
 
 // rawPeer is a WebSocket server done by hand on a TCP socket: after the
@@ -87,7 +89,10 @@ type countingPlayer struct {
 	dropped, at time.Duration
 }
 
-func (c *countingPlayer) Play(pcm []int16) { c.samples.Add(int64(len(pcm))) }
+func (c *countingPlayer) Play(pcm []int16, _ time.Time) { c.samples.Add(int64(len(pcm))) }
+func (c *countingPlayer) Stats() media.Stats {
+	return media.Stats{PacketsIn: 100, PacketsLost: 2, Expected: 102}
+}
 func (c *countingPlayer) Mark(name string) {
 	c.mu.Lock()
 	c.marks = append(c.marks, name)
@@ -133,13 +138,13 @@ func BenchmarkCarrierToApp(b *testing.B) {
 			}
 			// Warm up: connected, start, and the writer's buffers.
 			for i := range 100 {
-				s.Audio(pcm, int64(i))
+				s.Audio(pcm, int64(i), time.Time{})
 				waitSent(b, s, int64(i+1))
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				s.Audio(pcm, int64(100+i))
+				s.Audio(pcm, int64(100+i), time.Time{})
 				waitSent(b, s, int64(100+i+1))
 			}
 			b.StopTimer()

@@ -24,6 +24,7 @@ import (
 	"trunkgate/keys"
 	"trunkgate/ledger"
 	"trunkgate/media"
+	"trunkgate/metrics"
 	"trunkgate/refusal"
 	"trunkgate/sip"
 	"trunkgate/trunks"
@@ -59,6 +60,9 @@ type Media interface {
 	Err() error
 	Stats() media.Stats
 	Queued() int
+	// ToCarrierLatency is the edge's delay toward the carrier, for the
+	// latency histograms at the call's end.
+	ToCarrierLatency() *media.Latency
 }
 
 // MediaFactory opens RTP sessions (media.PortPool, through Ports).
@@ -78,6 +82,7 @@ type Stream interface {
 	ClosedByApp() bool
 	Close(end bridge.End)
 	Counters() bridge.Counters
+	ToAppLatency() *media.Latency
 }
 
 // AppDialer opens an inbound call's stream to its application (bridge.Dial,
@@ -150,6 +155,7 @@ type Metrics interface {
 	Answered(setup time.Duration, transport, media string)
 	Ended(keyID, side string, d time.Duration, framesOut, framesDropped, lost int64)
 	RTP(in, out uint64)
+	EdgeLatency(toApp, toCarrier metrics.Delays)
 }
 
 // Config wires a Manager.
@@ -189,7 +195,10 @@ type Config struct {
 	// AppPing is the interval of WebSocket pings to applications, and
 	// how long each has to answer; 0 sends none.
 	AppPing time.Duration
-	Log     *slog.Logger
+	// StatsEvery is the interval of stats events to applications that
+	// opted in to the extensions; 0 sends none.
+	StatsEvery time.Duration
+	Log        *slog.Logger
 }
 
 // Manager runs calls and keeps every call object from admission to its
@@ -396,14 +405,21 @@ func (m *Manager) refused(keyID string, r refusal.Reason, source, detail string)
 	m.log.Info("call refused", "reason", r.Label(), "key_id", keyID, "source", source)
 }
 
-func mediaStats(st media.Stats) billing.Media {
+func mediaStats(st media.Stats, toApp media.LatencySummary) billing.Media {
 	loss := 0.0
 	if st.Expected > 0 {
 		loss = 100 * float64(st.PacketsLost) / float64(st.Expected)
 	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	lat := func(l media.LatencySummary) *billing.Latency {
+		if l.Count == 0 {
+			return nil
+		}
+		return &billing.Latency{P50MS: ms(l.P50), P95MS: ms(l.P95), MaxMS: ms(l.Max)}
+	}
 	return billing.Media{
 		PacketsIn: st.PacketsIn, PacketsOut: st.PacketsOut, PacketsLost: st.PacketsLost, LossPercent: loss,
 		JitterMS: st.JitterMS, RTTMS: st.RTTMS, RemoteLost: st.RemoteLost, RemoteJitter: st.RemoteJitterMS,
-		DTMFEvents: st.DTMFEvents,
+		DTMFEvents: st.DTMFEvents, EdgeToApp: lat(toApp), EdgeToCarrier: lat(st.ToCarrier),
 	}
 }

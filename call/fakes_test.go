@@ -16,6 +16,7 @@ import (
 	"trunkgate/keys"
 	"trunkgate/ledger"
 	"trunkgate/media"
+	"trunkgate/metrics"
 	"trunkgate/refusal"
 	"trunkgate/sip"
 	"trunkgate/trunks"
@@ -71,9 +72,11 @@ type fakeMedia struct {
 	codec   media.Codec
 	remote  netip.AddrPort
 	cfg     media.Config // as NewSession was given it
+	latency media.Latency
 }
 
-func (m *fakeMedia) Play([]int16)                          {}
+func (m *fakeMedia) Play([]int16, time.Time)               {}
+func (m *fakeMedia) ToCarrierLatency() *media.Latency      { return &m.latency }
 func (m *fakeMedia) Mark(string)                           {}
 func (m *fakeMedia) Clear() (time.Duration, time.Duration) { return 0, 0 }
 func (m *fakeMedia) SendDTMF(string, time.Duration) error  { return nil }
@@ -140,10 +143,11 @@ type fakeStream struct {
 
 func newFakeStream() *fakeStream { return &fakeStream{done: make(chan struct{})} }
 
-func (s *fakeStream) Audio([]int16, int64)            {}
+func (s *fakeStream) Audio([]int16, int64, time.Time) {}
 func (s *fakeStream) DTMF(byte)                       {}
 func (s *fakeStream) MarkDone(string, bool)           {}
 func (s *fakeStream) Hold(bool)                       {}
+func (s *fakeStream) ToAppLatency() *media.Latency    { return new(media.Latency) }
 func (s *fakeStream) Begin(bridge.Player, bridge.Leg) { s.mu.Lock(); s.begun = true; s.mu.Unlock() }
 func (s *fakeStream) Progress(status string, code int) {
 	s.mu.Lock()
@@ -330,8 +334,9 @@ func (m *fakeMetrics) Refused(_ string, r refusal.Reason) {
 	m.refused = append(m.refused, r)
 	m.mu.Unlock()
 }
-func (m *fakeMetrics) Answered(time.Duration, string, string) {}
-func (m *fakeMetrics) RTP(uint64, uint64)                     {}
+func (m *fakeMetrics) Answered(time.Duration, string, string)     {}
+func (m *fakeMetrics) RTP(uint64, uint64)                         {}
+func (m *fakeMetrics) EdgeLatency(metrics.Delays, metrics.Delays) {}
 func (m *fakeMetrics) Ended(_, side string, _ time.Duration, _, _, _ int64) {
 	m.mu.Lock()
 	m.ended = append(m.ended, side)

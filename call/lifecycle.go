@@ -12,6 +12,7 @@ import (
 	"trunkgate/billing"
 	"trunkgate/bridge"
 	"trunkgate/keys"
+	"trunkgate/metrics"
 	"trunkgate/refusal"
 	"trunkgate/sip"
 )
@@ -238,7 +239,12 @@ func (c *Call) end(o outcome) {
 		var media billing.Media
 		if c.media != nil {
 			c.media.Close()
-			media = mediaStats(c.media.Stats())
+			media = mediaStats(c.media.Stats(), counters.ToApp)
+			var toApp metrics.Delays
+			if c.stream != nil {
+				toApp = c.stream.ToAppLatency()
+			}
+			c.m.cfg.Metrics.EdgeLatency(toApp, c.media.ToCarrierLatency())
 		}
 		c.lease.Release()
 		c.mu.Lock()
@@ -274,8 +280,8 @@ func (c *Call) info() Info {
 	}
 	info.AnswerAt = time.UnixMilli(cdr.AnswerMS).UTC()
 	info.DurationMS = time.Since(info.AnswerAt).Milliseconds()
-	info.Media = mediaStats(c.media.Stats())
 	n := c.stream.Counters()
+	info.Media = mediaStats(c.media.Stats(), n.ToApp)
 	info.Stream = map[string]int{
 		"frames_out": int(n.FramesOut), "frames_dropped": int(n.FramesDropped), "frames_in": int(n.FramesIn),
 		"marks": int(n.Marks), "clears": int(n.Clears), "queued_samples": c.media.Queued(),

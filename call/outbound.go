@@ -406,9 +406,9 @@ type streamRef struct{ s Stream }
 
 func (l *lateListener) set(s Stream) { l.s.Store(&streamRef{s: s}) }
 
-func (l *lateListener) Audio(pcm []int16, frame int64) {
+func (l *lateListener) Audio(pcm []int16, frame int64, arrived time.Time) {
 	if r := l.s.Load(); r != nil {
-		r.s.Audio(pcm, frame)
+		r.s.Audio(pcm, frame, arrived)
 	}
 }
 
@@ -427,6 +427,6 @@ func (l *lateListener) MarkDone(name string, cleared bool) {
 // streamOptions are an outbound stream's options: the application's
 // opt-ins and the edge's liveness pings.
 func (m *Manager) streamOptions(o bridge.Options) bridge.Options {
-	o.Ping = m.cfg.AppPing
+	o.Ping, o.StatsEvery = m.cfg.AppPing, m.cfg.StatsEvery
 	return o
 }

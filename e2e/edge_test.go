@@ -368,7 +368,17 @@ type CDR struct {
 		JitterMS    float64 `json:"jitter_ms"`
 		RTTMS       float64 `json:"rtt_ms"`
 		DTMFEvents  int     `json:"dtmf_events"`
+		// The edge's own delays (absent when nothing was measured).
+		EdgeToApp     *Latency `json:"edge_to_app"`
+		EdgeToCarrier *Latency `json:"edge_to_carrier"`
 	} `json:"media"`
+}
+
+// Latency is a CDR's digest of the edge's delay one way.
+type Latency struct {
+	P50MS float64 `json:"p50_ms"`
+	P95MS float64 `json:"p95_ms"`
+	MaxMS float64 `json:"max_ms"`
 }
 
 // CDRs lists the CDRs of a key.

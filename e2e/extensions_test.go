@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/binary"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -208,4 +209,82 @@ func TestSIPHeadersToTheApp(t *testing.T) {
 		t.Errorf("a header the INVITE lacks is in customParameters: %v", p)
 	}
 	run.Wait(t).MustPass(t)
+}
+
+// TestEdgeLatencyAgreesWithTheWire: the edge's own delay each way, as its
+// CDR and stats events give it, agrees within 2 ms with the same delay
+// measured outside it: from the carrier's send to the app's read (carrier
+// to app), and from the app's write to the kernel's receive stamp at the
+// carrier of the first packet of a spurt of speech (app to carrier).
+func TestEdgeLatencyAgreesWithTheWire(t *testing.T) {
+	e := StartTimingEdge(t, "--app-stats-interval", "1s")
+	app := StartApp(t)
+	k := e.NewKey("latency", keys.Limits{})
+	e.NewTrunk(k.Key.ID, "+15556460", app.URL, map[string]any{"protocol_extensions": true})
+	peer := NewRTPPeer(t)
+	run := Call{Number: "+15556460", SDPPort: peer.Port(), Codecs: "0", Steps: []Step{{PauseMS: 9000}}}.Start(t, e)
+	conn := app.Next(t)
+	sid := conn.Expect(t, "start").StreamSid
+	edge := peer.WaitEdge(t)
+
+	// Carrier to app: 3 s of tone in 20 ms packets; frame k at the app
+	// starts with packet k.
+	tone := ulawTone(1000, 160, 10000)
+	var sent []time.Time
+	start := time.Now()
+	for i := range 150 {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)))
+		sent = append(sent, time.Now())
+		peer.Send(t, edge, Packet{Seq: uint16(i), TS: uint32(i * 160), PT: 0, Payload: tone, Marker: i == 0})
+	}
+	var toApp []time.Duration
+	waitFor(t, 3*time.Second, "the tone's frames at the app", func() bool {
+		toApp = toApp[:0]
+		k := 0
+		for _, m := range conn.All() {
+			if m.Event == "media" && rms(pcm(m.Media.Audio(), false)) > 3000 && k < len(sent) {
+				toApp = append(toApp, m.At.Sub(sent[k]))
+				k++
+			}
+		}
+		return k >= 140
+	})
+
+	// App to carrier: spurts of 200 ms, each into an empty queue.
+	var toCarrier []time.Duration
+	for range 7 {
+		before := peer.Len()
+		wrote := time.Now()
+		conn.SendAudio(t, sid, ulawTone(1000, 1600, 10000))
+		waitFor(t, 2*time.Second, "the spurt at the carrier", func() bool { return tonePackets(peer.Received()[before:]) >= 10 })
+		for _, r := range peer.Received()[before:] {
+			if r.Pkt.PayloadType == 0 && rms(pcm(r.Pkt.Payload, false)) > 3000 {
+				toCarrier = append(toCarrier, r.At.Sub(wrote))
+				break
+			}
+		}
+		time.Sleep(150 * time.Millisecond) // a pause in the conversation: the queue is empty again
+	}
+	stats := conn.Expect(t, "stats")
+	run.Wait(t).MustPass(t)
+	c := e.WaitCDRs(k.Key.ID, 1)[0]
+	if c.Media.EdgeToApp == nil || c.Media.EdgeToCarrier == nil {
+		t.Fatalf("CDR media %+v", c.Media)
+	}
+	median := func(d []time.Duration) float64 {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return float64(s[len(s)/2].Microseconds()) / 1000
+	}
+	outApp, outCarrier := median(toApp[5:]), median(toCarrier)
+	t.Logf("carrier to app: edge p50 %.1f ms p95 %.1f max %.1f, outside median %.2f ms (%d frames); "+
+		"app to carrier: edge p50 %.1f ms p95 %.1f max %.1f, outside median %.2f ms (%d spurts); stats %s",
+		c.Media.EdgeToApp.P50MS, c.Media.EdgeToApp.P95MS, c.Media.EdgeToApp.MaxMS, outApp, len(toApp),
+		c.Media.EdgeToCarrier.P50MS, c.Media.EdgeToCarrier.P95MS, c.Media.EdgeToCarrier.MaxMS, outCarrier, len(toCarrier), stats.Raw)
+	if d := c.Media.EdgeToApp.P50MS - outApp; d < -2 || d > 2 {
+		t.Errorf("carrier to app: the edge says p50 %.1f ms, the wire %.2f ms", c.Media.EdgeToApp.P50MS, outApp)
+	}
+	if d := c.Media.EdgeToCarrier.P50MS - outCarrier; d < -2 || d > 2 {
+		t.Errorf("app to carrier: the edge says p50 %.1f ms, the wire %.2f ms", c.Media.EdgeToCarrier.P50MS, outCarrier)
+	}
 }

@@ -2,6 +2,7 @@ package media
 
 import (
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
 )
@@ -105,7 +106,7 @@ func benchSend(b *testing.B, srtp *SRTP) {
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 1}}
 	b.ReportAllocs()
 	for b.Loop() {
-		p.Write(in)
+		p.Write(in, time.Time{})
 		p.Read(pcm)
 		PCMU.Encode(payload, pcm)
 		pkt.Payload = payload

@@ -31,8 +31,19 @@ type JitterBuffer struct {
 	plcRun  int                 // consecutive frames concealed
 	scratch [FrameSamples]int16
 
+	// starts remembers where the last packets' audio begins on the
+	// timeline and when they arrived, so that Pop can say when the
+	// audio it plays came in (the edge's own latency).
+	starts [8]packetStart
+	nStart int
+	// FrameArrival is, after a Pop that played the start of a packet,
+	// that packet's arrival in samples (as given to Push); -1 otherwise.
+	FrameArrival int64
+
 	Stats JitterStats
 }
+
+type packetStart struct{ pos, arrival int64 }
 
 // JitterStats counts what the buffer did.
 type JitterStats struct {
@@ -136,6 +147,8 @@ func (jb *JitterBuffer) Push(ssrc, ts uint32, samples []int16, arrival int64) {
 		return
 	}
 	jb.updateJitter(ext, arrival)
+	jb.starts[jb.nStart%len(jb.starts)] = packetStart{pos: ext, arrival: arrival}
+	jb.nStart++
 	for i := int64(0); i < n; i++ {
 		pos := ext + i
 		if pos < jb.next {
@@ -183,6 +196,7 @@ func (jb *JitterBuffer) updateJitter(ext, arrival int64) {
 // of a gap, or silence while the sender is quiet.
 func (jb *JitterBuffer) Pop(dst []int16) bool {
 	dst = dst[:FrameSamples]
+	jb.FrameArrival = -1
 	switch jb.state {
 	case jbIdle:
 		return false
@@ -213,6 +227,12 @@ func (jb *JitterBuffer) Pop(dst []int16) bool {
 		jb.next += skip
 		jb.Stats.Dropped += uint64(skip / FrameSamples)
 		jb.resetWindow()
+	}
+	for _, st := range jb.starts {
+		if st.pos >= jb.next && st.pos < jb.next+FrameSamples && st.arrival != 0 &&
+			(jb.FrameArrival < 0 || st.arrival < jb.FrameArrival) && jb.have.get(st.pos&ringMask) {
+			jb.FrameArrival = st.arrival
+		}
 	}
 	missing := 0
 	for i := range dst {

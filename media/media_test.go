@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // ramp fills a packet with sample values equal to their timeline position,
@@ -260,12 +261,12 @@ func TestPlayoutMarksAndClear(t *testing.T) {
 	if got := p.TakeMarks(nil); !slices.Equal(got, played("before-audio")) {
 		t.Fatalf("mark on an empty queue: %v", got)
 	}
-	p.Write(ramp(0, 400))
+	p.Write(ramp(0, 400), time.Time{})
 	p.Mark("m1")
-	p.Write(ramp(400, 100))
+	p.Write(ramp(400, 100), time.Time{})
 	p.Mark("m2")
 	out := make([]int16, 160)
-	if n := p.Read(out); n != 160 {
+	if n, _ := p.Read(out); n != 160 {
 		t.Fatalf("read %d", n)
 	}
 	if got := p.TakeMarks(nil); len(got) != 0 {
@@ -276,7 +277,7 @@ func TestPlayoutMarksAndClear(t *testing.T) {
 	if got := p.TakeMarks(nil); !slices.Equal(got, played("m1")) {
 		t.Fatalf("after 480 samples: %v", got)
 	}
-	p.Write(frame)
+	p.Write(frame, time.Time{})
 	p.Mark("m3")
 	if dropped := p.Clear(); dropped != 20+160 {
 		t.Fatalf("clear dropped %d samples, want the 180 still queued", dropped)
@@ -284,7 +285,7 @@ func TestPlayoutMarksAndClear(t *testing.T) {
 	if got := p.TakeMarks(nil); !slices.Equal(got, []DoneMark{{Name: "m2", Cleared: true}, {Name: "m3", Cleared: true}}) {
 		t.Fatalf("clear echoes pending marks: %v", got)
 	}
-	if n := p.Read(out); n != 0 || !slices.Equal(out, frame) {
+	if n, _ := p.Read(out); n != 0 || !slices.Equal(out, frame) {
 		t.Fatalf("after clear read %d real samples", n)
 	}
 }
@@ -295,9 +296,9 @@ func TestPlayoutGrowsAndWraps(t *testing.T) {
 	pos := 0
 	for round := range 3 {
 		// Burst 5 s (far more than the initial 160 ms) then drain it.
-		p.Write(ramp(uint32(pos), 40000))
+		p.Write(ramp(uint32(pos), 40000), time.Time{})
 		for range 250 {
-			if n := p.Read(out); n != 160 {
+			if n, _ := p.Read(out); n != 160 {
 				t.Fatalf("round %d: read %d", round, n)
 			}
 			if start, ok := isRamp(out); !ok || int(start) != pos%rampMod {
@@ -316,7 +317,7 @@ func TestPlayoutGrowsAndWraps(t *testing.T) {
 	// Steady state (a frame in, a frame out) never grows or reallocates.
 	buf := &p.buf[0]
 	for range 500 {
-		p.Write(out)
+		p.Write(out, time.Time{})
 		p.Read(out)
 	}
 	if &p.buf[0] != buf {
@@ -477,5 +478,73 @@ func TestRxStatsEverySource(t *testing.T) {
 	}
 	if s.received != 9 || s.ssrc != 2 {
 		t.Fatalf("RTCP reports the current source: %d received of SSRC %d", s.received, s.ssrc)
+	}
+}
+
+func TestLatencySummary(t *testing.T) {
+	var l Latency
+	if s := l.Summary(); s.Count != 0 || s.P50 != 0 {
+		t.Fatalf("empty: %+v", s)
+	}
+	for i := range 100 {
+		l.Add(time.Duration(10+i%10) * time.Millisecond) // 10..19 ms, ten of each
+	}
+	l.Add(400 * time.Millisecond) // past the last bin: only the maximum says how far
+	s := l.Summary()
+	if s.Count != 101 || s.P50 != 15500*time.Microsecond || s.P95 != 19500*time.Microsecond || s.Max != 400*time.Millisecond {
+		t.Fatalf("summary %+v", s)
+	}
+}
+
+// TestPlayoutSpurt: audio written into an empty queue is timed from its
+// arrival to the read that plays its first sample; audio queued behind
+// other audio, or cleared, is not.
+func TestPlayoutSpurt(t *testing.T) {
+	p := NewPlayout()
+	out := make([]int16, 160)
+	at := time.Unix(1000, 0)
+	p.Write(ramp(0, 100), at)
+	p.Write(ramp(100, 300), at.Add(time.Second)) // behind: not a spurt of its own
+	if _, s := p.Read(out); !s.Equal(at) {
+		t.Fatalf("first read: spurt %v", s)
+	}
+	for range 2 {
+		if _, s := p.Read(out); !s.IsZero() {
+			t.Fatalf("later read: spurt %v", s)
+		}
+	}
+	p.Write(ramp(0, 100), at.Add(2*time.Second))
+	p.Clear()
+	p.Write(ramp(0, 100), time.Time{})
+	if _, s := p.Read(out); !s.IsZero() {
+		t.Fatalf("a cleared spurt was timed: %v", s)
+	}
+}
+
+// TestJitterFrameArrival: the frame that plays the start of a packet says
+// when that packet arrived.
+func TestJitterFrameArrival(t *testing.T) {
+	jb := NewJitterBuffer()
+	pcm := make([]int16, 240) // 30 ms packets
+	out := make([]int16, FrameSamples)
+	var got []int64
+	for i := range 12 {
+		jb.Push(1, uint32(i*240), pcm, int64(1000+i*240))
+		for jb.Depth() >= jb.Target()+FrameSamples {
+			jb.Pop(out)
+			got = append(got, jb.FrameArrival)
+		}
+	}
+	starts := 0
+	for _, a := range got {
+		if a >= 0 {
+			if (a-1000)%240 != 0 {
+				t.Fatalf("arrival %d is no packet's", a)
+			}
+			starts++
+		}
+	}
+	if starts == 0 || starts < len(got)/2 {
+		t.Fatalf("frame arrivals %v", got)
 	}
 }

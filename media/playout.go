@@ -1,6 +1,9 @@
 package media
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Playout is the queue of application audio waiting to go to the carrier,
 // drained one packet per ptime by the session clock. Marks sit at positions
@@ -21,6 +24,13 @@ type Playout struct {
 	fired   []DoneMark // marks due, handed out by TakeMarks
 	limit   int
 	Over    uint64 // samples refused because the queue was at its limit
+	// spurt is audio written into an empty queue: where it starts and
+	// when it came, so that Read can say when its first sample leaves
+	// (the edge's own latency toward the carrier; audio an application
+	// queues ahead waits by its own choice and is not counted).
+	spurt    int64
+	spurtAt  time.Time
+	hasSpurt bool
 }
 
 // DoneMark is a mark whose audio is done with: played, or dropped by a
@@ -58,10 +68,14 @@ func (p *Playout) Queued() int {
 	return p.size
 }
 
-// Write queues pcm. Audio past the queue limit is dropped and counted.
-func (p *Playout) Write(pcm []int16) {
+// Write queues pcm, which came from the application at at (zero: not
+// known). Audio past the queue limit is dropped and counted.
+func (p *Playout) Write(pcm []int16, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.size == 0 && !p.hasSpurt && !at.IsZero() && len(pcm) > 0 {
+		p.spurt, p.spurtAt, p.hasSpurt = p.written, at, true
+	}
 	if need := p.size + len(pcm); need > len(p.buf) {
 		p.grow(need)
 	}
@@ -118,6 +132,7 @@ func (p *Playout) Clear() (dropped int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	dropped = p.size
+	p.hasSpurt = false
 	p.played += int64(p.size)
 	p.head, p.size = 0, 0
 	for _, m := range p.marks {
@@ -128,11 +143,15 @@ func (p *Playout) Clear() (dropped int) {
 }
 
 // Read fills dst with the next queued audio, padding with silence, and
-// returns how many samples were real audio.
-func (p *Playout) Read(dst []int16) int {
+// returns how many samples were real audio; spurtAt, when not zero, is
+// when the audio that starts in dst came into an empty queue.
+func (p *Playout) Read(dst []int16) (n int, spurtAt time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := min(len(dst), p.size)
+	n = min(len(dst), p.size)
+	if p.hasSpurt && p.spurt < p.played+int64(n) {
+		spurtAt, p.hasSpurt = p.spurtAt, false
+	}
 	first := copy(dst[:n], p.buf[p.head:min(len(p.buf), p.head+n)])
 	copy(dst[first:n], p.buf[:n-first])
 	clear(dst[n:])
@@ -150,7 +169,7 @@ func (p *Playout) Read(dst []int16) int {
 	if due > 0 {
 		p.marks = append(p.marks[:0], p.marks[due:]...)
 	}
-	return n
+	return n, spurtAt
 }
 
 // TakeMarks appends the marks that are due to dst and forgets them; it

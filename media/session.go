@@ -26,8 +26,9 @@ type Listener interface {
 	// the call returns. frame is the media clock's 20 ms tick since Start
 	// (frame n starts n·20 ms into the session): stamps taken from it step
 	// by exactly 20 ms between consecutive frames and by more only where
-	// the clock really had no audio to give.
-	Audio(pcm []int16, frame int64)
+	// the clock really had no audio to give. arrived, when not zero, is
+	// when the RTP packet whose audio starts in this frame came in.
+	Audio(pcm []int16, frame int64, arrived time.Time)
 	// DTMF is one key press ('0'-'9', '*', '#', 'A'-'D').
 	DTMF(digit byte)
 	// MarkDone reports that the audio queued before a mark was played,
@@ -103,6 +104,9 @@ type Session struct {
 	dtmf      DTMFDetector
 	dtmfCount atomic.Int64
 	dtmfOut   dtmfSender
+	// toCarrier is the edge's delay from an application's audio arriving
+	// into an empty queue to its first packet leaving.
+	toCarrier Latency
 	badPkts   atomic.Uint64
 	playout   *Playout
 
@@ -234,8 +238,9 @@ func (s *Session) Start() {
 	})
 }
 
-// Play queues PCM (8 kHz) for the carrier.
-func (s *Session) Play(pcm []int16) { s.playout.Write(pcm) }
+// Play queues PCM (8 kHz) for the carrier; at is when it came from the
+// application (zero: not known).
+func (s *Session) Play(pcm []int16, at time.Time) { s.playout.Write(pcm, at) }
 
 // Mark reports name through the listener once the audio queued before it
 // has been played. Marks are handed out by the session clock only, so they
@@ -263,6 +268,9 @@ func (s *Session) deliverMarks(buf []DoneMark) []DoneMark {
 	}
 	return buf
 }
+
+// ToCarrierLatency is the histogram behind Stats().ToCarrier.
+func (s *Session) ToCarrierLatency() *Latency { return &s.toCarrier }
 
 // Queued is the application audio waiting to be played, in samples.
 func (s *Session) Queued() int { return s.playout.Queued() }
@@ -454,9 +462,14 @@ func (s *Session) tick(now time.Time) {
 		if k < 5 {
 			s.rxMu.Lock()
 			ok := s.jb.Pop(c.inFrame[:])
+			arrival := s.jb.FrameArrival
 			s.rxMu.Unlock()
 			if ok {
-				s.cfg.Listener.Audio(c.inFrame[:], c.nIn)
+				var arrived time.Time
+				if arrival >= 0 {
+					arrived = s.epoch.Add(time.Duration(arrival) * (time.Second / ClockRate))
+				}
+				s.cfg.Listener.Audio(c.inFrame[:], c.nIn, arrived)
 			}
 		}
 		c.nIn++
@@ -497,7 +510,7 @@ func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte,
 			return
 		}
 	}
-	n := s.playout.Read(pcm)
+	n, spurtAt := s.playout.Read(pcm)
 	if !sends {
 		s.ts += samples
 		s.talking = false
@@ -510,6 +523,9 @@ func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte,
 	pkt.Marker = *first || (n > 0 && !s.talking)
 	pkt.Payload = payload
 	s.transmit(pkt, wire, *remote)
+	if !spurtAt.IsZero() {
+		s.toCarrier.Add(time.Since(spurtAt))
+	}
 	*first = false
 	s.seq++
 	s.ts += samples
@@ -672,6 +688,9 @@ type Stats struct {
 	Jitter         JitterStats
 	PlayoutDelayMS float64 // the jitter buffer's current target
 	PlayoutOver    uint64  // application samples refused by a full queue
+	// ToCarrier is the edge's delay from application audio (arriving into
+	// an empty queue) to its first RTP packet on the wire.
+	ToCarrier LatencySummary
 }
 
 // Stats returns the counters now.
@@ -689,6 +708,7 @@ func (s *Session) Stats() Stats {
 	st.PacketsOut = s.sent.Load()
 	st.DTMFEvents = int(s.dtmfCount.Load())
 	st.BadPackets = s.badPkts.Load()
+	st.ToCarrier = s.toCarrier.Summary()
 	s.playout.mu.Lock()
 	st.PlayoutOver = s.playout.Over
 	s.playout.mu.Unlock()

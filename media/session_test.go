@@ -25,7 +25,7 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{got: make(chan struct{}, 1000)} }
 
-func (r *recorder) Audio(pcm []int16, frame int64) {
+func (r *recorder) Audio(pcm []int16, frame int64, _ time.Time) {
 	r.mu.Lock()
 	r.frames = append(r.frames, slices.Clone(pcm))
 	r.ticks = append(r.ticks, frame)
@@ -138,7 +138,7 @@ func TestSessionLatchesAndPaces(t *testing.T) {
 	car.send(t, s.LocalPort(), 0, ulaw, true)
 	waitFor(t, 2*time.Second, "latch", func() bool { return s.latched.Load() })
 	// Queue 1 s of audio, and a mark after it.
-	s.Play(tone(1000, 8000, 8000, 8000))
+	s.Play(tone(1000, 8000, 8000, 8000), time.Now())
 	s.Mark("end-of-tone")
 	var (
 		arrivals []time.Time

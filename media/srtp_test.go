@@ -184,7 +184,7 @@ func TestSessionWithSRTP(t *testing.T) {
 		send(car, carrierSRTP)
 	}
 	waitFor(t, 2*time.Second, "the carrier's audio", func() bool { frames, _, _ := rec.snapshot(); return len(frames) >= 5 })
-	s.Play(tone(600, 8000, 8000, 8000))
+	s.Play(tone(600, 8000, 8000, 8000), time.Now())
 	buf := make([]byte, 1500)
 	heard := 0
 	for range 30 {

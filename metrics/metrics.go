@@ -48,6 +48,7 @@ type Metrics struct {
 	sipReqs    *prometheus.CounterVec
 	sipResps   *prometheus.CounterVec
 	rtp        *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
 }
 
 // New registers the metrics, the Go runtime collectors and a collector
@@ -109,9 +110,15 @@ func New(usage KeyUsages) *Metrics {
 		rtp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trunkgate_rtp_packets_total", Help: "RTP packets of ended calls, in (from carriers) and out (to carriers).",
 		}, []string{"direction"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "trunkgate_edge_latency_seconds",
+			Help: "The edge's own delay, per frame of ended calls: to_app is RTP in to its frame written to the app " +
+				"(jitter buffer included), to_carrier is app audio (into an empty queue) to its first RTP packet out.",
+			Buckets: []float64{.002, .005, .01, .015, .02, .025, .03, .04, .05, .06, .08, .1, .15, .25},
+		}, []string{"direction"}),
 	}
 	reg.MustRegister(m.admissions, m.refusals, m.ended, m.setup, m.duration, m.framesOut, m.framesDrop, m.lost, m.draining,
-		m.floodBans, m.screened, m.admission, m.protection, m.sipReqs, m.sipResps, m.rtp,
+		m.floodBans, m.screened, m.admission, m.protection, m.sipReqs, m.sipResps, m.rtp, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if usage != nil {
 		reg.MustRegister(&keyCollector{usage: usage})
@@ -177,6 +184,27 @@ func (m *Metrics) Ended(keyID, side string, d time.Duration, framesOut, framesDr
 	m.framesDrop.Add(float64(framesDropped))
 	if lost > 0 {
 		m.lost.Add(float64(lost))
+	}
+}
+
+// Delays is a call's histogram of delays (media.Latency): each bin's
+// middle and count.
+type Delays interface {
+	Each(f func(d time.Duration, n uint32))
+}
+
+// EdgeLatency takes an ended call's delays into the latency histograms.
+func (m *Metrics) EdgeLatency(toApp, toCarrier Delays) {
+	for dir, l := range map[string]Delays{"to_app": toApp, "to_carrier": toCarrier} {
+		if l == nil {
+			continue
+		}
+		h := m.latency.WithLabelValues(dir)
+		l.Each(func(d time.Duration, n uint32) {
+			for range n {
+				h.Observe(d.Seconds())
+			}
+		})
 	}
 }
 
