@@ -54,3 +54,34 @@ func (s *Stream) stopLiveness() {
 	}
 	s.pingMu.Unlock()
 }
+
+// The first-audio deadline: an application that has sent no audio this
+// long after the call was answered has failed to start (a crashed model
+// behind a live socket), and the caller should not sit in silence.
+
+func (s *Stream) startFirstAudioDeadline() {
+	if s.opts.FirstAudio <= 0 {
+		return
+	}
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	s.audioDue = time.AfterFunc(s.opts.FirstAudio, func() {
+		if s.stats.framesIn.Load() == 0 && !s.closing.Load() {
+			s.noAudio.Store(true)
+			s.log.Warn("application sent no audio by the first-audio deadline; ending the call", "deadline", s.opts.FirstAudio)
+			s.finish()
+		}
+	})
+}
+
+func (s *Stream) stopFirstAudioDeadline() {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	if s.audioDue != nil {
+		s.audioDue.Stop()
+	}
+}
+
+// NoAudio reports that the stream ended because the application sent no
+// audio by the first-audio deadline.
+func (s *Stream) NoAudio() bool { return s.noAudio.Load() }

@@ -45,6 +45,9 @@ type Options struct {
 	// StatsEvery is the interval of stats events (with Extensions; 0:
 	// none).
 	StatsEvery time.Duration
+	// FirstAudio is how long after Begin the application may take to
+	// send its first audio before the stream ends (0: no deadline).
+	FirstAudio time.Duration
 }
 
 // Stream is one call's WebSocket to its AI application. It implements
@@ -106,6 +109,8 @@ type Stream struct {
 	toApp     media.Latency // RTP in to its frame written to the socket
 	pingMu    sync.Mutex
 	pingTimer *time.Timer // liveness.go
+	audioDue  *time.Timer // liveness.go: the first-audio deadline
+	noAudio   atomic.Bool
 }
 
 type playerRef struct{ p Player }
@@ -244,6 +249,7 @@ func (s *Stream) Begin(player Player, leg Leg) {
 	s.player.Store(&playerRef{p: player})
 	s.event(event{kind: evStart, leg: leg})
 	s.Connect()
+	s.startFirstAudioDeadline()
 }
 
 // Progress tells an application that opted in (Options.Progress) that the
@@ -474,6 +480,7 @@ func (s *Stream) Close(end End) {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
 		s.stopLiveness()
+		s.stopFirstAudioDeadline()
 		if !s.connected.Load() {
 			s.conn.CloseNow()
 			s.finish()

@@ -80,6 +80,9 @@ type Stream interface {
 	Hold(held bool)
 	Done() <-chan struct{}
 	ClosedByApp() bool
+	// NoAudio reports that the application sent no audio by the
+	// first-audio deadline.
+	NoAudio() bool
 	Close(end bridge.End)
 	Counters() bridge.Counters
 	ToAppLatency() *media.Latency
@@ -198,6 +201,9 @@ type Config struct {
 	// StatsEvery is the interval of stats events to applications that
 	// opted in to the extensions; 0 sends none.
 	StatsEvery time.Duration
+	// FirstAudio is how long after the answer an application may take
+	// to send its first audio; 0: as long as it likes.
+	FirstAudio time.Duration
 	Log        *slog.Logger
 }
 

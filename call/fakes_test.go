@@ -147,6 +147,7 @@ func (s *fakeStream) Audio([]int16, int64, time.Time) {}
 func (s *fakeStream) DTMF(byte)                       {}
 func (s *fakeStream) MarkDone(string, bool)           {}
 func (s *fakeStream) Hold(bool)                       {}
+func (s *fakeStream) NoAudio() bool                   { return false }
 func (s *fakeStream) ToAppLatency() *media.Latency    { return new(media.Latency) }
 func (s *fakeStream) Begin(bridge.Player, bridge.Leg) { s.mu.Lock(); s.begun = true; s.mu.Unlock() }
 func (s *fakeStream) Progress(status string, code int) {

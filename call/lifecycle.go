@@ -65,7 +65,7 @@ func because(r refusal.Reason) outcome {
 	switch r {
 	case refusal.CallerHangup, refusal.CalleeHangup, refusal.Canceled:
 		side = billing.SideCarrier
-	case refusal.AppHangup, refusal.AppFailed, refusal.AppUnreachable:
+	case refusal.AppHangup, refusal.AppFailed, refusal.AppNoAudio, refusal.AppUnreachable:
 		side = billing.SideApp
 	}
 	return outcome{reason: r, code: code, text: r.Text(), side: side}
@@ -195,8 +195,12 @@ func (c *Call) run() {
 			o = because(refusal.CalleeHangup)
 		}
 	case <-c.stream.Done():
-		o = because(refusal.AppHangup)
-		if !c.stream.ClosedByApp() {
+		switch {
+		case c.stream.ClosedByApp():
+			o = because(refusal.AppHangup)
+		case c.stream.NoAudio():
+			o = because(refusal.AppNoAudio)
+		default:
 			o = because(refusal.AppFailed)
 		}
 	case <-c.media.Done():

@@ -427,6 +427,6 @@ func (l *lateListener) MarkDone(name string, cleared bool) {
 // streamOptions are an outbound stream's options: the application's
 // opt-ins and the edge's liveness pings.
 func (m *Manager) streamOptions(o bridge.Options) bridge.Options {
-	o.Ping, o.StatsEvery = m.cfg.AppPing, m.cfg.StatsEvery
+	o.Ping, o.StatsEvery, o.FirstAudio = m.cfg.AppPing, m.cfg.StatsEvery, m.cfg.FirstAudio
 	return o
 }

@@ -288,3 +288,31 @@ func TestEdgeLatencyAgreesWithTheWire(t *testing.T) {
 		t.Errorf("app to carrier: the edge says p50 %.1f ms, the wire %.2f ms", c.Media.EdgeToCarrier.P50MS, outCarrier)
 	}
 }
+
+// TestFirstAudioDeadline: with --app-first-audio, a call whose app sends
+// no audio in time is hung up (BYE with the reason, CDR saying why); an
+// app that talks in time keeps its call.
+func TestFirstAudioDeadline(t *testing.T) {
+	e := StartEdge(t, "--app-first-audio", "400ms")
+	app := StartApp(t)
+	k := e.NewKey("first audio", keys.Limits{})
+	e.NewTrunk(k.Key.ID, "+15556470", app.URL, nil)
+
+	res := RunSIPp(t, e, Call{Number: "+15556470", Hangup: "callee", WaitByeMS: 5000}).MustPass(t)
+	if got := res.Logged(t, `BYE REASON=(.*)`)[1]; got != `Q.850;cause=41;text="app sent no audio"` {
+		t.Fatalf("BYE Reason %q", got)
+	}
+	if c := e.WaitCDRs(k.Key.ID, 1)[0]; c.HangupSide != "app" || c.HangupCause != "app sent no audio" {
+		t.Fatalf("CDR side %q cause %q", c.HangupSide, c.HangupCause)
+	}
+	app.Next(t) // the first call's stream
+
+	run := Call{Number: "+15556470", Steps: []Step{{PauseMS: 1200}}}.Start(t, e)
+	conn := app.Next(t)
+	sid := conn.Expect(t, "start").StreamSid
+	conn.SendAudio(t, sid, ulawTone(1000, 800, 8000))
+	run.Wait(t).MustPass(t)
+	if c := e.WaitCDRs(k.Key.ID, 2)[0]; c.HangupSide != "carrier" {
+		t.Fatalf("a call whose app talked in time ended by %q: %q", c.HangupSide, c.HangupCause)
+	}
+}
