@@ -21,6 +21,9 @@ type controlMsg struct {
 	Hangup struct {
 		AfterPlayout bool `json:"afterPlayout"`
 	} `json:"hangup"`
+	Transfer struct {
+		To string `json:"to"`
+	} `json:"transfer"`
 }
 
 // maxDTMFDigits bounds the digits one dtmf message may carry.
@@ -71,6 +74,19 @@ func (s *Stream) control(event string, data []byte, player Player) {
 			return
 		}
 		s.stats.dtmfOut.Add(int64(len(m.DTMF.Digit)))
+	case "transfer":
+		s.ctlMu.Lock()
+		transfer := s.onTransfer
+		s.ctlMu.Unlock()
+		if transfer == nil {
+			s.warnOnce("early-transfer", "transfer before the call was answered ignored")
+			s.TransferStatus("failed", 0)
+			return
+		}
+		if err := transfer(m.Transfer.To); err != nil {
+			s.warnOnce("transfer", "transfer refused", "error", err)
+			s.TransferStatus("failed", 0)
+		}
 	case "hangup":
 		if m.Hangup.AfterPlayout && player != nil {
 			player.Mark(hangupMark)
@@ -112,4 +128,19 @@ func (s *Stream) Hold(held bool) {
 	if s.opts.Extensions {
 		s.event(event{kind: evHold, flag: held})
 	}
+}
+
+// OnTransfer sets who carries out the application's transfer requests
+// (the call, once answered).
+func (s *Stream) OnTransfer(f func(to string) error) {
+	s.ctlMu.Lock()
+	s.onTransfer = f
+	s.ctlMu.Unlock()
+}
+
+// TransferStatus tells the application how its transfer goes: accepted,
+// succeeded or failed, with the SIP code (0 when there is none). It
+// answers the application's own request, so it needs no opt-in.
+func (s *Stream) TransferStatus(status string, sipCode int) {
+	s.event(event{kind: evTransfer, name: status, code: sipCode})
 }

@@ -178,6 +178,18 @@ func renderStats(seq int64, s *Start, st media.Stats, toApp media.LatencySummary
 	return b
 }
 
+// renderTransfer answers an application's transfer: accepted, succeeded
+// or failed, with the SIP code when there is one.
+func renderTransfer(seq int64, s *Start, status string, sipCode int) []byte {
+	t := map[string]any{"status": status}
+	if sipCode != 0 {
+		t["sipCode"] = sipCode
+	}
+	b, _ := json.Marshal(map[string]any{"event": "transfer", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
+		"transfer": t})
+	return b
+}
+
 // renderHold is hold or unhold (extension).
 func renderHold(seq int64, s *Start, held bool) []byte {
 	event := "unhold"

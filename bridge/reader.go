@@ -105,7 +105,7 @@ func (s *Stream) reader() {
 		case "clear":
 			s.stats.clears.Add(1)
 			s.clear(player.p)
-		case "dtmf", "hangup":
+		case "dtmf", "hangup", "transfer":
 			var p Player
 			if player != nil {
 				p = player.p

@@ -111,6 +111,9 @@ type Stream struct {
 	pingTimer *time.Timer // liveness.go
 	audioDue  *time.Timer // liveness.go: the first-audio deadline
 	noAudio   atomic.Bool
+
+	ctlMu      sync.Mutex
+	onTransfer func(to string) error
 }
 
 type playerRef struct{ p Player }
@@ -169,6 +172,7 @@ const (
 	evDTMF
 	evCleared
 	evHold
+	evTransfer
 	evStop
 )
 
@@ -392,6 +396,8 @@ func (s *Stream) writer() {
 				ok = text(func(n int64) []byte { return renderCleared(n, &s.start, e.ms, e.at) })
 			case evHold:
 				ok = text(func(n int64) []byte { return renderHold(n, &s.start, e.flag) })
+			case evTransfer:
+				ok = text(func(n int64) []byte { return renderTransfer(n, &s.start, e.name, e.code) })
 			case evDTMF:
 				ok = text(func(n int64) []byte { return renderDTMF(n, &s.start, e.digit) })
 			case evStop:

@@ -38,6 +38,10 @@ type Dialog interface {
 	Hangup(ctx context.Context, reason string) error
 	// OnDTMF receives digits the far end sends as SIP INFO.
 	OnDTMF(f func(digit byte))
+	// Refer asks the far end to transfer the call (blind, RFC 3515).
+	Refer(ctx context.Context, target string, progress sip.TransferProgress) (int, error)
+	// RemoteTarget is the far end's Contact URI.
+	RemoteTarget() string
 }
 
 // Media is the call's RTP session (*media.Session).
@@ -75,6 +79,10 @@ type Stream interface {
 	media.Listener
 	Begin(player bridge.Player, leg bridge.Leg)
 	Progress(status string, sipCode int)
+	// OnTransfer sets who carries out the application's transfer
+	// requests; TransferStatus tells the application how one goes.
+	OnTransfer(f func(to string) error)
+	TransferStatus(status string, sipCode int)
 	// Hold tells the application the carrier put the call on hold or
 	// took it off.
 	Hold(held bool)

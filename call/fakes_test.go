@@ -50,7 +50,11 @@ func (d *fakeDialog) Hangup(_ context.Context, reason string) error {
 	return nil
 }
 
-func (d *fakeDialog) OnDTMF(func(byte)) {}
+func (d *fakeDialog) OnDTMF(func(byte))    {}
+func (d *fakeDialog) RemoteTarget() string { return "sip:carrier@198.51.100.7:5060" }
+func (d *fakeDialog) Refer(context.Context, string, sip.TransferProgress) (int, error) {
+	return 501, errors.New("fake dialogs do not transfer")
+}
 
 // remoteBye is the far end hanging up.
 func (d *fakeDialog) remoteBye() { d.once.Do(func() { close(d.done) }) }
@@ -147,6 +151,8 @@ func (s *fakeStream) Audio([]int16, int64, time.Time) {}
 func (s *fakeStream) DTMF(byte)                       {}
 func (s *fakeStream) MarkDone(string, bool)           {}
 func (s *fakeStream) Hold(bool)                       {}
+func (s *fakeStream) OnTransfer(func(string) error)   {}
+func (s *fakeStream) TransferStatus(string, int)      {}
 func (s *fakeStream) NoAudio() bool                   { return false }
 func (s *fakeStream) ToAppLatency() *media.Latency    { return new(media.Latency) }
 func (s *fakeStream) Begin(bridge.Player, bridge.Leg) { s.mu.Lock(); s.begun = true; s.mu.Unlock() }

@@ -356,3 +356,21 @@ func TestMaxDuration(t *testing.T) {
 		t.Fatalf("BYEs %q", byes)
 	}
 }
+
+func TestTransferTarget(t *testing.T) {
+	for _, tt := range []struct{ to, remote, want string }{
+		{"sip:desk@pbx.example", "sip:carrier@198.51.100.7:5060", "sip:desk@pbx.example"},
+		{"sips:desk@pbx.example;transport=tls", "sip:carrier@198.51.100.7:5060", "sips:desk@pbx.example;transport=tls"},
+		{"+1 555 0199", "sip:carrier@198.51.100.7:5060;transport=tcp", "sip:+15550199@198.51.100.7:5060;transport=tcp"},
+		{"+15550199", "sip:198.51.100.7", "sip:+15550199@198.51.100.7"},
+		{"sip:a@b\r\nVia: x", "sip:c@d", ""},
+		{"sip:", "sip:c@d", ""},
+		{"desk", "sip:c@d", ""},
+		{"tel:+15550199", "sip:c@d", "sip:+15550199@d"}, // a tel: URI is its number
+	} {
+		got, err := transferTarget(tt.to, tt.remote)
+		if got != tt.want || (err == nil) != (tt.want != "") {
+			t.Errorf("transferTarget(%q, %q) = %q, %v; want %q", tt.to, tt.remote, got, err, tt.want)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func because(r refusal.Reason) outcome {
 	switch r {
 	case refusal.CallerHangup, refusal.CalleeHangup, refusal.Canceled:
 		side = billing.SideCarrier
-	case refusal.AppHangup, refusal.AppFailed, refusal.AppNoAudio, refusal.AppUnreachable:
+	case refusal.AppHangup, refusal.AppFailed, refusal.AppNoAudio, refusal.AppUnreachable, refusal.Transferred:
 		side = billing.SideApp
 	}
 	return outcome{reason: r, code: code, text: r.Text(), side: side}
@@ -161,6 +161,7 @@ func (c *Call) answered(at time.Time, setup time.Duration) {
 	c.cancel(nil) // setup is over; an order to end arrives through the lease now
 	if c.dialog != nil {
 		c.dialog.OnDTMF(c.stream.DTMF)
+		c.stream.OnTransfer(c.transfer)
 	}
 	// The stream first: the media clock calls into it from its first tick.
 	c.stream.Begin(c.media, bridge.Leg{SIPTransport: strings.ToLower(cdr.Transport), MediaEncryption: cdr.MediaEncryption})

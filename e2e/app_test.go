@@ -62,6 +62,10 @@ type Msg struct {
 		Status  string `json:"status"`
 		SIPCode int    `json:"sipCode"`
 	} `json:"progress"`
+	Transfer *struct {
+		Status  string `json:"status"`
+		SIPCode int    `json:"sipCode"`
+	} `json:"transfer"`
 	Binary []byte    `json:"-"` // an L16 frame
 	Raw    []byte    `json:"-"` // the text frame as it came
 	At     time.Time `json:"-"`

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -314,5 +315,48 @@ func TestFirstAudioDeadline(t *testing.T) {
 	run.Wait(t).MustPass(t)
 	if c := e.WaitCDRs(k.Key.ID, 2)[0]; c.HangupSide != "carrier" {
 		t.Fatalf("a call whose app talked in time ended by %q: %q", c.HangupSide, c.HangupCause)
+	}
+}
+
+// TestAppTransfersTheCall: the app's transfer becomes a REFER to the
+// carrier; the app hears accepted, then the outcome from the carrier's
+// NOTIFY; a transfer that succeeds ends the call (the edge's BYE, the CDR
+// saying so), one that fails leaves it up.
+func TestAppTransfersTheCall(t *testing.T) {
+	e, app, k := setup(t, keys.Limits{}, "+15556480", nil)
+
+	// Success: the carrier reached the target.
+	run := Call{Number: "+15556480", Refer: "200 OK", Hangup: "callee", WaitByeMS: 5000}.Start(t, e)
+	conn := app.Next(t)
+	sid := conn.Expect(t, "start").StreamSid
+	conn.Send(t, map[string]any{"event": "transfer", "streamSid": sid, "transfer": map[string]string{"to": "+1 555 0199"}})
+	accepted := conn.Expect(t, "transfer")
+	succeeded := conn.Expect(t, "transfer")
+	res := run.Wait(t).MustPass(t)
+	if got := res.Logged(t, `REFER TO=(.*)`)[1]; !strings.HasPrefix(got, "<sip:+15550199@") {
+		t.Fatalf("Refer-To %q", got)
+	}
+	if accepted.Transfer == nil || accepted.Transfer.Status != "accepted" || accepted.Transfer.SIPCode != 202 ||
+		succeeded.Transfer == nil || succeeded.Transfer.Status != "succeeded" || succeeded.Transfer.SIPCode != 200 {
+		t.Fatalf("transfer events %s, %s", accepted.Raw, succeeded.Raw)
+	}
+	if c := e.WaitCDRs(k.Key.ID, 1)[0]; c.HangupCause != "call transferred" || c.HangupSide != "app" {
+		t.Fatalf("CDR side %q cause %q", c.HangupSide, c.HangupCause)
+	}
+
+	// Failure: the target was busy; the edge does not hang up, the caller
+	// does (SIPp's BYE after its NOTIFY).
+	run = Call{Number: "+15556480", Refer: "486 Busy Here"}.Start(t, e)
+	conn = app.Next(t)
+	sid = conn.Expect(t, "start").StreamSid
+	conn.Send(t, map[string]any{"event": "transfer", "streamSid": sid, "transfer": map[string]string{"to": "sip:desk@pbx.example"}})
+	conn.Expect(t, "transfer") // accepted
+	failed := conn.Expect(t, "transfer")
+	run.Wait(t).MustPass(t)
+	if failed.Transfer == nil || failed.Transfer.Status != "failed" || failed.Transfer.SIPCode != 486 {
+		t.Fatalf("failed transfer: %s", failed.Raw)
+	}
+	if c := e.WaitCDRs(k.Key.ID, 2)[0]; c.HangupSide != "carrier" {
+		t.Fatalf("after a failed transfer the call ended by %q: %q", c.HangupSide, c.HangupCause)
 	}
 }

@@ -48,6 +48,10 @@ type Call struct {
 	Calls, Rate int
 	// Headers are extra INVITE header lines ("X-Customer-Id: 42").
 	Headers []string
+	// Refer, when set, makes SIPp wait (after the steps) for the edge's
+	// REFER, accept it, and NOTIFY this status line ("200 OK",
+	// "486 Busy Here") as the transfer's outcome.
+	Refer string
 }
 
 // ProxyVias are the Via headers of the proxies a padded INVITE crossed.
@@ -173,8 +177,9 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 		Call
 		SDPPort    string
 		ByeCSeq    int
+		NotifyCSeq int
 		InviteCSeq int
-	}{Call: c, SDPPort: "[media_port]", ByeCSeq: cseq, InviteCSeq: inviteCSeq}
+	}{Call: c, SDPPort: "[media_port]", ByeCSeq: cseq + 1, NotifyCSeq: cseq, InviteCSeq: inviteCSeq}
 	if c.SDPPort != 0 {
 		data.SDPPort = strconv.Itoa(c.SDPPort)
 	}

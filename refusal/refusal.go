@@ -58,6 +58,7 @@ const (
 	AppHangup      // the AI application closed its WebSocket
 	AppFailed      // the AI application's WebSocket failed
 	AppNoAudio     // the AI application sent no audio by the first-audio deadline
+	Transferred    // the AI application transferred the call (REFER) and the far end reached the target
 	RTPTimeout     // no RTP from the carrier for the RTP timeout
 	MaxDuration    // the key's max_call_seconds passed
 	OperatorHangup // an operator hung the call up (REST, CLI)
@@ -127,6 +128,7 @@ var table = map[Reason]entry{
 	AppHangup:      {200, "OK", 200, 0, "app closed the stream", "app_hangup", 0, true},
 	AppFailed:      {200, "OK", 200, 0, "app stream failed", "app_failed", 41, true},
 	AppNoAudio:     {200, "OK", 200, 0, "app sent no audio", "app_no_audio", 41, true},
+	Transferred:    {200, "OK", 200, 0, "call transferred", "transferred", 16, true},
 	RTPTimeout:     {408, "Request Timeout", 504, 0, "rtp timeout", "rtp_timeout", 102, true},
 	MaxDuration:    {200, "OK", 200, 0, "max call duration", "max_duration", 0, true},
 	OperatorHangup: {200, "OK", 200, 0, "operator hangup", "operator_hangup", 0, true},

@@ -52,6 +52,7 @@ func TestTable(t *testing.T) {
 		{AppHangup, 200, 200, 0, "app_hangup", `SIP;cause=200;text="app closed the stream"`},
 		{AppFailed, 200, 200, 0, "app_failed", `SIP;cause=200;text="app stream failed"`},
 		{AppNoAudio, 200, 200, 0, "app_no_audio", `SIP;cause=200;text="app sent no audio"`},
+		{Transferred, 200, 200, 0, "transferred", `SIP;cause=200;text="call transferred"`},
 		{RTPTimeout, 408, 504, 0, "rtp_timeout", `SIP;cause=408;text="rtp timeout"`},
 		{MaxDuration, 200, 200, 0, "max_duration", `SIP;cause=200;text="max call duration"`},
 		{OperatorHangup, 200, 200, 0, "operator_hangup", `SIP;cause=200;text="operator hangup"`},

@@ -58,6 +58,7 @@ type Dialog struct {
 	lastSDP    []byte
 	onReinvite ReinviteFunc
 	onDTMF     func(digit byte)
+	onTransfer TransferProgress
 	acks       map[uint32]chan struct{}
 
 	done    chan struct{}

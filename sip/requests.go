@@ -100,4 +100,4 @@ func (s *Server) onInfo(req *gosip.Request, tx gosip.ServerTransaction) {
 	}
 }
 
-const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY"

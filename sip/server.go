@@ -212,6 +212,7 @@ func Listen(cfg Config) (*Server, error) {
 	srv.OnCancel(s.guard(s.onCancel))
 	srv.OnOptions(s.guard(s.onOptions))
 	srv.OnInfo(s.guard(s.onInfo))
+	srv.OnNotify(s.guard(s.onNotify))
 	srv.OnNoRoute(s.guard(s.onNoRoute))
 	return s, nil
 }

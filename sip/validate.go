@@ -33,11 +33,11 @@ import (
 
 // takenMethods are the methods with a handler; allowMethods lists them.
 var takenMethods = map[string]bool{"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "OPTIONS": true,
-	"INFO": true, "UPDATE": true}
+	"INFO": true, "UPDATE": true, "NOTIFY": true}
 
 // knownMethods are SIP methods of RFC 3261 and its extensions that the
 // edge recognises but does not take: 405, not 501.
-var knownMethods = map[string]bool{"REGISTER": true, "MESSAGE": true, "SUBSCRIBE": true, "NOTIFY": true,
+var knownMethods = map[string]bool{"REGISTER": true, "MESSAGE": true, "SUBSCRIBE": true,
 	"PUBLISH": true, "REFER": true, "PRACK": true}
 
 // schemeSupported reports whether the edge can route a Request-URI of
