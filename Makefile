@@ -81,6 +81,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzScreenDatagram -fuzztime $(FUZZTIME) -timeout 0 ./sip
 	$(GO) test -run '^$$' -fuzz FuzzCheckDigest -fuzztime $(FUZZTIME) -timeout 0 ./sip
 	$(GO) test -run '^$$' -fuzz FuzzAuthorize -fuzztime $(FUZZTIME) -timeout 0 ./sip
+	$(GO) test -run '^$$' -fuzz FuzzSipfragStatus -fuzztime $(FUZZTIME) -timeout 0 ./sip
 	$(GO) test -run '^$$' -fuzz FuzzParseCrypto -fuzztime $(FUZZTIME) -timeout 0 ./sip
 
 clean:
