@@ -12,7 +12,7 @@ import (
 // Twilio app never sends, accepted without opt-in, rare enough to be parsed
 // with encoding/json rather than by the media path's parser.
 
-// controlMsg is a dtmf or hangup message from the application.
+// controlMsg is a dtmf, hangup or transfer message from the application.
 type controlMsg struct {
 	DTMF struct {
 		Digit      string `json:"digit"`
@@ -43,7 +43,7 @@ func parseControl(data []byte) (controlMsg, error) {
 	return m, nil
 }
 
-// control handles a dtmf or hangup message; player is nil before the call
+// control handles a dtmf, hangup or transfer message; player is nil before the call
 // is answered.
 func (s *Stream) control(event string, data []byte, player Player) {
 	m, err := parseControl(data)
