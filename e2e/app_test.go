@@ -58,17 +58,17 @@ type Msg struct {
 		Reason     string `json:"reason"`
 		SIPCode    int    `json:"sipCode"`
 	} `json:"stop"`
-	Progress *struct {
-		Status  string `json:"status"`
-		SIPCode int    `json:"sipCode"`
-	} `json:"progress"`
-	Transfer *struct {
-		Status  string `json:"status"`
-		SIPCode int    `json:"sipCode"`
-	} `json:"transfer"`
-	Binary []byte    `json:"-"` // an L16 frame
-	Raw    []byte    `json:"-"` // the text frame as it came
-	At     time.Time `json:"-"`
+	Progress *StatusBody `json:"progress"`
+	Transfer *StatusBody `json:"transfer"`
+	Binary   []byte      `json:"-"` // an L16 frame
+	Raw      []byte      `json:"-"` // the text frame as it came
+	At       time.Time   `json:"-"`
+}
+
+// StatusBody is progress.progress and transfer.transfer.
+type StatusBody struct {
+	Status  string `json:"status"`
+	SIPCode int    `json:"sipCode"`
 }
 
 // StartBody is start.start.

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -342,9 +343,27 @@ func (d *Dialog) Hangup(ctx context.Context, reason string) error {
 	if reason != "" {
 		bye.AppendHeader(gosip.NewHeader("Reason", reason))
 	}
-	tx, err := d.srv.transact(ctx, bye)
+	res, err := d.request(ctx, bye)
+	switch {
+	case errors.Is(err, errDialogEnded):
+		return nil // the far end hung up at the same moment
+	case err != nil:
+		return err
+	case !res.IsSuccess():
+		return fmt.Errorf("BYE answered %d", res.StatusCode)
+	}
+	return nil
+}
+
+// errDialogEnded: the dialog ended while a request of the edge's waited
+// for its answer.
+var errDialogEnded = errors.New("the dialog has ended")
+
+// request sends an in-dialog request and waits for its final response.
+func (d *Dialog) request(ctx context.Context, req *gosip.Request) (*gosip.Response, error) {
+	tx, err := d.srv.transact(ctx, req)
 	if err != nil {
-		return fmt.Errorf("send BYE: %w", err)
+		return nil, fmt.Errorf("send %s: %w", req.Method, err)
 	}
 	defer tx.Terminate()
 	for {
@@ -353,16 +372,13 @@ func (d *Dialog) Hangup(ctx context.Context, reason string) error {
 			if res.IsProvisional() {
 				continue
 			}
-			if !res.IsSuccess() {
-				return fmt.Errorf("BYE answered %d", res.StatusCode)
-			}
-			return nil
+			return res, nil
 		case <-tx.Done():
-			return fmt.Errorf("BYE: %w", tx.Err())
+			return nil, fmt.Errorf("%s: %w", req.Method, tx.Err())
 		case <-d.done:
-			return nil // the far end hung up at the same moment
+			return nil, errDialogEnded
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }

@@ -23,36 +23,21 @@ type TransferProgress func(code int, final bool)
 // then comes through progress, on the goroutine that handles each NOTIFY.
 func (d *Dialog) Refer(ctx context.Context, target string, progress TransferProgress) (int, error) {
 	if d.ended() {
-		return 0, fmt.Errorf("REFER: the dialog has ended")
+		return 0, fmt.Errorf("REFER: %w", errDialogEnded)
 	}
 	d.mu.Lock()
 	d.onTransfer = progress
 	d.mu.Unlock()
 	req := d.newRequest(gosip.REFER, d.localSeq.Add(1))
 	req.AppendHeader(gosip.NewHeader("Refer-To", "<"+target+">"))
-	tx, err := d.srv.transact(ctx, req)
+	res, err := d.request(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("send REFER: %w", err)
+		return 0, fmt.Errorf("REFER: %w", err)
 	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.IsProvisional() {
-				continue
-			}
-			if !res.IsSuccess() {
-				return res.StatusCode, fmt.Errorf("REFER answered %d", res.StatusCode)
-			}
-			return res.StatusCode, nil
-		case <-tx.Done():
-			return 0, fmt.Errorf("REFER: %w", tx.Err())
-		case <-d.done:
-			return 0, fmt.Errorf("REFER: the dialog has ended")
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	if !res.IsSuccess() {
+		return res.StatusCode, fmt.Errorf("REFER answered %d", res.StatusCode)
 	}
+	return res.StatusCode, nil
 }
 
 // transferNotify hands a NOTIFY of the refer subscription to the
