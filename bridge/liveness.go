@@ -17,9 +17,9 @@ func (s *Stream) startLiveness() {
 	if s.opts.Ping <= 0 {
 		return
 	}
-	s.pingMu.Lock()
+	s.timersMu.Lock()
 	s.pingTimer = time.AfterFunc(s.opts.Ping, s.ping)
-	s.pingMu.Unlock()
+	s.timersMu.Unlock()
 }
 
 func (s *Stream) ping() {
@@ -42,17 +42,17 @@ func (s *Stream) ping() {
 		s.finish()
 		return
 	}
-	s.pingMu.Lock()
+	s.timersMu.Lock()
 	s.pingTimer.Reset(s.opts.Ping)
-	s.pingMu.Unlock()
+	s.timersMu.Unlock()
 }
 
 func (s *Stream) stopLiveness() {
-	s.pingMu.Lock()
+	s.timersMu.Lock()
 	if s.pingTimer != nil {
 		s.pingTimer.Stop()
 	}
-	s.pingMu.Unlock()
+	s.timersMu.Unlock()
 }
 
 // The first-audio deadline: an application that has sent no audio this
@@ -63,8 +63,8 @@ func (s *Stream) startFirstAudioDeadline() {
 	if s.opts.FirstAudio <= 0 {
 		return
 	}
-	s.pingMu.Lock()
-	defer s.pingMu.Unlock()
+	s.timersMu.Lock()
+	defer s.timersMu.Unlock()
 	s.audioDue = time.AfterFunc(s.opts.FirstAudio, func() {
 		if s.stats.framesIn.Load() == 0 && !s.closing.Load() {
 			s.noAudio.Store(true)
@@ -75,8 +75,8 @@ func (s *Stream) startFirstAudioDeadline() {
 }
 
 func (s *Stream) stopFirstAudioDeadline() {
-	s.pingMu.Lock()
-	defer s.pingMu.Unlock()
+	s.timersMu.Lock()
+	defer s.timersMu.Unlock()
 	if s.audioDue != nil {
 		s.audioDue.Stop()
 	}

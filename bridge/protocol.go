@@ -164,16 +164,12 @@ func markStatus(cleared bool) string {
 // renderStats is the periodic stats event (extension): the carrier leg's
 // quality and the edge's own delay each way, so far in the call.
 func renderStats(seq int64, s *Start, st media.Stats, toApp media.LatencySummary) []byte {
-	loss := 0.0
-	if st.Expected > 0 {
-		loss = 100 * float64(st.PacketsLost) / float64(st.Expected)
-	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	lat := func(l media.LatencySummary) map[string]any {
 		return map[string]any{"samples": l.Count, "p50Ms": ms(l.P50), "p95Ms": ms(l.P95), "maxMs": ms(l.Max)}
 	}
 	b, _ := json.Marshal(map[string]any{"event": "stats", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
-		"stats": map[string]any{"packetsIn": st.PacketsIn, "packetsLost": st.PacketsLost, "lossPercent": loss,
+		"stats": map[string]any{"packetsIn": st.PacketsIn, "packetsLost": st.PacketsLost, "lossPercent": st.LossPercent(),
 			"jitterMs": st.JitterMS, "rttMs": st.RTTMS, "edgeToApp": lat(toApp), "edgeToCarrier": lat(st.ToCarrier)}})
 	return b
 }

@@ -105,9 +105,9 @@ type Stream struct {
 
 	stats     streamStats
 	toApp     media.Latency // RTP in to its frame written to the socket
-	pingMu    sync.Mutex
-	pingTimer *time.Timer // liveness.go
-	audioDue  *time.Timer // liveness.go: the first-audio deadline
+	timersMu  sync.Mutex    // guards the two timers below
+	pingTimer *time.Timer   // liveness.go
+	audioDue  *time.Timer   // liveness.go: the first-audio deadline
 	noAudio   atomic.Bool
 
 	ctlMu      sync.Mutex

@@ -420,10 +420,6 @@ func (m *Manager) refused(keyID string, r refusal.Reason, source, detail string)
 }
 
 func mediaStats(st media.Stats, toApp media.LatencySummary) billing.Media {
-	loss := 0.0
-	if st.Expected > 0 {
-		loss = 100 * float64(st.PacketsLost) / float64(st.Expected)
-	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	lat := func(l media.LatencySummary) *billing.Latency {
 		if l.Count == 0 {
@@ -432,7 +428,7 @@ func mediaStats(st media.Stats, toApp media.LatencySummary) billing.Media {
 		return &billing.Latency{P50MS: ms(l.P50), P95MS: ms(l.P95), MaxMS: ms(l.Max)}
 	}
 	return billing.Media{
-		PacketsIn: st.PacketsIn, PacketsOut: st.PacketsOut, PacketsLost: st.PacketsLost, LossPercent: loss,
+		PacketsIn: st.PacketsIn, PacketsOut: st.PacketsOut, PacketsLost: st.PacketsLost, LossPercent: st.LossPercent(),
 		JitterMS: st.JitterMS, RTTMS: st.RTTMS, RemoteLost: st.RemoteLost, RemoteJitter: st.RemoteJitterMS,
 		DTMFEvents: st.DTMFEvents, EdgeToApp: lat(toApp), EdgeToCarrier: lat(st.ToCarrier),
 	}

@@ -424,8 +424,8 @@ func (l *lateListener) MarkDone(name string, cleared bool) {
 	}
 }
 
-// streamOptions are an outbound stream's options: the application's
-// opt-ins and the edge's liveness pings.
+// streamOptions are a stream's options: the trunk's or the application's
+// opt-ins, and the edge's pings, stats interval and first-audio deadline.
 func (m *Manager) streamOptions(o bridge.Options) bridge.Options {
 	o.Ping, o.StatsEvery, o.FirstAudio = m.cfg.AppPing, m.cfg.StatsEvery, m.cfg.FirstAudio
 	return o

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -33,21 +34,14 @@ const (
 	maxQueuedDigits     = 64
 )
 
-// dtmfEvent maps a digit to its RFC 4733 event code.
+// dtmfEvent maps a digit to its RFC 4733 event code: its place in the
+// detector's table (a-d as A-D).
 func dtmfEvent(d byte) (byte, bool) {
-	switch {
-	case d >= '0' && d <= '9':
-		return d - '0', true
-	case d == '*':
-		return 10, true
-	case d == '#':
-		return 11, true
-	case d >= 'A' && d <= 'D':
-		return 12 + d - 'A', true
-	case d >= 'a' && d <= 'd':
-		return 12 + d - 'a', true
+	if d >= 'a' && d <= 'd' {
+		d -= 'a' - 'A'
 	}
-	return 0, false
+	i := strings.IndexByte(dtmfDigits, d)
+	return byte(i), i >= 0
 }
 
 type queuedDigit struct {

@@ -28,9 +28,8 @@ type Playout struct {
 	// when it came, so that Read can say when its first sample leaves
 	// (the edge's own latency toward the carrier; audio an application
 	// queues ahead waits by its own choice and is not counted).
-	spurt    int64
-	spurtAt  time.Time
-	hasSpurt bool
+	spurt   int64
+	spurtAt time.Time // zero: no spurt waiting
 }
 
 // DoneMark is a mark whose audio is done with: played, or dropped by a
@@ -73,8 +72,8 @@ func (p *Playout) Queued() int {
 func (p *Playout) Write(pcm []int16, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.size == 0 && !p.hasSpurt && !at.IsZero() && len(pcm) > 0 {
-		p.spurt, p.spurtAt, p.hasSpurt = p.written, at, true
+	if p.size == 0 && p.spurtAt.IsZero() && len(pcm) > 0 {
+		p.spurt, p.spurtAt = p.written, at
 	}
 	if need := p.size + len(pcm); need > len(p.buf) {
 		p.grow(need)
@@ -132,7 +131,7 @@ func (p *Playout) Clear() (dropped int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	dropped = p.size
-	p.hasSpurt = false
+	p.spurtAt = time.Time{}
 	p.played += int64(p.size)
 	p.head, p.size = 0, 0
 	for _, m := range p.marks {
@@ -149,8 +148,8 @@ func (p *Playout) Read(dst []int16) (n int, spurtAt time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n = min(len(dst), p.size)
-	if p.hasSpurt && p.spurt < p.played+int64(n) {
-		spurtAt, p.hasSpurt = p.spurtAt, false
+	if !p.spurtAt.IsZero() && p.spurt < p.played+int64(n) {
+		spurtAt, p.spurtAt = p.spurtAt, time.Time{}
 	}
 	first := copy(dst[:n], p.buf[p.head:min(len(p.buf), p.head+n)])
 	copy(dst[first:n], p.buf[:n-first])

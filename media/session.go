@@ -574,6 +574,14 @@ type Stats struct {
 	ToCarrier LatencySummary
 }
 
+// LossPercent is the share of the far end's packets that never came.
+func (st Stats) LossPercent() float64 {
+	if st.Expected <= 0 {
+		return 0
+	}
+	return 100 * float64(st.PacketsLost) / float64(st.Expected)
+}
+
 // Stats returns the counters now.
 func (s *Session) Stats() Stats {
 	s.rxMu.Lock()
