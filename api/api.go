@@ -31,6 +31,7 @@ type Calls interface {
 	Get(callID string) (call.Info, bool)
 	Hangup(callID string) error
 	PlaceStream(w http.ResponseWriter, r *http.Request, req call.OutboundRequest) error
+	ResumeStream(w http.ResponseWriter, r *http.Request, key *keys.Key, streamSid string) error
 	Place(ctx context.Context, req call.OutboundRequest) (string, error)
 }
 

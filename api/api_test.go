@@ -32,6 +32,9 @@ func (noCalls) Place(context.Context, call.OutboundRequest) (string, error) {
 func (noCalls) PlaceStream(http.ResponseWriter, *http.Request, call.OutboundRequest) error {
 	return refusal.NoOutboundTrunk
 }
+func (noCalls) ResumeStream(http.ResponseWriter, *http.Request, *keys.Key, string) error {
+	return refusal.NoStream
+}
 func (noCalls) Hangup(id string) error {
 	return fmt.Errorf("call %s: %w", id, call.ErrNoCall)
 }

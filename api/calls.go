@@ -140,8 +140,9 @@ func outboundRequest(p principal, to, from, trunkID, format, rate string) (call.
 }
 
 // streamCall is GET /v1/calls/stream: the application's WebSocket for an
-// outbound call. Every check runs before the upgrade; a refusal is the
-// HTTP status of DESIGN's table with a JSON body, and no INVITE leaves.
+// outbound call, or (resume=streamSid) its return to a call whose socket
+// dropped. Every check runs before the upgrade; a refusal is the HTTP
+// status of DESIGN's table with a JSON body, and no INVITE leaves.
 func (a *API) streamCall(w http.ResponseWriter, r *http.Request, p principal) {
 	q := r.URL.Query()
 	if !isWebSocketUpgrade(r) {
@@ -149,23 +150,49 @@ func (a *API) streamCall(w http.ResponseWriter, r *http.Request, p principal) {
 		writeError(w, http.StatusUpgradeRequired, "upgrade_required", "this endpoint is a WebSocket: send Upgrade: websocket")
 		return
 	}
+	if sid := q.Get("resume"); sid != "" {
+		a.answerStream(w, a.cfg.Calls.ResumeStream(w, r, p.key, sid))
+		return
+	}
 	req, err := outboundRequest(p, q.Get("to"), q.Get("from"), q.Get("trunk"), q.Get("format"), q.Get("rate"))
 	if err == nil {
 		req.Headers, err = streamHeaders(q["header"])
+	}
+	if err == nil {
+		req.Options.ResumeGrace, err = resumeGrace(q.Get("resume_grace"))
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	req.Options = bridge.Options{Progress: q.Get("progress") == "1", Extensions: q.Get("extensions") == "1"}
-	if err := a.cfg.Calls.PlaceStream(w, r, req); err != nil {
-		if reason, ok := refusal.As(err); ok {
-			writeRefusal(w, reason)
-			return
-		}
-		if !errors.Is(err, call.ErrNotWebSocket) {
-			a.fail(w, err)
-		}
+	req.Options.Progress, req.Options.Extensions = q.Get("progress") == "1", q.Get("extensions") == "1"
+	a.answerStream(w, a.cfg.Calls.PlaceStream(w, r, req))
+}
+
+// resumeGrace reads a stream URL's resume_grace (seconds).
+func resumeGrace(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err == nil {
+		err = trunks.ValidResumeGrace(n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("resume_grace must be 0 to %d seconds", trunks.MaxResumeGraceSeconds)
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// answerStream answers a stream request that was not upgraded: a refusal,
+// or a failure (a failed upgrade has answered already).
+func (a *API) answerStream(w http.ResponseWriter, err error) {
+	if reason, ok := refusal.As(err); ok {
+		writeRefusal(w, reason)
+		return
+	}
+	if err != nil && !errors.Is(err, call.ErrNotWebSocket) {
+		a.fail(w, err)
 	}
 }
 
@@ -191,6 +218,9 @@ type PlaceRequest struct {
 	Extensions bool `json:"extensions"`
 	// Headers are added to the INVITE: X- headers and User-to-User.
 	Headers map[string]string `json:"headers"`
+	// ResumeGraceSeconds holds the answered call this long when the
+	// stream's socket drops, while the edge dials AIURL again.
+	ResumeGraceSeconds int `json:"resume_grace_seconds"`
 }
 
 func (a *API) placeCall(w http.ResponseWriter, r *http.Request, p principal) {
@@ -212,12 +242,16 @@ func (a *API) placeCall(w http.ResponseWriter, r *http.Request, p principal) {
 	if err == nil {
 		err = trunks.ValidAppHeaders(body.Headers)
 	}
+	if err == nil {
+		err = trunks.ValidResumeGrace(body.ResumeGraceSeconds)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
 	req.AIURL, req.Params, req.Headers = body.AIURL, body.Params, body.Headers
 	req.Options.Extensions = body.Extensions
+	req.Options.ResumeGrace = time.Duration(body.ResumeGraceSeconds) * time.Second
 	id, err := a.cfg.Calls.Place(r.Context(), req)
 	if err != nil {
 		if reason, ok := refusal.As(err); ok {

@@ -50,7 +50,7 @@ func TestControlMessages(t *testing.T) {
 			}
 		}
 	}
-	if err := json.Unmarshal(renderStart(2, s, Format{Kind: FormatTwilio}), &start); err != nil {
+	if err := json.Unmarshal(renderStart(2, s, Format{Kind: FormatTwilio}, false), &start); err != nil {
 		t.Fatal(err)
 	}
 	p := start.Start.CustomParameters

@@ -31,7 +31,9 @@ type DialConfig struct {
 var ErrDial = errors.New("AI application unreachable")
 
 // Dial opens the call's WebSocket to the application with a signed
-// request. The stream starts (connected, start) on Stream.Begin.
+// request. The stream starts (connected, start) on Stream.Begin. With a
+// resume grace window, the stream dials again the same way when the socket
+// drops (resume.go).
 func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
@@ -39,6 +41,21 @@ func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	conn, err := dial(ctx, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	s := newStream(conn, cfg.Format, cfg.Options, cfg.Start, cfg.Log)
+	if cfg.Options.ResumeGrace > 0 {
+		s.redial = func(ctx context.Context) (*websocket.Conn, error) { return dial(ctx, cfg, true) }
+	}
+	return s, nil
+}
+
+// dial makes one signed handshake; a redial says which stream it resumes
+// (X-Trunkgate-Resume: the streamSid), so that the application can send it
+// to the worker that had it.
+func dial(ctx context.Context, cfg DialConfig, resume bool) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	hdr := http.Header{}
@@ -49,6 +66,9 @@ func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
 		hdr.Set("X-Trunkgate-Signature", Sign(cfg.SigningSecret, cfg.URL, ts))
 	}
 	hdr.Set("X-Trunkgate-Call-Sid", cfg.Start.CallSid)
+	if resume {
+		hdr.Set("X-Trunkgate-Resume", cfg.Start.StreamSid)
+	}
 	conn, resp, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: cfg.HTTPClient})
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -59,5 +79,5 @@ func Dial(ctx context.Context, cfg DialConfig) (*Stream, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrDial, err)
 	}
-	return newStream(conn, cfg.Format, cfg.Options, cfg.Start, cfg.Log), nil
+	return conn, nil
 }

@@ -28,15 +28,19 @@ func (s *Stream) ping() {
 		return
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Ping)
-	err := s.conn.Ping(ctx)
-	cancel()
+	conn, _ := s.current()
+	var err error
+	if conn != nil { // nil: waiting for a resume
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Ping)
+		err = conn.Ping(ctx)
+		cancel()
+	}
 	select {
 	case <-s.done:
 		return // the stream ended meanwhile: the failed ping says nothing
 	default:
 	}
-	if err != nil {
+	if err != nil && !s.lost(conn) {
 		s.stats.pingsMissed.Add(1)
 		s.log.Warn("application did not answer a WebSocket ping; ending the call", "timeout", s.opts.Ping, "error", err)
 		s.finish()

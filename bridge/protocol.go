@@ -95,7 +95,9 @@ func renderConnected() []byte {
 	return []byte(`{"event":"connected","protocol":"Call","version":"1.0.0"}`)
 }
 
-func renderStart(seq int64, s *Start, f Format) []byte {
+// renderStart is start; a stream resumed on a new socket (an extension)
+// says so with "resumed":true.
+func renderStart(seq int64, s *Start, f Format, resumed bool) []byte {
 	params := map[string]string{}
 	for k, v := range s.Params {
 		params[k] = v
@@ -109,13 +111,14 @@ func renderStart(seq int64, s *Start, f Format) []byte {
 	if s.MediaEncryption != "" {
 		params["mediaEncryption"] = s.MediaEncryption
 	}
-	b, _ := json.Marshal(map[string]any{
-		"event": "start", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid,
-		"start": map[string]any{
-			"accountSid": s.AccountSid, "streamSid": s.StreamSid, "callSid": s.CallSid,
-			"tracks": []string{"inbound"}, "customParameters": params, "mediaFormat": f.mediaFormat(),
-		},
-	})
+	start := map[string]any{
+		"accountSid": s.AccountSid, "streamSid": s.StreamSid, "callSid": s.CallSid,
+		"tracks": []string{"inbound"}, "customParameters": params, "mediaFormat": f.mediaFormat(),
+	}
+	if resumed {
+		start["resumed"] = true
+	}
+	b, _ := json.Marshal(map[string]any{"event": "start", "sequenceNumber": seqString(seq), "streamSid": s.StreamSid, "start": start})
 	return b
 }
 

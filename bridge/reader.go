@@ -13,12 +13,11 @@ import (
 	"trunkgate/media"
 )
 
-// reader reads the application's messages until the socket closes. Audio,
+// reader reads the application's messages on conn until it closes. Audio,
 // marks and clears that come before Begin (an outbound call still ringing)
 // have no player yet and are dropped.
-func (s *Stream) reader() {
-	defer close(s.readerDone)
-	defer s.finish()
+func (s *Stream) reader(conn *websocket.Conn) {
+	defer s.readers.Done()
 	defer s.survive("reader")
 	ctx := context.Background()
 	var (
@@ -30,14 +29,12 @@ func (s *Stream) reader() {
 		down media.Downsampler
 	)
 	for {
-		typ, r, err := s.conn.Reader(ctx)
-		if err != nil {
-			s.byApp.Store(!s.closing.Load())
-			return
+		typ, r, err := conn.Reader(ctx)
+		if err == nil {
+			buf, err = readAll(buf[:0], r)
 		}
-		buf, err = readAll(buf[:0], r)
 		if err != nil {
-			s.byApp.Store(!s.closing.Load())
+			s.readFailed(conn, err)
 			return
 		}
 		at := time.Now()
@@ -115,6 +112,19 @@ func (s *Stream) reader() {
 			s.warnOnce("event:"+string(msg.Event), "unknown event from application ignored", "event", string(msg.Event))
 		}
 	}
+}
+
+// readFailed ends the stream when its socket closes: the application hung
+// up (a close frame), or the socket failed and no resume is allowed.
+func (s *Stream) readFailed(conn *websocket.Conn, err error) {
+	if !s.isCurrent(conn) {
+		return // an old socket: the stream went on without it
+	}
+	if websocket.CloseStatus(err) == -1 && s.lost(conn) {
+		return
+	}
+	s.byApp.Store(!s.closing.Load())
+	s.finish()
 }
 
 func (s *Stream) play(p Player, pcm []int16, at time.Time) {

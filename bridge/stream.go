@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -46,6 +47,10 @@ type Options struct {
 	// FirstAudio is how long after Begin the application may take to
 	// send its first audio before the stream ends (0: no deadline).
 	FirstAudio time.Duration
+	// ResumeGrace is how long an answered call outlives its socket when
+	// the socket drops without a close handshake (resume.go); 0 ends the
+	// call at once, as a Twilio app expects.
+	ResumeGrace time.Duration
 }
 
 // Stream is one call's WebSocket to its AI application. It implements
@@ -57,7 +62,6 @@ type Options struct {
 // and lets audio flow both ways (at answer); Close sends stop with the
 // reason and closes the socket with a code that says why.
 type Stream struct {
-	conn   *websocket.Conn
 	format Format
 	opts   Options
 	start  Start
@@ -80,14 +84,31 @@ type Stream struct {
 	events []event
 	wake   chan struct{}
 
+	// The socket: one at a time, replaced when the application resumes
+	// (resume.go). conn is nil while the stream waits for a resume; gen
+	// counts the sockets, so that the writer sees a new one; changed
+	// wakes the writer when either changes.
+	connMu     sync.Mutex
+	conn       *websocket.Conn
+	gen        uint64
+	changed    chan struct{}
+	detachedAt time.Time
+	graceTimer *time.Timer
+	redial     func(ctx context.Context) (*websocket.Conn, error) // nil: the application resumes by itself
+	// life ends with the stream: it stops a redial under way.
+	life    context.Context
+	endLife context.CancelFunc
+
 	stopWriter  chan struct{}
 	writerDone  chan struct{}
-	readerDone  chan struct{}
+	readers     sync.WaitGroup // one reader per socket
+	redials     sync.WaitGroup
 	done        chan struct{}
 	doneOnce    sync.Once
 	connectOnce sync.Once
 	closeOnce   sync.Once
 	connected   atomic.Bool
+	begun       atomic.Bool
 	closing     atomic.Bool
 	byApp       atomic.Bool
 
@@ -126,6 +147,8 @@ type streamStats struct {
 	clears        atomic.Int64
 	dtmfOut       atomic.Int64
 	pingsMissed   atomic.Int64
+	resumes       atomic.Int64
+	heldDropped   atomic.Int64
 }
 
 // Counters is a snapshot of a stream's traffic.
@@ -137,6 +160,7 @@ type Counters struct {
 	Marks         int64
 	Clears        int64
 	DTMFOut       int64 // digits the application sent to the carrier
+	Resumes       int64 // sockets the application resumed the stream on
 	// ToApp is the edge's delay from an RTP packet arriving to the
 	// frame that starts with its audio written to the application.
 	ToApp media.LatencySummary
@@ -150,7 +174,7 @@ func (s *Stream) Counters() Counters {
 	return Counters{
 		FramesOut: s.stats.framesOut.Load(), FramesDropped: s.stats.framesDropped.Load(),
 		FramesIn: s.stats.framesIn.Load(), SamplesIn: s.stats.samplesIn.Load(),
-		Marks: s.stats.marks.Load(), Clears: s.stats.clears.Load(), DTMFOut: s.stats.dtmfOut.Load(),
+		Marks: s.stats.marks.Load(), Clears: s.stats.clears.Load(), DTMFOut: s.stats.dtmfOut.Load(), Resumes: s.stats.resumes.Load(),
 		ToApp: s.toApp.Summary(),
 	}
 }
@@ -213,16 +237,19 @@ const (
 	maxEvents = 4096
 	// closeGrace is how long Close waits for stop to be written.
 	closeGrace = time.Second
+	// maxMessage bounds one message from the application.
+	maxMessage = 1 << 20
 )
 
 func newStream(conn *websocket.Conn, format Format, opts Options, start Start, log *slog.Logger) *Stream {
 	s := &Stream{
-		conn: conn, format: format, opts: opts, start: start, log: log,
+		conn: conn, gen: 1, changed: make(chan struct{}, 1), format: format, opts: opts, start: start, log: log,
 		free: make(chan *audioSlot, audioSlots), audio: make(chan *audioSlot, audioSlots),
 		wake: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
-		readerDone: make(chan struct{}), done: make(chan struct{}),
+		done: make(chan struct{}),
 	}
-	conn.SetReadLimit(1 << 20)
+	s.life, s.endLife = context.WithCancel(context.Background())
+	conn.SetReadLimit(maxMessage)
 	return s
 }
 
@@ -234,8 +261,10 @@ func (s *Stream) StreamSid() string { return s.start.StreamSid }
 func (s *Stream) Connect() {
 	s.connectOnce.Do(func() {
 		s.connected.Store(true)
+		conn, _ := s.current()
+		s.readers.Add(1)
 		go s.writer()
-		go s.reader()
+		go s.reader(conn)
 		s.startLiveness()
 	})
 }
@@ -249,6 +278,7 @@ type Leg struct{ SIPTransport, MediaEncryption string }
 // called.
 func (s *Stream) Begin(player Player, leg Leg) {
 	s.player.Store(&playerRef{p: player})
+	s.begun.Store(true)
 	s.event(event{kind: evStart, leg: leg})
 	s.Connect()
 	s.startFirstAudioDeadline()
@@ -272,7 +302,21 @@ func (s *Stream) Done() <-chan struct{} { return s.done }
 // stream.
 func (s *Stream) ClosedByApp() bool { return s.byApp.Load() }
 
-func (s *Stream) finish() { s.doneOnce.Do(func() { close(s.done) }) }
+func (s *Stream) finish() {
+	s.doneOnce.Do(func() {
+		close(s.done)
+		s.endLife()
+	})
+}
+
+func (s *Stream) ended() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
 
 // Audio queues 20 ms of carrier audio for the application
 // (media.Listener). Its media timestamp is 20 ms per clock frame since the
@@ -341,7 +385,9 @@ func (s *Stream) survive(where string) {
 	if v := recover(); v != nil {
 		s.log.Error("panic in stream "+where+"; ending the call", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		s.finish()
-		s.conn.CloseNow()
+		if conn, _ := s.current(); conn != nil {
+			conn.CloseNow()
+		}
 	}
 }
 
@@ -357,28 +403,35 @@ func (s *Stream) warnOnce(key, msg string, args ...any) {
 // to call more than once; only the first end counts.
 func (s *Stream) Close(end End) {
 	s.closeOnce.Do(func() {
-		s.closing.Store(true)
+		conn := s.closeSocketSide() // resume.go: no resume from now on
 		s.stopLiveness()
 		s.stopFirstAudioDeadline()
 		if !s.connected.Load() {
-			s.conn.CloseNow()
+			if conn != nil {
+				conn.CloseNow()
+			}
 			s.finish()
 			return
 		}
 		s.event(event{kind: evStop, end: end})
-		select {
-		case <-s.writerDone:
-		case <-time.After(closeGrace):
+		if conn != nil { // a stream waiting for a resume has no one to tell
+			select {
+			case <-s.writerDone:
+			case <-time.After(closeGrace):
+			}
 		}
 		close(s.stopWriter)
-		code := websocket.StatusCode(end.CloseCode)
-		if code == 0 {
-			code = websocket.StatusNormalClosure
+		if conn != nil {
+			code := websocket.StatusCode(end.CloseCode)
+			if code == 0 {
+				code = websocket.StatusNormalClosure
+			}
+			_ = conn.Close(code, closeReason(end.Reason))
+			conn.CloseNow()
 		}
-		_ = s.conn.Close(code, closeReason(end.Reason))
-		s.conn.CloseNow()
 		<-s.writerDone
-		<-s.readerDone
+		s.readers.Wait()
+		s.redials.Wait()
 		s.finish()
 	})
 }

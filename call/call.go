@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -94,6 +95,10 @@ type Stream interface {
 	Close(end bridge.End)
 	Counters() bridge.Counters
 	ToAppLatency() *media.Latency
+	// StreamSid names the stream; ResumeOn carries it on over the
+	// application's request to resume it.
+	StreamSid() string
+	ResumeOn(w http.ResponseWriter, r *http.Request) error
 }
 
 // AppDialer opens an inbound call's stream to its application (bridge.Dial,

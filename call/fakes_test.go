@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"sync"
 	"testing"
@@ -170,6 +171,10 @@ func (s *fakeStream) Close(end bridge.End) {
 	s.once.Do(func() { close(s.done) })
 }
 func (s *fakeStream) Counters() bridge.Counters { return bridge.Counters{FramesOut: 50} }
+func (s *fakeStream) StreamSid() string         { return "MZfake" }
+func (s *fakeStream) ResumeOn(http.ResponseWriter, *http.Request) error {
+	return bridge.ErrNotResumable
+}
 
 // appHangsUp is the application closing its socket (or it failing).
 func (s *fakeStream) appHangsUp(byApp bool) {

@@ -226,7 +226,7 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 	}
 	stream, err := m.cfg.Apps.Dial(c.ctx, bridge.DialConfig{
 		URL: trunk.AIURL, SigningSecret: key.SigningSecret, Timeout: m.cfg.DialTimeout, Log: c.log,
-		Format: bridge.Format{Kind: trunk.Format, SampleRate: trunk.SampleRate}, Options: m.streamOptions(bridge.Options{Extensions: trunk.ProtocolExtensions}),
+		Format: bridge.Format{Kind: trunk.Format, SampleRate: trunk.SampleRate}, Options: m.streamOptions(bridge.Options{Extensions: trunk.ProtocolExtensions, ResumeGrace: time.Duration(trunk.ResumeGraceSeconds) * time.Second}),
 		Start: bridge.Start{
 			CallSid: c.id, AccountSid: bridge.AccountSid(trunk.KeyID), StreamSid: bridge.NewSid("MZ"),
 			From: cdr.From, To: called, Direction: string(keys.Inbound), KeyID: trunk.KeyID, TrunkID: trunk.ID,

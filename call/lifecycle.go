@@ -289,7 +289,7 @@ func (c *Call) info() Info {
 	info.Media = mediaStats(c.media.Stats(), n.ToApp)
 	info.Stream = map[string]int{
 		"frames_out": int(n.FramesOut), "frames_dropped": int(n.FramesDropped), "frames_in": int(n.FramesIn),
-		"marks": int(n.Marks), "clears": int(n.Clears), "queued_samples": c.media.Queued(),
+		"marks": int(n.Marks), "clears": int(n.Clears), "queued_samples": c.media.Queued(), "resumes": int(n.Resumes),
 	}
 	return info
 }

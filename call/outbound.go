@@ -158,6 +158,30 @@ func (m *Manager) PlaceStream(w http.ResponseWriter, r *http.Request, req Outbou
 	return nil
 }
 
+// ResumeStream carries an outbound call's stream on over the request r of
+// the application that placed it (GET /v1/calls/stream?resume=streamSid):
+// a refusal.Reason with nothing written when key has no such stream that
+// can be resumed (it ended, it has no grace window, it is not answered).
+func (m *Manager) ResumeStream(w http.ResponseWriter, r *http.Request, key *keys.Key, streamSid string) error {
+	for _, c := range m.snapshot() {
+		c.mu.Lock()
+		answered := c.state == StateAnswered // and so c.stream is set
+		c.mu.Unlock()
+		if !answered || c.dir != keys.Outbound || c.lease.Key().ID != key.ID || c.stream.StreamSid() != streamSid {
+			continue
+		}
+		err := c.stream.ResumeOn(w, r)
+		if errors.Is(err, bridge.ErrNotResumable) {
+			return refusal.NoStream
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrNotWebSocket, err)
+		}
+		return nil
+	}
+	return refusal.NoStream
+}
+
 // Place places an outbound call from POST /v1/calls: it returns at once
 // with the call's id; when the callee answers, the edge dials the
 // request's AIURL (signed, as for inbound calls).

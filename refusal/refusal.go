@@ -71,8 +71,9 @@ const (
 	MethodUnknown        // a method the edge does not know
 	NoSuchDialog         // an in-dialog request for no dialog of the edge
 	Flooded              // the source sent more requests than the flood guard allows
+	NoStream             // a resume names no stream of the key's that can be resumed
 
-	lastReason = Flooded
+	lastReason = NoStream
 )
 
 type entry struct {
@@ -141,6 +142,7 @@ var table = map[Reason]entry{
 	MethodUnknown:        {501, "Not Implemented", 501, 0, "method not implemented", "method_unknown", 0, false},
 	NoSuchDialog:         {481, "Call/Transaction Does Not Exist", 404, 0, "no such dialog", "no_such_dialog", 0, false},
 	Flooded:              {503, "Service Unavailable", 429, 60, "request flood", "flooded", 0, false},
+	NoStream:             {481, "Call/Transaction Does Not Exist", 404, 0, "no stream to resume", "no_stream", 0, false},
 }
 
 func (r Reason) entry() entry {

@@ -64,6 +64,7 @@ func TestTable(t *testing.T) {
 		{MethodUnknown, 501, 501, 0, "method_unknown", `SIP;cause=501;text="method not implemented"`},
 		{NoSuchDialog, 481, 404, 0, "no_such_dialog", `SIP;cause=481;text="no such dialog"`},
 		{Flooded, 503, 429, 60, "flooded", `SIP;cause=503;text="request flood"`},
+		{NoStream, 481, 404, 0, "no_stream", `SIP;cause=481;text="no stream to resume"`},
 	}
 	if len(tests) != len(All()) {
 		t.Fatalf("%d reasons in the table, %d tested", len(All()), len(tests))

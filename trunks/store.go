@@ -52,6 +52,8 @@ ALTER TABLE trunks ADD COLUMN tls_client_subject TEXT NOT NULL DEFAULT '';
 ALTER TABLE trunks ADD COLUMN protocol_extensions BOOLEAN NOT NULL DEFAULT FALSE;
 `}, {Version: 6, SQL: `
 ALTER TABLE trunks ADD COLUMN sip_headers TEXT NOT NULL DEFAULT '[]';
+`}, {Version: 7, SQL: `
+ALTER TABLE trunks ADD COLUMN resume_grace_s BIGINT NOT NULL DEFAULT 0;
 `}}
 
 // NewSQLStore migrates the trunks schema (after the keys schema, which
@@ -98,11 +100,11 @@ func (s *SQLStore) Insert(ctx context.Context, t *Trunk) error {
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO trunks (id, key_id, name, ai_url, sources, format, sample_rate, params,
 		digest_user, digest_ha1, created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s,
-		media_encryption, tls_client_ca, tls_client_subject, protocol_extensions, sip_headers)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
+		media_encryption, tls_client_ca, tls_client_subject, protocol_extensions, sip_headers, resume_grace_s)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.KeyID, t.Name, t.AIURL, strings.Join(sources, ","),
 		t.Format, t.SampleRate, string(params), t.DigestUser, t.DigestHA1, t.CreatedAt.UnixMilli(),
 		t.Direction, string(gateways), t.AuthUser, t.AuthPassword, t.CallerID, t.MaxChannels, string(headers), t.RingTimeoutSeconds,
-		t.MediaEncryption, t.TLSClientCA, t.TLSClientSubject, t.ProtocolExtensions, string(passed)); err != nil {
+		t.MediaEncryption, t.TLSClientCA, t.TLSClientSubject, t.ProtocolExtensions, string(passed), t.ResumeGraceSeconds); err != nil {
 		return fmt.Errorf("insert trunk: %w", err)
 	}
 	for _, n := range t.Numbers {
@@ -130,7 +132,7 @@ func (s *SQLStore) Delete(ctx context.Context, id string) error {
 func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, key_id, name, ai_url, sources, format, sample_rate, params, digest_user, digest_ha1,
 		created_ms, direction, gateways, auth_user, auth_password, caller_id, max_channels, headers, ring_timeout_s,
-		media_encryption, tls_client_ca, tls_client_subject, protocol_extensions, sip_headers FROM trunks ORDER BY id`)
+		media_encryption, tls_client_ca, tls_client_subject, protocol_extensions, sip_headers, resume_grace_s FROM trunks ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list trunks: %w", err)
 	}
@@ -142,7 +144,7 @@ func (s *SQLStore) List(ctx context.Context) ([]*Trunk, error) {
 		var created int64
 		if err := rows.Scan(&t.ID, &t.KeyID, &t.Name, &t.AIURL, &sources, &t.Format, &t.SampleRate, &params, &t.DigestUser, &t.DigestHA1,
 			&created, &t.Direction, &gateways, &t.AuthUser, &t.AuthPassword, &t.CallerID, &t.MaxChannels, &headers, &t.RingTimeoutSeconds,
-			&t.MediaEncryption, &t.TLSClientCA, &t.TLSClientSubject, &t.ProtocolExtensions, &passed); err != nil {
+			&t.MediaEncryption, &t.TLSClientCA, &t.TLSClientSubject, &t.ProtocolExtensions, &passed, &t.ResumeGraceSeconds); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list trunks: %w", err)
 		}

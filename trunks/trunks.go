@@ -97,6 +97,10 @@ type Trunk struct {
 	// SIPHeaders names the INVITE headers whose values the app gets in
 	// start.customParameters (inbound; see ValidPassedHeader).
 	SIPHeaders []string `json:"sip_headers,omitempty"`
+	// ResumeGraceSeconds holds an answered call this long when its
+	// app's socket drops, while the edge redials the app (inbound;
+	// DESIGN: a resumed stream); 0 hangs up at once.
+	ResumeGraceSeconds int `json:"resume_grace_seconds,omitempty"`
 
 	// Sandbox marks the built-in carrier of test keys (never stored).
 	Sandbox bool `json:"sandbox,omitempty"`
@@ -164,6 +168,7 @@ type Spec struct {
 	// and the INVITE headers passed to the app.
 	ProtocolExtensions bool     `json:"protocol_extensions"`
 	SIPHeaders         []string `json:"sip_headers"`
+	ResumeGraceSeconds int      `json:"resume_grace_seconds"`
 }
 
 func (s Spec) digest(t *Trunk) error {
@@ -188,7 +193,8 @@ func (s Spec) digest(t *Trunk) error {
 // build validates spec into a Trunk with a fresh id.
 func (s Spec) build(now time.Time) (*Trunk, error) {
 	t := &Trunk{ID: newID(), KeyID: s.KeyID, Name: s.Name, Direction: s.Direction, AIURL: s.AIURL, Format: s.Format,
-		SampleRate: s.SampleRate, Params: s.Params, ProtocolExtensions: s.ProtocolExtensions, CreatedAt: now}
+		SampleRate: s.SampleRate, Params: s.Params, ProtocolExtensions: s.ProtocolExtensions, ResumeGraceSeconds: s.ResumeGraceSeconds,
+		CreatedAt: now}
 	if t.KeyID == "" {
 		return nil, fmt.Errorf("%w: key_id is required", ErrInvalid)
 	}
@@ -199,8 +205,8 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 	case "", Inbound:
 		t.Direction = Inbound
 	case Outbound:
-		if s.ProtocolExtensions || len(s.SIPHeaders) > 0 {
-			return nil, fmt.Errorf("%w: protocol_extensions and sip_headers are for inbound trunks (an outbound stream asks with extensions=1 and sets header=)", ErrInvalid)
+		if s.ProtocolExtensions || len(s.SIPHeaders) > 0 || s.ResumeGraceSeconds != 0 {
+			return nil, fmt.Errorf("%w: protocol_extensions, sip_headers and resume_grace_seconds are for inbound trunks (an outbound stream asks with extensions=1, header= and resume_grace=)", ErrInvalid)
 		}
 		if err := s.buildOutbound(t); err != nil {
 			return nil, err
@@ -213,6 +219,9 @@ func (s Spec) build(now time.Time) (*Trunk, error) {
 		return nil, fmt.Errorf("%w: direction must be %q or %q", ErrInvalid, Inbound, Outbound)
 	}
 	if err := s.passedHeaders(t); err != nil {
+		return nil, err
+	}
+	if err := ValidResumeGrace(s.ResumeGraceSeconds); err != nil {
 		return nil, err
 	}
 	if len(s.Gateways) > 0 || s.AuthUsername != "" || s.CallerID != "" || s.MaxChannels != 0 || len(s.Headers) > 0 || s.RingTimeoutSeconds != 0 {
@@ -345,4 +354,16 @@ func newID() string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return "tr_" + string(b[:])
+}
+
+// MaxResumeGraceSeconds bounds how long a call may wait for its app: the
+// caller hears silence meanwhile.
+const MaxResumeGraceSeconds = 60
+
+// ValidResumeGrace checks a resume grace window in seconds.
+func ValidResumeGrace(seconds int) error {
+	if seconds < 0 || seconds > MaxResumeGraceSeconds {
+		return fmt.Errorf("%w: resume grace must be 0 to %d seconds", ErrInvalid, MaxResumeGraceSeconds)
+	}
+	return nil
 }

@@ -359,6 +359,7 @@ func runTrunks(args []string) error {
 		fs.StringVar(&clientCAFile, "tls-client-ca", "", "inbound: PEM CA file; carriers must present a client certificate from it over TLS (mutual TLS)")
 		fs.Var(&passed, "sip-header", "inbound: an INVITE header the app gets in start.customParameters: X-..., User-to-User, Diversion, P-Asserted-Identity, ... (repeat)")
 		fs.BoolVar(&spec.ProtocolExtensions, "extensions", false, "inbound: the app's streams get trunkgate's protocol extensions (mark status, cleared); off, exactly Twilio's messages")
+		fs.IntVar(&spec.ResumeGraceSeconds, "resume-grace", 0, "inbound: seconds an answered call waits for its app when the app's socket drops, while the edge redials it (0: hang up at once)")
 		fs.StringVar(&spec.TLSClientSubject, "tls-client-subject", "", "inbound: with --tls-client-ca, the common name or DNS name the carrier's certificate must carry")
 	}
 	pos, err := parseFlags(fs, args)

@@ -1,0 +1,230 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"trunkgate/media"
+)
+
+// Resume (DESIGN: extensions, a resumed stream): when an answered call's
+// socket drops without a close handshake and Options.ResumeGrace is set,
+// the stream outlives the socket. The call, its media and its bill go on;
+// the caller hears the queued audio, then silence; the caller's audio is
+// held (the last maxHeld frames); and the application gets the stream back
+// on a new socket — the edge redials an application it dialled, and an
+// application that dialled the edge resumes with ResumeOn. The new socket
+// gets connected, a start with "resumed":true under the same streamSid,
+// the events that waited (marks played meanwhile among them), the held
+// audio in order, then live audio: media chunks and timestamps go on from
+// where the old socket stopped. A close frame from the application is a
+// hang-up, as always; only a socket that fails is waited for.
+//
+// One socket at a time: a resume on a new socket while the edge still
+// writes to the old one (whose failure it has not seen yet) takes over.
+
+// maxHeld bounds the caller's audio held while the stream waits for a
+// resume: 5 s; older frames are dropped (and counted) first.
+const maxHeld = 250
+
+// ErrNotResumable is a resume for a stream that has ended or that cannot
+// be resumed (no grace window, not answered yet).
+var ErrNotResumable = errors.New("stream cannot be resumed")
+
+// current is the socket and its generation; nil while waiting for a
+// resume.
+func (s *Stream) current() (*websocket.Conn, uint64) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.conn, s.gen
+}
+
+func (s *Stream) isCurrent(conn *websocket.Conn) bool {
+	c, _ := s.current()
+	return c == conn
+}
+
+// signal wakes the writer to look at the socket again.
+func (s *Stream) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// lost is a socket that failed under the reader, the writer or a ping:
+// it reports whether the stream goes on (waiting for a resume, or on a
+// newer socket already) rather than ending.
+func (s *Stream) lost(conn *websocket.Conn) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.conn != conn {
+		return true // detached already, or replaced by a resume
+	}
+	if s.opts.ResumeGrace <= 0 || !s.begun.Load() || s.closing.Load() || s.ended() {
+		return false
+	}
+	s.conn = nil
+	conn.CloseNow()
+	s.detachedAt = time.Now()
+	s.graceTimer = time.AfterFunc(s.opts.ResumeGrace, s.graceExpired)
+	s.signal()
+	s.log.Warn("application's socket dropped; holding the call for a resume", "grace", s.opts.ResumeGrace)
+	if s.redial != nil {
+		s.redials.Add(1)
+		go s.redialUntil(s.detachedAt.Add(s.opts.ResumeGrace))
+	}
+	return true
+}
+
+func (s *Stream) graceExpired() {
+	s.connMu.Lock()
+	expired := s.conn == nil && !s.closing.Load()
+	s.connMu.Unlock()
+	if expired {
+		s.log.Warn("application did not resume its stream within the grace window; ending the call", "grace", s.opts.ResumeGrace)
+		s.finish()
+	}
+}
+
+// attach makes conn the stream's socket: after a drop, or taking over
+// from a socket the edge still thinks alive.
+func (s *Stream) attach(conn *websocket.Conn) error {
+	conn.SetReadLimit(maxMessage)
+	s.connMu.Lock()
+	if s.closing.Load() || s.ended() || !s.begun.Load() {
+		s.connMu.Unlock()
+		return ErrNotResumable
+	}
+	gap := time.Duration(0)
+	if old := s.conn; old != nil {
+		old.CloseNow()
+	} else {
+		gap = time.Since(s.detachedAt)
+		s.graceTimer.Stop()
+	}
+	s.conn = conn
+	s.gen++
+	s.readers.Add(1)
+	s.connMu.Unlock()
+	s.stats.resumes.Add(1)
+	s.signal()
+	go s.reader(conn)
+	s.log.Info("application resumed its stream", "gap_ms", gap.Milliseconds())
+	return nil
+}
+
+// closeSocketSide marks the stream closing, so that no socket attaches
+// from now on, and returns the socket (nil while waiting for a resume).
+func (s *Stream) closeSocketSide() *websocket.Conn {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.closing.Store(true)
+	if s.graceTimer != nil {
+		s.graceTimer.Stop()
+	}
+	s.endLife() // a redial under way gives up
+	return s.conn
+}
+
+// Resumable reports whether a socket may take the stream over now.
+func (s *Stream) Resumable() bool {
+	return s.opts.ResumeGrace > 0 && s.begun.Load() && !s.closing.Load() && !s.ended()
+}
+
+// ResumeOn upgrades r, the application's request to resume (authenticated
+// by the caller), and carries the stream on over it.
+func (s *Stream) ResumeOn(w http.ResponseWriter, r *http.Request) error {
+	if !s.Resumable() {
+		return ErrNotResumable
+	}
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return fmt.Errorf("websocket upgrade: %w", err)
+	}
+	if err := s.attach(conn); err != nil {
+		conn.CloseNow() // the call ended in between
+		return nil      // the upgrade has answered the request
+	}
+	return nil
+}
+
+// redialUntil dials the application again, backing off, until it answers
+// or the grace window closes (then graceExpired ends the call).
+func (s *Stream) redialUntil(deadline time.Time) {
+	defer s.redials.Done()
+	ctx, cancel := context.WithDeadline(s.life, deadline)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		conn, err := s.redial(ctx)
+		if err == nil {
+			if s.attach(conn) != nil {
+				conn.CloseNow()
+			}
+			return
+		}
+		s.log.Info("application not reached again yet", "attempt", attempt, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// heldAudio is the caller's audio held while the stream waits for a
+// resume: a ring of the newest maxHeld frames, made at the first drop and
+// let go once it has been sent, so that a call never resumed pays nothing.
+type heldAudio struct {
+	frames   []heldFrame
+	first, n int
+}
+
+type heldFrame struct {
+	pcm [media.FrameSamples]int16
+	ms  int64
+}
+
+// hold keeps a frame; it reports false when the oldest had to go.
+func (h *heldAudio) hold(pcm *[media.FrameSamples]int16, ms int64) bool {
+	if h.frames == nil {
+		h.frames = make([]heldFrame, maxHeld)
+	}
+	kept := true
+	if h.n == maxHeld {
+		h.first = (h.first + 1) % maxHeld
+		h.n--
+		kept = false
+	}
+	f := &h.frames[(h.first+h.n)%maxHeld]
+	f.pcm, f.ms = *pcm, ms
+	h.n++
+	return kept
+}
+
+// peek is the oldest held frame, nil when none is.
+func (h *heldAudio) peek() *heldFrame {
+	if h.n == 0 {
+		return nil
+	}
+	return &h.frames[h.first]
+}
+
+// pop drops the oldest frame, once it has been sent; the ring goes once
+// it is empty.
+func (h *heldAudio) pop() {
+	h.first = (h.first + 1) % maxHeld
+	h.n--
+	if h.n == 0 {
+		*h = heldAudio{}
+	}
+}
