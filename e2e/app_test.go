@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ type App struct {
 	srv      *http.Server
 	// Reject, when set, refuses the handshake with this HTTP status.
 	Reject int
+	// Away, while true, refuses handshakes with 503 (an app restarting).
+	Away atomic.Bool
 	// HandshakeDelay holds each handshake this long (a slow app).
 	HandshakeDelay time.Duration
 	// Hang, when set, makes the app accept the WebSocket and then read
@@ -83,6 +86,7 @@ type StartBody struct {
 		SampleRate int    `json:"sampleRate"`
 		Channels   int    `json:"channels"`
 	} `json:"mediaFormat"`
+	Resumed bool `json:"resumed"`
 }
 
 // MediaBody is media.media.
@@ -158,6 +162,10 @@ func startApp(t testing.TB, tlsConfig *tls.Config) *App {
 			http.Error(w, "no", a.Reject)
 			return
 		}
+		if a.Away.Load() {
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -229,8 +237,8 @@ func (c *AppConn) readLoop() {
 	}
 }
 
-// Expect waits for the next message with this event, skipping media
-// unless the event asked for is media.
+// Expect waits for the next message with this event, skipping media,
+// connected, progress and stats unless the event asked for is one of them.
 func (c *AppConn) Expect(t testing.TB, event string) Msg {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
@@ -240,7 +248,7 @@ func (c *AppConn) Expect(t testing.TB, event string) Msg {
 			if m.Event == event {
 				return m
 			}
-			if m.Event != "media" && m.Event != "binary" && m.Event != "connected" && m.Event != "progress" && event != "any" {
+			if m.Event != "media" && m.Event != "binary" && m.Event != "connected" && m.Event != "progress" && m.Event != "stats" && event != "any" {
 				t.Fatalf("got %q while waiting for %q", m.Event, event)
 			}
 		case <-deadline:
@@ -329,6 +337,10 @@ func (c *AppConn) SendAudio(t testing.TB, streamSid string, ulaw []byte) {
 func (c *AppConn) Close() {
 	c.conn.Close(websocket.StatusNormalClosure, "app done")
 }
+
+// Kill drops the socket without a close handshake (the app's process or
+// its network died).
+func (c *AppConn) Kill() { c.conn.CloseNow() }
 
 // Media returns the decoded audio of every media message so far.
 func (c *AppConn) Media() (frames [][]byte, msgs []Msg) {
