@@ -325,16 +325,22 @@ func TestFirstAudioDeadline(t *testing.T) {
 func TestAppTransfersTheCall(t *testing.T) {
 	e, app, k := setup(t, keys.Limits{}, "+15556480", nil)
 
-	// Success: the carrier reached the target.
-	run := Call{Number: "+15556480", Refer: "200 OK", Hangup: "callee", WaitByeMS: 5000}.Start(t, e)
+	// Success: the carrier puts the caller through to the target, a
+	// second SIPp that answers and later gets the caller's BYE.
+	target := StartGateway(t, Gateway{Name: "transfer-target"})
+	run := Call{Number: "+15556480", Transfer: &TransferTarget{Port: target.Port, Code: 200, Phrase: "OK"}, Hangup: "callee", WaitByeMS: 5000}.Start(t, e)
 	conn := app.Next(t)
 	sid := conn.Expect(t, "start").StreamSid
 	conn.Send(t, map[string]any{"event": "transfer", "streamSid": sid, "transfer": map[string]string{"to": "+1 555 0199"}})
 	accepted := conn.Expect(t, "transfer")
 	succeeded := conn.Expect(t, "transfer")
 	res := run.Wait(t).MustPass(t)
+	target.Wait(t)
 	if got := res.Logged(t, `REFER TO=(.*)`)[1]; !strings.HasPrefix(got, "<sip:+15550199@") {
 		t.Fatalf("Refer-To %q", got)
+	}
+	if !strings.Contains(target.Log(), "INVITE RURI=sip:+15550199@127.0.0.1") {
+		t.Fatalf("the transfer target saw %s", target.Log())
 	}
 	if accepted.Transfer == nil || accepted.Transfer.Status != "accepted" || accepted.Transfer.SIPCode != 202 ||
 		succeeded.Transfer == nil || succeeded.Transfer.Status != "succeeded" || succeeded.Transfer.SIPCode != 200 {
@@ -344,15 +350,20 @@ func TestAppTransfersTheCall(t *testing.T) {
 		t.Fatalf("CDR side %q cause %q", c.HangupSide, c.HangupCause)
 	}
 
-	// Failure: the target was busy; the edge does not hang up, the caller
+	// Failure: the target is busy; the edge does not hang up, the caller
 	// does (SIPp's BYE after its NOTIFY).
-	run = Call{Number: "+15556480", Refer: "486 Busy Here"}.Start(t, e)
+	busy := StartGateway(t, Gateway{Name: "busy-target", Code: 486, Phrase: "Busy Here"})
+	run = Call{Number: "+15556480", Transfer: &TransferTarget{Port: busy.Port, Code: 486, Phrase: "Busy Here"}}.Start(t, e)
 	conn = app.Next(t)
 	sid = conn.Expect(t, "start").StreamSid
 	conn.Send(t, map[string]any{"event": "transfer", "streamSid": sid, "transfer": map[string]string{"to": "sip:desk@pbx.example"}})
 	conn.Expect(t, "transfer") // accepted
 	failed := conn.Expect(t, "transfer")
 	run.Wait(t).MustPass(t)
+	busy.Wait(t)
+	if !strings.Contains(busy.Log(), "INVITE RURI=sip:desk@127.0.0.1") {
+		t.Fatalf("the busy target saw %s", busy.Log())
+	}
 	if failed.Transfer == nil || failed.Transfer.Status != "failed" || failed.Transfer.SIPCode != 486 {
 		t.Fatalf("failed transfer: %s", failed.Raw)
 	}

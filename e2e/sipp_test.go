@@ -48,10 +48,18 @@ type Call struct {
 	Calls, Rate int
 	// Headers are extra INVITE header lines ("X-Customer-Id: 42").
 	Headers []string
-	// Refer, when set, makes SIPp wait (after the steps) for the edge's
-	// REFER, accept it, and NOTIFY this status line ("200 OK",
-	// "486 Busy Here") as the transfer's outcome.
-	Refer string
+	// Transfer, when set, makes SIPp wait (after the steps) for the
+	// edge's REFER, accept it, call the Refer-To target at a second SIPp
+	// and NOTIFY the edge of that call's final status (RFC 3515).
+	Transfer *TransferTarget
+}
+
+// TransferTarget is a second SIPp (a Gateway) that takes transferred
+// calls on 127.0.0.1:Port and answers them with Code Phrase.
+type TransferTarget struct {
+	Port   int
+	Code   int
+	Phrase string
 }
 
 // ProxyVias are the Via headers of the proxies a padded INVITE crossed.
@@ -179,7 +187,8 @@ func (c Call) start(t *testing.T, e *Edge) *SIPpRun {
 		ByeCSeq    int
 		NotifyCSeq int
 		InviteCSeq int
-	}{Call: c, SDPPort: "[media_port]", ByeCSeq: cseq + 1, NotifyCSeq: cseq, InviteCSeq: inviteCSeq}
+		EdgePort   int
+	}{Call: c, SDPPort: "[media_port]", ByeCSeq: cseq + 1, NotifyCSeq: cseq, InviteCSeq: inviteCSeq, EdgePort: e.SIPPort}
 	if c.SDPPort != 0 {
 		data.SDPPort = strconv.Itoa(c.SDPPort)
 	}
@@ -243,7 +252,10 @@ func (r *SIPpRun) exitReport() string {
 	if code == 254 {
 		hint = " (254: SIPp could not bind its SIP or media port)"
 	}
-	return fmt.Sprintf("exit %d%s; output tail:\n%s", code, hint, tail(r.screen.String(), 30))
+	errs, _ := os.ReadFile(filepath.Join(r.dir, "errors.log"))
+	msgs, _ := os.ReadFile(filepath.Join(r.dir, "messages.log"))
+	return fmt.Sprintf("exit %d%s; output tail:\n%s\nerrors:\n%s\nlast messages:\n%s", code, hint, tail(r.screen.String(), 30),
+		tail(string(errs), 10), tail(string(msgs), 40))
 }
 
 // Done is closed when SIPp has exited.
