@@ -83,6 +83,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAuthorize -fuzztime $(FUZZTIME) -timeout 0 ./sip
 	$(GO) test -run '^$$' -fuzz FuzzSipfragStatus -fuzztime $(FUZZTIME) -timeout 0 ./sip
 	$(GO) test -run '^$$' -fuzz FuzzParseCrypto -fuzztime $(FUZZTIME) -timeout 0 ./sip
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -timeout 0 ./media/g722
+	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime $(FUZZTIME) -timeout 0 ./media/g722
 
 clean:
 	rm -rf bin data
