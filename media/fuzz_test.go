@@ -11,13 +11,16 @@ import (
 )
 
 // offlineSession is a Session with no sockets, for feeding packets by hand.
-func offlineSession(l Listener) *Session {
+func offlineSession(l Listener) *Session { return offlineSessionWith(l, PCMA) }
+
+func offlineSessionWith(l Listener, c Codec) *Session {
 	s := &Session{
-		cfg:   Config{Codec: PCMA, DTMFPayloadType: 101, Listener: l, PtimeMS: 20},
-		epoch: time.Now(), jb: NewJitterBuffer(), playout: NewPlayout(), ssrc: 77, log: slog.New(slog.DiscardHandler),
+		cfg:   Config{Codec: c, DTMFPayloadType: 101, Listener: l, PtimeMS: 20},
+		epoch: time.Now(), ssrc: 77, log: slog.New(slog.DiscardHandler),
 		ended: make(chan struct{}),
 	}
-	s.SetPayloadTypes(PCMA.PayloadType, 101)
+	s.useCodec(c)
+	s.SetPayloadTypes(c.PayloadType, 101)
 	return s
 }
 

@@ -9,8 +9,13 @@ package media
 //
 // It is not safe for concurrent use; Session serialises Push and Pop.
 type JitterBuffer struct {
+	// ring holds a sample per tick of the RTP clock; wide, for G.722
+	// (16 kHz audio on an 8 kHz clock), holds spt samples per tick
+	// instead. Positions, delays and the have bits count ticks.
 	ring [ringSize]int16
-	have ringBits // which ring samples hold audio
+	wide []int16
+	spt  int
+	have ringBits // which ring ticks hold audio
 
 	state    jbState
 	ssrc     uint32
@@ -27,9 +32,8 @@ type JitterBuffer struct {
 	lastArrival int64 // arrival of the previous packet, in samples
 	lastTS      int64
 
-	last    [FrameSamples]int16 // the last frame played, for concealment
-	plcRun  int                 // consecutive frames concealed
-	scratch [FrameSamples]int16
+	last   [2 * FrameSamples]int16 // the last frame played, for concealment
+	plcRun int                     // consecutive frames concealed
 
 	// starts remembers where the last packets' audio begins on the
 	// timeline and when they arrived, so that Pop can say when the
@@ -83,9 +87,16 @@ const (
 	maxConceal = 3
 )
 
-// NewJitterBuffer returns an empty buffer.
-func NewJitterBuffer() *JitterBuffer {
-	return &JitterBuffer{target: minDelay, minDepth: 1 << 62}
+// NewJitterBuffer returns an empty buffer for 8 kHz audio.
+func NewJitterBuffer() *JitterBuffer { return newJitterBuffer(1) }
+
+// newJitterBuffer returns an empty buffer of spt samples per clock tick.
+func newJitterBuffer(spt int) *JitterBuffer {
+	jb := &JitterBuffer{spt: spt, target: minDelay, minDepth: 1 << 62}
+	if spt > 1 {
+		jb.wide = make([]int16, ringSize*spt)
+	}
+	return jb
 }
 
 // Target is the current playout delay in samples.
@@ -109,9 +120,12 @@ func (jb *JitterBuffer) unwrap(ts uint32) int64 {
 }
 
 // Push adds one packet's decoded samples, stamped with its RTP timestamp
-// and SSRC. arrival is the receive time in samples (ns * 8000 / 1e9).
+// and SSRC. arrival is the receive time in clock ticks (ns * 8000 / 1e9).
 func (jb *JitterBuffer) Push(ssrc, ts uint32, samples []int16, arrival int64) {
 	n := int64(len(samples))
+	if jb.spt > 1 {
+		n /= int64(jb.spt)
+	}
 	if n == 0 || n > ringSize/2 {
 		return
 	}
@@ -149,13 +163,19 @@ func (jb *JitterBuffer) Push(ssrc, ts uint32, samples []int16, arrival int64) {
 	jb.updateJitter(ext, arrival)
 	jb.starts[jb.nStart%len(jb.starts)] = packetStart{pos: ext, arrival: arrival}
 	jb.nStart++
-	for i := int64(0); i < n; i++ {
-		pos := ext + i
-		if pos < jb.next {
-			continue // the head of a late packet: already played
+	// The head of a late packet, already played, is skipped.
+	if spt := int64(jb.spt); spt == 1 {
+		for i := max(jb.next-ext, 0); i < n; i++ {
+			pos := (ext + i) & ringMask
+			jb.ring[pos] = samples[i]
+			jb.have.set(pos)
 		}
-		jb.ring[pos&ringMask] = samples[i]
-		jb.have.set(pos & ringMask)
+	} else {
+		for i := max(jb.next-ext, 0); i < n; i++ {
+			pos := (ext + i) & ringMask
+			copy(jb.wide[pos*spt:(pos+1)*spt], samples[i*spt:])
+			jb.have.set(pos)
+		}
 	}
 	if ext+n > jb.end {
 		jb.end = ext + n
@@ -190,12 +210,14 @@ func (jb *JitterBuffer) updateJitter(ext, arrival int64) {
 	jb.lastArrival, jb.lastTS = arrival, ext
 }
 
-// Pop fills dst (FrameSamples long) with the next 20 ms to play. It reports
-// false before the first packet, when there is nothing to send at all.
-// Once audio has started, every Pop yields a frame: audio, concealment
-// of a gap, or silence while the sender is quiet.
+// Pop fills dst (FrameSamples ticks long: 160 samples, 320 for G.722)
+// with the next 20 ms to play. It reports false before the first packet,
+// when there is nothing to send at all. Once audio has started, every Pop
+// yields a frame: audio, concealment of a gap, or silence while the sender
+// is quiet.
 func (jb *JitterBuffer) Pop(dst []int16) bool {
-	dst = dst[:FrameSamples]
+	spt := int64(jb.spt)
+	dst = dst[:FrameSamples*spt]
 	jb.FrameArrival = -1
 	switch jb.state {
 	case jbIdle:
@@ -235,14 +257,29 @@ func (jb *JitterBuffer) Pop(dst []int16) bool {
 		}
 	}
 	missing := 0
-	for i := range dst {
-		idx := (jb.next + int64(i)) & ringMask
-		if jb.have.get(idx) {
-			dst[i] = jb.ring[idx]
-			jb.have.unset(idx)
-		} else {
-			dst[i] = jb.last[i] / 2
-			missing++
+	if spt == 1 {
+		for i := range dst {
+			idx := (jb.next + int64(i)) & ringMask
+			if jb.have.get(idx) {
+				dst[i] = jb.ring[idx]
+				jb.have.unset(idx)
+			} else {
+				dst[i] = jb.last[i] / 2
+				missing++
+			}
+		}
+	} else {
+		for i := range int64(FrameSamples) {
+			idx := (jb.next + i) & ringMask
+			if jb.have.get(idx) {
+				copy(dst[i*spt:(i+1)*spt], jb.wide[idx*spt:])
+				jb.have.unset(idx)
+			} else {
+				for k := i * spt; k < (i+1)*spt; k++ {
+					dst[k] = jb.last[k] / 2
+				}
+				missing++
+			}
 		}
 	}
 	jb.next += FrameSamples

@@ -22,6 +22,7 @@ type Playout struct {
 	played  int64   // samples ever dequeued (or cleared)
 	marks   []pendingMark
 	fired   []DoneMark // marks due, handed out by TakeMarks
+	initial int        // the queue's size when idle; it shrinks back to it
 	limit   int
 	Over    uint64 // samples refused because the queue was at its limit
 	// spurt is audio written into an empty queue: where it starts and
@@ -47,17 +48,20 @@ type pendingMark struct {
 // Queue sizes: start at 160 ms (a live call's steady state, app audio
 // arriving about as fast as it plays, needs no more), double on demand up
 // to 120 s, which is longer than any single utterance a voice agent sends
-// ahead, and go back to the start once a long burst has played out: a
-// quiet call holds 2.5 KB, not what its longest sentence needed.
+// ahead, and go back to the start once a long burst has played out (when
+// it has grown past 8 times): a quiet call holds 2.5 KB, not what its
+// longest sentence needed. In samples at 8 kHz; twice as many at 16 kHz.
 const (
 	playoutInitial = ClockRate * 160 / 1000
 	playoutLimit   = 120 * ClockRate
-	playoutShrink  = 8 * playoutInitial // a drained buffer larger than this is given back
 )
 
 // NewPlayout returns an empty queue.
-func NewPlayout() *Playout {
-	return &Playout{buf: make([]int16, playoutInitial), limit: playoutLimit}
+func NewPlayout() *Playout { return newPlayout(1) }
+
+// newPlayout is a queue of samples at spt times the 8 kHz clock.
+func newPlayout(spt int) *Playout {
+	return &Playout{buf: make([]int16, playoutInitial*spt), initial: playoutInitial * spt, limit: playoutLimit * spt}
 }
 
 // Queued is the audio waiting, in samples.
@@ -157,8 +161,8 @@ func (p *Playout) Read(dst []int16) (n int, spurtAt time.Time) {
 	p.head = (p.head + n) % len(p.buf)
 	p.size -= n
 	p.played += int64(n)
-	if p.size == 0 && len(p.buf) > playoutShrink {
-		p.buf, p.head = make([]int16, playoutInitial), 0 // once per long burst, not per packet
+	if p.size == 0 && len(p.buf) > 8*p.initial {
+		p.buf, p.head = make([]int16, p.initial), 0 // once per long burst, not per packet
 	}
 	due := 0
 	for due < len(p.marks) && p.marks[due].at <= p.played {

@@ -93,6 +93,13 @@ type Session struct {
 	dtmfPT     atomic.Uint32 // telephone-event payload type; 0 = none
 	lastRx     atomic.Int64  // ns since epoch of the last RTP packet
 
+	// codec decodes on the reader goroutine and encodes on the clock's;
+	// spt is its PCM samples per RTP clock tick. Both are set before
+	// Start (SetCodec), with the jitter buffer and playout queue sized
+	// for them.
+	codec transcoder
+	spt   int
+
 	rxMu sync.Mutex // guards jb, rx, lastSR*
 	jb   *JitterBuffer
 	rx   rxStats
@@ -159,10 +166,11 @@ func (p *PortPool) NewSession(cfg Config) (*Session, error) {
 	}
 	s := &Session{
 		cfg: cfg, pool: p, port: port, rtpConn: rtpConn, rtcpConn: rtcpConn, log: cfg.Log,
-		epoch: time.Now(), jb: NewJitterBuffer(), playout: NewPlayout(),
-		ssrc: rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
+		epoch: time.Now(),
+		ssrc:  rand.Uint32(), seq: uint16(rand.Uint32()), ts: rand.Uint32(),
 		ended: make(chan struct{}),
 	}
+	s.useCodec(cfg.Codec)
 	s.SetRemote(cfg.Remote, cfg.RemoteRTCP)
 	s.SetPayloadTypes(cfg.Codec.PayloadType, cfg.DTMFPayloadType)
 	return s, nil
@@ -201,7 +209,22 @@ func (s *Session) SetCodec(c Codec, ptimeMS int) {
 		s.cfg.PtimeMS = ptimeMS
 	}
 	s.codecPT.Store(uint32(c.PayloadType))
+	s.useCodec(c)
 }
+
+// useCodec sets up the codec's state and, for its sample rate, the jitter
+// buffer and the playout queue.
+func (s *Session) useCodec(c Codec) {
+	s.codec = newTranscoder(c)
+	if spt := c.perTick(); spt != s.spt {
+		s.spt = spt
+		s.jb, s.playout = newJitterBuffer(spt), newPlayout(spt)
+	}
+}
+
+// SampleRate is the rate of the PCM the session hands its listener and
+// takes from Play: 16000 on a G.722 call, else 8000.
+func (s *Session) SampleRate() int { return s.cfg.Codec.SampleRate() }
 
 // SetPayloadTypes changes the payload types of the codec and of
 // telephone-event, as a re-INVITE's answer may map them anew.
@@ -256,7 +279,7 @@ func (s *Session) Mark(name string) {
 // dropped and when, on the session's media clock (time since Start).
 func (s *Session) Clear() (dropped, at time.Duration) {
 	n := s.playout.Clear()
-	return time.Duration(n) * time.Second / ClockRate, time.Since(s.start)
+	return time.Duration(n) * time.Second / time.Duration(s.SampleRate()), time.Since(s.start)
 }
 
 // deliverMarks runs on the clock goroutine only.
@@ -341,7 +364,7 @@ type rtpReceiver struct {
 	pcm []int16
 }
 
-func newRTPReceiver() *rtpReceiver { return &rtpReceiver{pcm: make([]int16, 1500)} }
+func newRTPReceiver() *rtpReceiver { return &rtpReceiver{pcm: make([]int16, 2*1500)} }
 
 // receiveRTP handles one datagram from the RTP port: anything that is not
 // a version 2 RTP packet is counted and dropped.
@@ -359,11 +382,10 @@ func (s *Session) receiveRTP(rx *rtpReceiver, b []byte, from netip.AddrPort, now
 	dtmfPT := uint8(s.dtmfPT.Load())
 	switch {
 	case pkt.PayloadType == uint8(s.codecPT.Load()):
-		k := min(len(pkt.Payload), len(rx.pcm))
-		s.cfg.Codec.Decode(rx.pcm[:k], pkt.Payload[:k])
+		n := s.codec.decode(rx.pcm, pkt.Payload[:min(len(pkt.Payload), len(rx.pcm)/s.spt)])
 		s.rxMu.Lock()
 		s.rx.update(pkt.SSRC, pkt.SequenceNumber, pkt.Timestamp, arrival, len(b))
-		s.jb.Push(pkt.SSRC, pkt.Timestamp, rx.pcm[:k], arrival)
+		s.jb.Push(pkt.SSRC, pkt.Timestamp, rx.pcm[:n], arrival)
 		s.rxMu.Unlock()
 	case dtmfPT != 0 && pkt.PayloadType == dtmfPT:
 		s.rxMu.Lock()
@@ -394,7 +416,7 @@ func (s *Session) latch(from netip.AddrPort) {
 // clockState is what the session's clock carries from one tick to the
 // next; only the hub's goroutine touches it, under tickMu.
 type clockState struct {
-	inFrame  [FrameSamples]int16
+	inFrame  [2 * FrameSamples]int16 // 20 ms at 8 or 16 kHz
 	outPCM   []int16
 	payload  []byte
 	wire     []byte
@@ -413,11 +435,12 @@ type clockState struct {
 }
 
 func (s *Session) initClock() {
-	outSamples := s.cfg.PtimeMS * ClockRate / 1000
+	// One payload byte per tick of the 8 kHz clock, G.711 and G.722 alike.
+	ticks := s.cfg.PtimeMS * ClockRate / 1000
 	c := &s.clk
-	c.outPCM = make([]int16, outSamples)
-	c.payload = make([]byte, outSamples)
-	c.wire = make([]byte, 12+outSamples+srtpOverhead)
+	c.outPCM = make([]int16, ticks*s.spt)
+	c.payload = make([]byte, ticks)
+	c.wire = make([]byte, 12+ticks+srtpOverhead)
 	c.marks = make([]DoneMark, 0, 8)
 	c.nextRTCP = s.cfg.RTCPInterval / 5 // an early first report gets RTT going
 	c.pkt.Version = 2
@@ -453,14 +476,15 @@ func (s *Session) tick(now time.Time) {
 		if k < 5 {
 			s.sendPacket(&c.pkt, c.outPCM, c.payload, c.wire, &c.first)
 		} else {
-			s.ts += uint32(len(c.outPCM))
+			s.ts += uint32(len(c.payload))
 		}
 		c.nOut++
 	}
 	for k := 0; time.Duration(c.nIn+1)*inPeriod <= elapsed; k++ {
 		if k < 5 {
 			s.rxMu.Lock()
-			ok := s.jb.Pop(c.inFrame[:])
+			frame := c.inFrame[:FrameSamples*s.spt]
+			ok := s.jb.Pop(frame)
 			arrival := s.jb.FrameArrival
 			s.rxMu.Unlock()
 			if ok {
@@ -468,7 +492,7 @@ func (s *Session) tick(now time.Time) {
 				if arrival >= 0 {
 					arrived = s.epoch.Add(time.Duration(arrival) * (time.Second / ClockRate))
 				}
-				s.cfg.Listener.Audio(c.inFrame[:], c.nIn, arrived)
+				s.cfg.Listener.Audio(frame, c.nIn, arrived)
 			}
 		}
 		c.nIn++
@@ -494,7 +518,7 @@ func (s *Session) tick(now time.Time) {
 // application's digits play, else playout audio, or comfort silence when
 // the queue is empty. The marker bit starts each talkspurt and each event.
 func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte, first *bool) {
-	samples := uint32(len(pcm))
+	samples := uint32(len(payload)) // RTP clock ticks
 	remote := s.remote.Load()
 	sends := s.Direction().sends() && remote != nil
 	if dtmfPT := uint8(s.dtmfPT.Load()); sends && dtmfPT != 0 {
@@ -515,7 +539,7 @@ func (s *Session) sendPacket(pkt *rtp.Packet, pcm []int16, payload, wire []byte,
 		s.talking = false
 		return
 	}
-	s.cfg.Codec.Encode(payload, pcm)
+	s.codec.encode(payload, pcm)
 	pkt.PayloadType = uint8(s.codecPT.Load())
 	pkt.SequenceNumber = s.seq
 	pkt.Timestamp = s.ts
