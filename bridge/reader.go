@@ -21,13 +21,27 @@ func (s *Stream) reader(conn *websocket.Conn) {
 	defer s.survive("reader")
 	ctx := context.Background()
 	var (
-		buf  = make([]byte, 0, 4096)
-		msg  AppMessage
-		ulaw = make([]byte, 0, 1024)
-		pcm  = make([]int16, decodeChunk)
-		half = make([]int16, decodeChunk/2)
-		down media.Downsampler
+		buf    = make([]byte, 0, 4096)
+		msg    AppMessage
+		ulaw   = make([]byte, 0, 1024)
+		pcm    = make([]int16, decodeChunk)
+		half   = make([]int16, decodeChunk/2)
+		double = make([]int16, 2*decodeChunk)
+		down   media.Downsampler
+		up     media.Upsampler
 	)
+	// playAt plays samples at rate (8000 or 16000) at the player's own
+	// rate: 16 kHz on a G.722 call, else 8 kHz.
+	playAt := func(p Player, samples []int16, rate int, at time.Time) {
+		switch want := p.SampleRate(); {
+		case rate == want:
+		case rate > want:
+			samples = down.Process(half, samples[:len(samples)&^1])
+		default:
+			samples = up.Process(double, samples)
+		}
+		s.play(p, samples, at)
+	}
 	for {
 		typ, r, err := conn.Reader(ctx)
 		if err == nil {
@@ -57,11 +71,7 @@ func (s *Stream) reader(conn *websocket.Conn) {
 				for i := range n {
 					pcm[i] = int16(binary.LittleEndian.Uint16(buf[off+2*i:]))
 				}
-				samples := pcm[:n]
-				if s.format.SampleRate == 16000 {
-					samples = down.Process(half, samples[:n&^1])
-				}
-				s.play(player.p, samples, at)
+				playAt(player.p, pcm[:n], s.format.SampleRate, at)
 			}
 			continue
 		}
@@ -90,7 +100,7 @@ func (s *Stream) reader(conn *websocket.Conn) {
 			for off := 0; off < len(ulaw); off += decodeChunk {
 				n := min(decodeChunk, len(ulaw)-off)
 				media.DecodeUlaw(pcm[:n], ulaw[off:off+n])
-				s.play(player.p, pcm[:n], at)
+				playAt(player.p, pcm[:n], media.ClockRate, at)
 			}
 		case "mark":
 			if len(msg.MarkName) > maxMarkName {

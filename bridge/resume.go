@@ -190,12 +190,13 @@ type heldAudio struct {
 }
 
 type heldFrame struct {
-	pcm [media.FrameSamples]int16
+	pcm [2 * media.FrameSamples]int16
+	n   int
 	ms  int64
 }
 
 // hold keeps a frame; it reports false when the oldest had to go.
-func (h *heldAudio) hold(pcm *[media.FrameSamples]int16, ms int64) bool {
+func (h *heldAudio) hold(pcm []int16, ms int64) bool {
 	if h.frames == nil {
 		h.frames = make([]heldFrame, maxHeld)
 	}
@@ -206,7 +207,7 @@ func (h *heldAudio) hold(pcm *[media.FrameSamples]int16, ms int64) bool {
 		kept = false
 	}
 	f := &h.frames[(h.first+h.n)%maxHeld]
-	f.pcm, f.ms = *pcm, ms
+	f.n, f.ms = copy(f.pcm[:], pcm), ms
 	h.n++
 	return kept
 }

@@ -18,7 +18,9 @@ import (
 
 // Player is where the application's audio goes: media.Session.
 type Player interface {
-	// Play queues 8 kHz audio that came from the application at at.
+	// SampleRate is the rate Play takes: 8000, or 16000 on a G.722 call.
+	SampleRate() int
+	// Play queues audio that came from the application at at.
 	Play(pcm []int16, at time.Time)
 	Mark(name string)
 	// Clear drops the queued audio; it returns how much it dropped and
@@ -156,7 +158,7 @@ type Counters struct {
 	FramesOut     int64 // carrier audio frames sent to the application
 	FramesDropped int64 // frames dropped because the application read too slowly
 	FramesIn      int64 // audio messages from the application
-	SamplesIn     int64 // 8 kHz samples played from the application
+	SamplesIn     int64 // samples played from the application, at the call's rate
 	Marks         int64
 	Clears        int64
 	DTMFOut       int64 // digits the application sent to the carrier
@@ -180,7 +182,8 @@ func (s *Stream) Counters() Counters {
 }
 
 type audioSlot struct {
-	pcm     [media.FrameSamples]int16
+	pcm     [2 * media.FrameSamples]int16 // 20 ms at 8 or 16 kHz (a G.722 call)
+	n       int
 	ms      int64     // the frame's media timestamp, ms since the media clock started
 	arrived time.Time // when the RTP packet that starts in it came in; zero: none does
 }
@@ -319,8 +322,9 @@ func (s *Stream) ended() bool {
 }
 
 // Audio queues 20 ms of carrier audio for the application
-// (media.Listener). Its media timestamp is 20 ms per clock frame since the
-// first frame: a step of more than 20 ms means frames really were missing.
+// (media.Listener): 160 samples, or 320 on a G.722 call. Its media
+// timestamp is 20 ms per clock frame since the first frame: a step of more
+// than 20 ms means frames really were missing.
 func (s *Stream) Audio(pcm []int16, frame int64, arrived time.Time) {
 	var slot *audioSlot
 	select {
@@ -337,7 +341,7 @@ func (s *Stream) Audio(pcm []int16, frame int64, arrived time.Time) {
 		s.firstFrame, s.anyFrame = frame, true
 		s.mediaOrigin.Store(1 + frame*(media.FrameSamples*1000/media.ClockRate))
 	}
-	copy(slot.pcm[:], pcm)
+	slot.n = copy(slot.pcm[:], pcm)
 	slot.arrived = arrived
 	slot.ms = (frame - s.firstFrame) * (media.FrameSamples * 1000 / media.ClockRate)
 	s.audio <- slot // never blocks: there are at most audioSlots slots

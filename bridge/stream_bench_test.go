@@ -87,6 +87,14 @@ type countingPlayer struct {
 	clears  int
 	// dropped and at are what Clear reports.
 	dropped, at time.Duration
+	rate        int // 0: 8000
+}
+
+func (c *countingPlayer) SampleRate() int {
+	if c.rate == 0 {
+		return 8000
+	}
+	return c.rate
 }
 
 func (c *countingPlayer) Play(pcm []int16, _ time.Time) { c.samples.Add(int64(len(pcm))) }

@@ -29,7 +29,9 @@ func (s *Stream) writer() {
 		ulaw    = make([]byte, media.FrameSamples)
 		l16     = make([]byte, 0, 4*media.FrameSamples)
 		wide    = make([]int16, 2*media.FrameSamples)
+		narrow  = make([]int16, media.FrameSamples)
 		up      media.Upsampler
+		down    media.Downsampler
 		evs     []event
 	)
 	// write sends one message. On failure the socket is gone: conn is
@@ -58,11 +60,18 @@ func (s *Stream) writer() {
 		seq++
 		return true
 	}
-	frame := func(pcm *[media.FrameSamples]int16, ms int64) bool {
+	// frame sends 20 ms of the caller at the stream's rate: 8 kHz audio
+	// goes up for a 16 kHz stream, a G.722 call's 16 kHz audio down for
+	// an 8 kHz one.
+	frame := func(pcm []int16, ms int64) bool {
+		at16k := len(pcm) == 2*media.FrameSamples
 		if s.format.Kind == FormatL16 {
-			samples := pcm[:]
-			if s.format.SampleRate == 16000 {
+			samples := pcm
+			switch {
+			case s.format.SampleRate == 16000 && !at16k:
 				samples = up.Process(wide, samples)
+			case s.format.SampleRate != 16000 && at16k:
+				samples = down.Process(narrow, samples)
 			}
 			l16 = l16[:0]
 			for _, v := range samples {
@@ -72,7 +81,10 @@ func (s *Stream) writer() {
 				return false
 			}
 		} else {
-			media.EncodeUlaw(ulaw, pcm[:])
+			if at16k {
+				pcm = down.Process(narrow, pcm)
+			}
+			media.EncodeUlaw(ulaw, pcm)
 			buf = AppendMedia(buf[:0], seq+1, chunk+1, ms, s.start.StreamSid, ulaw)
 			if !write(websocket.MessageText, buf) {
 				return false
@@ -139,7 +151,7 @@ func (s *Stream) writer() {
 			return stopped
 		}
 		for f := held.peek(); f != nil; f = held.peek() {
-			if !frame(&f.pcm, f.ms) {
+			if !frame(f.pcm[:f.n], f.ms) {
 				return false
 			}
 			held.pop()
@@ -159,8 +171,8 @@ func (s *Stream) writer() {
 		select {
 		case slot := <-s.audio:
 			arrived := slot.arrived
-			if conn == nil || !frame(&slot.pcm, slot.ms) {
-				if !failed && !held.hold(&slot.pcm, slot.ms) {
+			if conn == nil || !frame(slot.pcm[:slot.n], slot.ms) {
+				if !failed && !held.hold(slot.pcm[:slot.n], slot.ms) {
 					s.stats.framesDropped.Add(1)
 				}
 				arrived = time.Time{}

@@ -81,6 +81,7 @@ type fakeMedia struct {
 }
 
 func (m *fakeMedia) Play([]int16, time.Time)               {}
+func (m *fakeMedia) SampleRate() int                       { return 8000 }
 func (m *fakeMedia) ToCarrierLatency() *media.Latency      { return &m.latency }
 func (m *fakeMedia) Mark(string)                           {}
 func (m *fakeMedia) Clear() (time.Duration, time.Duration) { return 0, 0 }
