@@ -77,7 +77,9 @@ func Verify(secret, url, timestamp, sig string) bool {
 
 func (f Format) mediaFormat() map[string]any {
 	if f.Kind == FormatL16 {
-		return map[string]any{"encoding": "audio/l16", "sampleRate": f.SampleRate, "channels": 1}
+		// Little-endian, unlike RTP's L16 (RFC 3551): said so, because
+		// audio/l16 alone would mean network byte order.
+		return map[string]any{"encoding": "audio/l16", "sampleRate": f.SampleRate, "channels": 1, "byteOrder": "little-endian"}
 	}
 	return map[string]any{"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 }

@@ -103,7 +103,8 @@ func (m *Manager) Inbound(inv Incoming) {
 		_ = inv.Refuse(refusal.NoCommonCodec)
 		return
 	}
-	neg, err := sip.Negotiate(offer, sip.Encryption(trunk.MediaEncryption))
+	neg, err := sip.Policy{Encryption: sip.Encryption(trunk.MediaEncryption),
+		Wideband: trunk.Format == bridge.FormatL16 && trunk.SampleRate == 16000}.Negotiate(offer)
 	if err != nil {
 		r := offerRefusal(err)
 		m.log.Info("INVITE refused: offer not acceptable", "sip_call_id", inv.CallID(), "reason", r.Text())

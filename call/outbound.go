@@ -245,7 +245,9 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 		c.fail(because(refusal.Internal))
 		return
 	}
-	offer := sip.BuildOffer(sip.OfferSpec{SessionID: c.sdpID, Version: 1, Addr: m.cfg.MediaIP, Port: sess.LocalPort(), Crypto: keys})
+	spec := sip.OfferSpec{SessionID: c.sdpID, Version: 1, Addr: m.cfg.MediaIP, Port: sess.LocalPort(), Crypto: keys,
+		Wideband: p.req.Format.Kind == bridge.FormatL16 && p.req.Format.SampleRate == 16000}
+	offer := sip.BuildOffer(spec)
 	dialled := time.Now()
 	dialog, answer, o := c.dialGateways(p, offer)
 	if dialog == nil {
@@ -254,7 +256,7 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 	}
 	c.dialog = dialog
 	answeredAt := time.Now()
-	if r := c.takeAnswer(answer, keys); r != 0 {
+	if r := c.takeAnswer(answer, spec); r != 0 {
 		c.log.Warn("carrier answer unusable; hanging up", "reason", r.Text())
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = dialog.Hangup(ctx, r.ByeReason())
@@ -284,12 +286,12 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 
 // takeAnswer applies the carrier's SDP answer to the media session:
 // SRTP with one of the offered keys when the edge offered SRTP.
-func (c *Call) takeAnswer(body []byte, offered []sip.Crypto) refusal.Reason {
+func (c *Call) takeAnswer(body []byte, offer sip.OfferSpec) refusal.Reason {
 	sdp, err := sip.ParseSDP(body)
 	if err != nil {
 		return refusal.NoCommonCodec
 	}
-	neg, err := sip.NegotiateAnswer(sdp, offered)
+	neg, err := sip.NegotiateAnswer(sdp, offer)
 	if err != nil {
 		c.log.Info("carrier answer refused", "error", err)
 		if errors.Is(err, sip.ErrBadCrypto) {

@@ -85,6 +85,7 @@ type StartBody struct {
 		Encoding   string `json:"encoding"`
 		SampleRate int    `json:"sampleRate"`
 		Channels   int    `json:"channels"`
+		ByteOrder  string `json:"byteOrder"`
 	} `json:"mediaFormat"`
 	Resumed bool `json:"resumed"`
 }

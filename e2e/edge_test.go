@@ -341,6 +341,7 @@ type CDR struct {
 	Direction string `json:"direction"`
 	Gateway   string `json:"gateway"`
 	Transport string `json:"transport"`
+	Codec     string `json:"codec"`
 	// MediaEncryption is "srtp" or "none".
 	MediaEncryption string    `json:"media_encryption"`
 	TestKey         bool      `json:"test_key"`

@@ -34,7 +34,7 @@ type Gateway struct {
 	ExpectCancel   bool // ring and wait for CANCEL
 	ByeAfterMS     int  // answered: hang up after this long; 0 waits for the edge's BYE
 	WaitByeMS      int
-	AnswerPT       int    // 8 PCMA (default) or 0 PCMU
+	AnswerPT       int    // 8 PCMA (default), 0 PCMU or 9 G722
 	Challenge      *Auth  // 401, the answer checked by SIPp
 	ProxyChallenge bool   // 407, the answer logged (SIPp cannot check Proxy-Authorization)
 	Calls          int    // calls to take before SIPp exits (default 1)

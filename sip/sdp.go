@@ -229,7 +229,7 @@ var (
 
 // Negotiated is the outcome of an offer: what to send, where, and how.
 type Negotiated struct {
-	Codec       string // "PCMU" or "PCMA"
+	Codec       string // "PCMU", "PCMA" or "G722"
 	PayloadType uint8
 	DTMFType    uint8 // telephone-event payload type; 0 = none offered
 	PtimeMS     int
@@ -254,12 +254,29 @@ func (n Negotiated) proto() string {
 	return "RTP/AVP"
 }
 
-// Negotiate picks, from the first audio stream that enc allows, the first
-// codec of the offer that the edge supports (PCMU or PCMA) and
-// telephone-event; for RTP/SAVP the strongest a=crypto the edge speaks,
-// and a fresh key of its own for the answer. An SRTP stream without a
-// usable a=crypto is skipped.
+// Policy is what the edge takes of an offer on one trunk.
+type Policy struct {
+	Encryption Encryption
+	// Wideband: the call's app takes 16 kHz audio, so G.722 is as good
+	// as G.711 and is taken where the offer prefers it. Otherwise G.722
+	// is taken only from an offer without G.711 (the app would hear it at
+	// 8 kHz anyway, for the cost of transcoding).
+	Wideband bool
+}
+
+// Negotiate picks, under narrowband policy, from the first audio stream
+// that enc allows (see Policy.Negotiate).
 func Negotiate(offer *SDP, enc Encryption) (Negotiated, error) {
+	return Policy{Encryption: enc}.Negotiate(offer)
+}
+
+// Negotiate picks, from the first audio stream that p's encryption
+// allows, the first codec of the offer that the edge supports (PCMU,
+// PCMA, G722 as p says) and telephone-event; for RTP/SAVP the strongest
+// a=crypto the edge speaks, and a fresh key of its own for the answer. An
+// SRTP stream without a usable a=crypto is skipped.
+func (p Policy) Negotiate(offer *SDP) (Negotiated, error) {
+	enc := p.Encryption
 	var plainSkipped, secureSkipped bool
 	for _, m := range offer.Media {
 		if m.Type != "audio" || m.Port == 0 {
@@ -285,7 +302,7 @@ func Negotiate(offer *SDP, enc Encryption) (Negotiated, error) {
 		default:
 			continue
 		}
-		n, ok := negotiateCodec(offer, m)
+		n, ok := negotiateCodec(offer, m, p.Wideband)
 		if !ok {
 			continue
 		}
@@ -308,7 +325,8 @@ func Negotiate(offer *SDP, enc Encryption) (Negotiated, error) {
 }
 
 // format names payload type pt of m (upper case) with its clock rate:
-// from a=rtpmap, else the static types the edge speaks (0 PCMU, 8 PCMA).
+// from a=rtpmap, else the static types the edge speaks (0 PCMU, 8 PCMA,
+// 9 G722).
 func (m MediaDesc) format(pt uint8) (name string, rate int) {
 	if rm, ok := m.RTPMap[pt]; ok {
 		return strings.ToUpper(rm.Name), rm.ClockRate
@@ -318,23 +336,39 @@ func (m MediaDesc) format(pt uint8) (name string, rate int) {
 		return "PCMU", 8000
 	case 8:
 		return "PCMA", 8000
+	case 9:
+		return "G722", 8000 // 16 kHz audio, an 8 kHz clock (RFC 3551 §4.5.2)
 	}
 	return "", 8000
 }
 
 // negotiateCodec reads codec, telephone-event, ptime, address and
-// direction from one audio stream; false when it has no PCMU or PCMA.
-func negotiateCodec(offer *SDP, m MediaDesc) (Negotiated, bool) {
+// direction from one audio stream; false when it has no codec the edge
+// speaks. G.722 is the stream's first choice only when wideband is
+// wanted, else its last resort.
+func negotiateCodec(offer *SDP, m MediaDesc, wideband bool) (Negotiated, bool) {
 	var n Negotiated
 	found := false
+	var g722 uint8
+	var hasG722 bool
 	for _, pt := range m.Formats {
 		name, rate := m.format(pt)
-		if !found && (name == "PCMU" || name == "PCMA") && rate == 8000 {
-			n.Codec, n.PayloadType, found = name, pt, true
+		if rate != 8000 {
+			continue
 		}
-		if name == "TELEPHONE-EVENT" && rate == 8000 && n.DTMFType == 0 {
+		switch {
+		case found:
+		case name == "PCMU" || name == "PCMA", name == "G722" && wideband:
+			n.Codec, n.PayloadType, found = name, pt, true
+		case name == "G722" && !hasG722:
+			g722, hasG722 = pt, true
+		}
+		if name == "TELEPHONE-EVENT" && n.DTMFType == 0 {
 			n.DTMFType = pt
 		}
+	}
+	if !found && hasG722 {
+		n.Codec, n.PayloadType, found = "G722", g722, true
 	}
 	if !found {
 		return n, false
@@ -419,13 +453,16 @@ type OfferSpec struct {
 	// Crypto, when set, makes the offer RTP/SAVP with these keys, one
 	// a=crypto each (distinct tags): the answer picks one.
 	Crypto []Crypto
+	// Wideband offers G.722 first (the call's app takes 16 kHz audio).
+	Wideband bool
 }
 
-// Offer payload types: PCMU and PCMA static, telephone-event dynamic.
+// Offer payload types: PCMU, PCMA and G722 static, telephone-event
+// dynamic.
 const offerDTMFType = 101
 
-// BuildOffer renders the edge's offer: PCMU, PCMA and telephone-event
-// (RFC 4733, events 0-16), 20 ms packets, sendrecv.
+// BuildOffer renders the edge's offer: G722 when wideband, PCMU, PCMA and
+// telephone-event (RFC 4733, events 0-16), 20 ms packets, sendrecv.
 func BuildOffer(o OfferSpec) []byte {
 	var b strings.Builder
 	sessionLines(&b, o.SessionID, o.Version, o.Addr)
@@ -433,9 +470,13 @@ func BuildOffer(o OfferSpec) []byte {
 	if len(o.Crypto) > 0 {
 		proto = "RTP/SAVP"
 	}
-	fmt.Fprintf(&b, "m=audio %d %s 0 8 %d\r\n", o.Port, proto, offerDTMFType)
-	fmt.Fprintf(&b, "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n",
-		offerDTMFType, offerDTMFType)
+	wide, wideMap := "", ""
+	if o.Wideband {
+		wide, wideMap = "9 ", "a=rtpmap:9 G722/8000\r\n"
+	}
+	fmt.Fprintf(&b, "m=audio %d %s %s0 8 %d\r\n", o.Port, proto, wide, offerDTMFType)
+	fmt.Fprintf(&b, "%sa=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:%d telephone-event/8000\r\na=fmtp:%d 0-16\r\n",
+		wideMap, offerDTMFType, offerDTMFType)
 	b.WriteString("a=ptime:20\r\na=sendrecv\r\n")
 	for _, c := range o.Crypto {
 		fmt.Fprintf(&b, "a=crypto:%s\r\n", c.Attribute())
@@ -452,11 +493,11 @@ var ErrRekey = errors.New("SRTP re-keying is not supported")
 // and so do SRTP and its keys; address, ptime, telephone-event and
 // direction follow the new offer.
 func NegotiateKeeping(offer *SDP, current Negotiated) (Negotiated, error) {
-	enc := EncryptionOff
+	p := Policy{Encryption: EncryptionOff, Wideband: current.Codec == "G722"}
 	if current.Secure() {
-		enc = EncryptionRequire
+		p.Encryption = EncryptionRequire
 	}
-	n, err := Negotiate(offer, enc)
+	n, err := p.Negotiate(offer)
 	if err != nil {
 		return n, err
 	}
@@ -488,16 +529,16 @@ func NegotiateKeeping(offer *SDP, current Negotiated) (Negotiated, error) {
 // offer, plus, when the edge offered SRTP keys, the answer must be SRTP
 // with one of the offered tags and suites (RFC 4568 §7.1.3), and the
 // edge sends with the key of that tag.
-func NegotiateAnswer(answer *SDP, offered []Crypto) (Negotiated, error) {
-	enc := EncryptionOff
-	if len(offered) > 0 {
-		enc = EncryptionRequire
+func NegotiateAnswer(answer *SDP, offer OfferSpec) (Negotiated, error) {
+	p := Policy{Encryption: EncryptionOff, Wideband: offer.Wideband}
+	if len(offer.Crypto) > 0 {
+		p.Encryption = EncryptionRequire
 	}
-	n, err := Negotiate(answer, enc)
-	if err != nil || len(offered) == 0 {
+	n, err := p.Negotiate(answer)
+	if err != nil || len(offer.Crypto) == 0 {
 		return n, err
 	}
-	for _, c := range offered {
+	for _, c := range offer.Crypto {
 		if c.Tag == n.RemoteCrypto.Tag && c.Suite == n.RemoteCrypto.Suite {
 			n.LocalCrypto = c
 			return n, nil

@@ -90,17 +90,17 @@ func TestNegotiateAnswerToSRTPOffer(t *testing.T) {
 	theirs, _ := NewCrypto(2, SuiteAESCM128HMACSHA1_80)
 	answer := sdp("v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
 		"m=audio 7000 RTP/SAVP 0", "a=crypto:"+theirs.Attribute())
-	n, err := NegotiateAnswer(mustParse(t, answer), offered)
+	n, err := NegotiateAnswer(mustParse(t, answer), OfferSpec{Crypto: offered})
 	if err != nil || !bytes.Equal(n.LocalCrypto.Key, offered[1].Key) || !bytes.Equal(n.RemoteCrypto.Key, theirs.Key) {
 		t.Fatalf("NegotiateAnswer = %v/%v, %v: want our tag 2 key and theirs", n.LocalCrypto, n.RemoteCrypto, err)
 	}
 	// A tag that was never offered, and a plain answer, are refused.
 	wrong, _ := NewCrypto(7, SuiteAESCM128HMACSHA1_80)
 	bad := bytes.Replace(answer, []byte(theirs.Attribute()), []byte(wrong.Attribute()), 1)
-	if _, err := NegotiateAnswer(mustParse(t, bad), offered); !errors.Is(err, ErrBadCrypto) {
+	if _, err := NegotiateAnswer(mustParse(t, bad), OfferSpec{Crypto: offered}); !errors.Is(err, ErrBadCrypto) {
 		t.Fatalf("answer with tag 7: %v", err)
 	}
-	if _, err := NegotiateAnswer(mustParse(t, sippOffer), offered); !errors.Is(err, ErrSRTPRequired) {
+	if _, err := NegotiateAnswer(mustParse(t, sippOffer), OfferSpec{Crypto: offered}); !errors.Is(err, ErrSRTPRequired) {
 		t.Fatalf("plain answer to an SRTP offer: %v", err)
 	}
 }

@@ -23,6 +23,8 @@ func TestNegotiate(t *testing.T) {
 		ptime int
 		dir   string
 		err   error
+		// wideband: the trunk's app takes 16 kHz (Policy.Wideband).
+		wideband bool
 	}{
 		{name: "first listed codec wins (PCMA)", body: sippOffer, codec: "PCMA", pt: 8, dtmf: 101, ptime: 30, dir: "sendrecv"},
 		{name: "PCMU first, static, no rtpmap", codec: "PCMU", pt: 0, ptime: 20, dir: "sendrecv",
@@ -36,7 +38,19 @@ func TestNegotiate(t *testing.T) {
 				"m=audio 4000 RTP/AVP 97", "a=rtpmap:97 pcmu/8000")},
 		{name: "no common codec", err: ErrNoCommonCodec,
 			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
-				"m=audio 4000 RTP/AVP 18 9", "a=rtpmap:18 G729/8000")},
+				"m=audio 4000 RTP/AVP 18 3", "a=rtpmap:18 G729/8000")},
+		{name: "G.722 first, a 16 kHz app: wideband", codec: "G722", pt: 9, dtmf: 101, ptime: 20, dir: "sendrecv", wideband: true,
+			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
+				"m=audio 4000 RTP/AVP 9 8 0 101", "a=rtpmap:9 G722/8000", "a=rtpmap:101 telephone-event/8000")},
+		{name: "G.722 first, an 8 kHz app: G.711 spares the transcoding", codec: "PCMA", pt: 8, dtmf: 101, ptime: 20, dir: "sendrecv",
+			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
+				"m=audio 4000 RTP/AVP 9 8 0 101", "a=rtpmap:9 G722/8000", "a=rtpmap:101 telephone-event/8000")},
+		{name: "G.722 alone (static, no rtpmap), an 8 kHz app: the last resort", codec: "G722", pt: 9, ptime: 20, dir: "sendrecv",
+			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0", "m=audio 4000 RTP/AVP 18 9")},
+		{name: "G.722 after PCMU, a 16 kHz app: the offer's order", codec: "PCMU", pt: 0, ptime: 20, dir: "sendrecv", wideband: true,
+			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0", "m=audio 4000 RTP/AVP 0 9")},
+		{name: "G.722 at 16000 in rtpmap is not RFC 3551's G.722", codec: "PCMU", pt: 0, ptime: 20, dir: "sendrecv", wideband: true,
+			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0", "m=audio 4000 RTP/AVP 96 0", "a=rtpmap:96 G722/16000")},
 		{name: "rejected stream (port 0)", err: ErrNoCommonCodec,
 			body: sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0", "m=audio 0 RTP/AVP 0")},
 		{name: "SRTP is not offered media we speak", err: ErrNoCommonCodec,
@@ -50,7 +64,7 @@ func TestNegotiate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: parse: %v", tt.name, err)
 		}
-		n, err := Negotiate(offer, EncryptionAllow)
+		n, err := Policy{Encryption: EncryptionAllow, Wideband: tt.wideband}.Negotiate(offer)
 		if tt.err != nil {
 			if !errors.Is(err, tt.err) {
 				t.Errorf("%s: err %v, want %v", tt.name, err, tt.err)
