@@ -14,20 +14,25 @@ package g722
 const SampleRate = 16000
 
 // band is the adaptive state of one sub-band (the Recommendation's
-// variables: s, sp, sz, r, a, ap, p, d, b, bp, sg, nb, det).
+// variables: s, sp, sz, r, a, ap, p, d, b, nb, det; its sign bits sg are
+// worked out where they are used, and b is updated in place of bp).
 type band struct {
 	s, sp, sz int
 	r         [3]int
 	a, ap     [3]int
 	p         [3]int
 	d         [7]int
-	b, bp     [7]int
-	sg        [7]int
+	b         [7]int
 	nb, det   int
 }
 
-// qmf is the quadrature mirror filters' shared state: the last 24 samples.
-type qmf struct{ x [24]int }
+// qmf is the quadrature mirror filters' state: the last 24 samples, kept
+// twice over in a ring (x[i] = x[i+24]) so that the newest 24 are always
+// one contiguous window and nothing is shifted per sample.
+type qmf struct {
+	x   [48]int
+	pos int // the window is x[pos : pos+24], oldest first
+}
 
 // The Recommendation's tables.
 var (
@@ -107,17 +112,15 @@ func (b *band) adapt(d int) {
 	b.p[0] = saturate(b.sz + d)
 
 	// UPPOL2
-	for i := range 3 {
-		b.sg[i] = b.p[i] >> 15
-	}
+	sg0, sg1, sg2 := b.p[0]>>15, b.p[1]>>15, b.p[2]>>15
 	wd1 := saturate(b.a[1] << 2)
 	wd2 := wd1
-	if b.sg[0] == b.sg[1] {
+	if sg0 == sg1 {
 		wd2 = -wd1
 	}
 	wd2 = min(wd2, 32767)
 	wd3 := -128
-	if b.sg[0] == b.sg[2] {
+	if sg0 == sg2 {
 		wd3 = 128
 	}
 	wd3 += wd2 >> 7
@@ -126,7 +129,7 @@ func (b *band) adapt(d int) {
 
 	// UPPOL1
 	wd1 = -192
-	if b.sg[0] == b.sg[1] {
+	if sg0 == sg1 {
 		wd1 = 192
 	}
 	b.ap[1] = saturate(wd1 + (b.a[1]*32640)>>15)
@@ -138,20 +141,18 @@ func (b *band) adapt(d int) {
 	if d == 0 {
 		step = 0
 	}
-	b.sg[0] = d >> 15
+	sgd := d >> 15
 	for i := 1; i < 7; i++ {
-		b.sg[i] = b.d[i] >> 15
 		wd := -step
-		if b.sg[i] == b.sg[0] {
+		if b.d[i]>>15 == sgd {
 			wd = step
 		}
-		b.bp[i] = saturate(wd + (b.b[i]*32640)>>15)
+		b.b[i] = saturate(wd + (b.b[i]*32640)>>15) // UPZERO into bp, DELAYA into b
 	}
 
 	// DELAYA
 	for i := 6; i > 0; i-- {
 		b.d[i] = b.d[i-1]
-		b.b[i] = b.bp[i]
 	}
 	for i := 2; i > 0; i-- {
 		b.r[i] = b.r[i-1]
@@ -179,11 +180,15 @@ func (b *band) adapt(d int) {
 // two polyphase sums (even taps of the older sample of each pair, odd
 // taps of the newer).
 func (q *qmf) push(a, b int) (older, newer int) {
-	copy(q.x[:22], q.x[2:])
-	q.x[22], q.x[23] = a, b
+	// The two oldest leave the window; a and b enter it as its newest.
+	p := q.pos
+	q.x[p], q.x[p+24], q.x[p+1], q.x[p+25] = a, a, b, b
+	p = (p + 2) % 24
+	q.pos = p
+	w := (*[24]int)(q.x[p : p+24])
 	for i := range 12 {
-		older += q.x[2*i] * qmfC[i]
-		newer += q.x[2*i+1] * qmfC[11-i]
+		older += w[2*i] * qmfC[i]
+		newer += w[2*i+1] * qmfC[11-i]
 	}
 	return older, newer
 }
@@ -225,12 +230,18 @@ func (e *Encoder) Encode(dst []byte, pcm []int16) int {
 		if el < 0 {
 			wd = -(el + 1)
 		}
-		i := 1
-		for ; i < 30; i++ {
-			if wd < (q6[i]*e.low.det)>>12 {
-				break
+		// The first level (1 to 29) above wd, 30 if none; the levels
+		// rise, so a binary search finds it.
+		lo, hi := 1, 30
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if wd < (q6[mid]*e.low.det)>>12 {
+				hi = mid
+			} else {
+				lo = mid + 1
 			}
 		}
+		i := lo
 		ilow := ilp[i]
 		if el < 0 {
 			ilow = iln[i]
