@@ -32,18 +32,10 @@ func tonePackets(rs []Received) int {
 // media timestamp where playout stopped; marks say played or cleared.
 func TestClearSaysWhatWasHeard(t *testing.T) {
 	e, app, _ := setup(t, keys.Limits{}, "+15556410", map[string]any{"protocol_extensions": true})
-	peer := NewRTPPeer(t)
-	run := Call{Number: "+15556410", SDPPort: peer.Port(), Codecs: "0", Steps: []Step{{PauseMS: 6000}}}.Start(t, e)
-	conn := app.Next(t)
-	sid := conn.Expect(t, "start").StreamSid
-	edge := peer.WaitEdge(t)
 	// The carrier talks too, so that media timestamps run.
-	streamed := make(chan struct{})
-	go func() {
-		defer close(streamed)
-		peer.Stream(t, edge, 0, 150, func(int) []byte { return ulawTone(400, 160, 3000) })
-	}()
-	t.Cleanup(func() { <-streamed })
+	run, conn, start, peer := talkingCaller(t, e, app, Call{Number: "+15556410", Steps: []Step{{PauseMS: 6000}}},
+		150, func(int) []byte { return ulawTone(400, 160, 3000) })
+	sid := start.StreamSid
 
 	// 0.5 s, a mark, 2.5 s more, a mark; clear after about a second.
 	const sentMs = 3000

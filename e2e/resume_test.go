@@ -43,19 +43,9 @@ func clickAt(m Msg) int {
 func TestResumeAfterDroppedSocket(t *testing.T) {
 	e, app, k := setup(t, keys.Limits{}, "+15556490", map[string]any{"protocol_extensions": true, "resume_grace_seconds": 5})
 	before := e.Goroutines()
-	peer := NewRTPPeer(t)
-	run := Call{Number: "+15556490", SDPPort: peer.Port(), Codecs: "0", Steps: []Step{{PauseMS: 6500}}}.Start(t, e)
-	old := app.Next(t)
-	app.WaitDialling(t) // the first handshake
-	start := old.Expect(t, "start")
+	run, old, start, _ := talkingCaller(t, e, app, Call{Number: "+15556490", Steps: []Step{{PauseMS: 6500}}}, 250, clickFrame) // 5 s of the caller
+	app.WaitDialling(t)                                                                                                        // the first handshake
 	sid := start.StreamSid
-	edge := peer.WaitEdge(t)
-	streamed := make(chan struct{})
-	go func() {
-		defer close(streamed)
-		peer.Stream(t, edge, 0, 250, clickFrame) // 5 s of the caller
-	}()
-	t.Cleanup(func() { <-streamed })
 
 	waitFor(t, 5*time.Second, "a second of the caller at the app", func() bool { _, m := old.Media(); return len(m) >= 50 })
 	old.SendAudio(t, sid, ulawTone(1000, 4000, 8000)) // half a second the caller hears during the gap

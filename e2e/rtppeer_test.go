@@ -187,3 +187,25 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	i := int(math.Round(float64(len(s)-1) * p / 100))
 	return s[i]
 }
+
+// talkingCaller starts call c (PCMU) with a Go RTP peer as the carrier's
+// media; once the app has the stream, the peer sends n packets of
+// payload(i), paced in real time, in the background (waited for at
+// cleanup). It returns SIPp's run, the app's stream, its start and the
+// peer (which counts what the edge sends the carrier).
+func talkingCaller(t *testing.T, e *Edge, app *App, c Call, n int, payload func(i int) []byte) (*SIPpRun, *AppConn, Msg, *RTPPeer) {
+	t.Helper()
+	peer := NewRTPPeer(t)
+	c.SDPPort, c.Codecs = peer.Port(), "0"
+	run := c.Start(t, e)
+	conn := app.Next(t)
+	start := conn.Expect(t, "start")
+	edge := peer.WaitEdge(t)
+	streamed := make(chan struct{})
+	go func() {
+		defer close(streamed)
+		peer.Stream(t, edge, 0, n, payload)
+	}()
+	t.Cleanup(func() { <-streamed })
+	return run, conn, start, peer
+}

@@ -43,18 +43,10 @@ func TestTwilioClientSeesOnlyTwilio(t *testing.T) {
 	app := StartApp(t)
 	k := e.NewKey("twilio", keys.Limits{})
 	e.NewTrunk(k.Key.ID, "+15556500", app.URL, nil)
-	peer := NewRTPPeer(t)
-	run := Call{Number: "+15556500", SDPPort: peer.Port(), Codecs: "0", Steps: []Step{
-		{PauseMS: 800}, {Reinvite: "sendonly", PauseMS: 400}, {Reinvite: "sendrecv", PauseMS: 800}}}.Start(t, e)
-	conn := app.Next(t)
-	sid := conn.Expect(t, "start").StreamSid
-	edge := peer.WaitEdge(t)
-	streamed := make(chan struct{})
-	go func() {
-		defer close(streamed)
-		peer.Stream(t, edge, 0, 60, func(int) []byte { return ulawTone(400, 160, 3000) })
-	}()
-	t.Cleanup(func() { <-streamed })
+	run, conn, start, _ := talkingCaller(t, e, app, Call{Number: "+15556500", Steps: []Step{
+		{PauseMS: 800}, {Reinvite: "sendonly", PauseMS: 400}, {Reinvite: "sendrecv", PauseMS: 800}}},
+		60, func(int) []byte { return ulawTone(400, 160, 3000) })
+	sid := start.StreamSid
 	conn.SendAudio(t, sid, ulawTone(1000, 2000, 8000))
 	conn.Send(t, map[string]any{"event": "mark", "streamSid": sid, "mark": map[string]string{"name": "a"}})
 	conn.Expect(t, "mark")

@@ -193,23 +193,28 @@ func (q *qmf) push(a, b int) (older, newer int) {
 	return older, newer
 }
 
-// Encoder turns 16 kHz PCM into G.722.
-type Encoder struct {
+// state is what an encoder and a decoder each keep: both sub-bands and
+// the filter.
+type state struct {
 	low, high band
 	filter    qmf
 }
+
+// Reset returns the state to the Recommendation's initial one (a new
+// stream).
+func (s *state) Reset() {
+	*s = state{}
+	s.low.det, s.high.det = 32, 8
+}
+
+// Encoder turns 16 kHz PCM into G.722.
+type Encoder struct{ state }
 
 // NewEncoder is an encoder in the Recommendation's reset state.
 func NewEncoder() *Encoder {
 	e := &Encoder{}
 	e.Reset()
 	return e
-}
-
-// Reset returns the encoder to its initial state (a new stream).
-func (e *Encoder) Reset() {
-	*e = Encoder{}
-	e.low.det, e.high.det = 32, 8
 }
 
 // Encode codes pcm into dst, one byte per two samples, and returns the
@@ -277,22 +282,13 @@ func (e *Encoder) Encode(dst []byte, pcm []int16) int {
 }
 
 // Decoder turns G.722 into 16 kHz PCM.
-type Decoder struct {
-	low, high band
-	filter    qmf
-}
+type Decoder struct{ state }
 
 // NewDecoder is a decoder in the Recommendation's reset state.
 func NewDecoder() *Decoder {
 	d := &Decoder{}
 	d.Reset()
 	return d
-}
-
-// Reset returns the decoder to its initial state (a new stream).
-func (d *Decoder) Reset() {
-	*d = Decoder{}
-	d.low.det, d.high.det = 32, 8
 }
 
 // Decode decodes src into dst, two samples per byte, and returns the
