@@ -13,7 +13,6 @@ import (
 	"github.com/coder/websocket"
 
 	"trunkgate/media"
-	"trunkgate/refusal"
 )
 
 // Player is where the application's audio goes: media.Session.
@@ -188,47 +187,6 @@ type audioSlot struct {
 	arrived time.Time // when the RTP packet that starts in it came in; zero: none does
 }
 
-type eventKind uint8
-
-const (
-	evStart eventKind = iota + 1
-	evProgress
-	evMark
-	evDTMF
-	evCleared
-	evHold
-	evTransfer
-	evStop
-)
-
-type event struct {
-	kind  eventKind
-	name  string // mark name, progress status
-	flag  bool   // mark: its audio was dropped by a clear; hold: held
-	digit byte
-	code  int   // progress SIP code
-	end   End   // stop
-	leg   Leg   // start
-	ms    int64 // cleared: droppedMs
-	at    int64 // cleared: playedUntil, a media timestamp in ms
-}
-
-// End is how a stream ends: what stop says and how the socket closes.
-type End struct {
-	Reason    string // stop.reason: the refusal table's text or the carrier's reason
-	SIPCode   int    // stop.sipCode: the call's SIP final code (200 when it was answered)
-	CloseCode int    // the WebSocket close code (1000, or 4000 + SIP code)
-}
-
-// EndFor is the End of a call that the edge ends or refuses for r.
-func EndFor(r refusal.Reason, answered bool) End {
-	code, _ := r.SIP()
-	if answered {
-		code = 200
-	}
-	return End{Reason: r.Text(), SIPCode: code, CloseCode: r.CloseCode()}
-}
-
 const (
 	audioSlots = 50 // 1 s of audio in flight toward the application
 	// decodeChunk samples of application audio are decoded at a time.
@@ -358,29 +316,6 @@ func (s *Stream) MarkDone(name string, cleared bool) {
 		return
 	}
 	s.event(event{kind: evMark, name: name, flag: cleared})
-}
-
-func (s *Stream) event(e event) { s.eventAfter(nil, e) }
-
-// eventAfter queues the event that before (when not nil) fills in, with
-// no other event queued in between.
-func (s *Stream) eventAfter(before func(*event), e event) {
-	s.evMu.Lock()
-	if before != nil {
-		before(&e)
-	}
-	if len(s.events) >= maxEvents && e.kind != evStop {
-		s.evMu.Unlock()
-		s.warnOnce("events", "application stopped reading: too many events pending; ending the stream")
-		s.finish() // the call ends; Close tears the socket down
-		return
-	}
-	s.events = append(s.events, e)
-	s.evMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 }
 
 // survive turns a panic in a stream goroutine into the end of this call
