@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -31,6 +32,29 @@ import (
 // maxHeld bounds the caller's audio held while the stream waits for a
 // resume: 5 s; older frames are dropped (and counted) first.
 const maxHeld = 250
+
+// The hold tone (Options.HoldTone): a 200 ms beep of 425 Hz (ITU-T E.180's
+// tone frequency) every 2 s, at -20 dBFS, queued behind whatever the app
+// had queued; the first after half a second, so that an app that is back
+// at once is not heard to have gone.
+const (
+	holdBeepAfter = 500 * time.Millisecond
+	holdBeepEvery = 2 * time.Second
+	holdBeepHz    = 425
+)
+
+var holdBeeps = map[int][]int16{8000: beep(8000), 16000: beep(16000)}
+
+// beep is 200 ms of the hold tone at rate, faded in and out over 10 ms.
+func beep(rate int) []int16 {
+	pcm := make([]int16, rate/5)
+	fade := rate / 100
+	for i := range pcm {
+		gain := min(1, float64(min(i, len(pcm)-1-i))/float64(fade))
+		pcm[i] = int16(3277 * gain * math.Sin(2*math.Pi*holdBeepHz*float64(i)/float64(rate)))
+	}
+	return pcm
+}
 
 // ErrNotResumable is a resume for a stream that has ended or that cannot
 // be resumed (no grace window, not answered yet).
@@ -73,6 +97,9 @@ func (s *Stream) lost(conn *websocket.Conn) bool {
 	conn.CloseNow()
 	s.detachedAt = time.Now()
 	s.graceTimer = time.AfterFunc(s.opts.ResumeGrace, s.graceExpired)
+	if s.opts.HoldTone {
+		s.holdTimer = time.AfterFunc(holdBeepAfter, s.holdBeep)
+	}
 	s.signal()
 	s.log.Warn("application's socket dropped; holding the call for a resume", "grace", s.opts.ResumeGrace)
 	if s.redial != nil {
@@ -80,6 +107,26 @@ func (s *Stream) lost(conn *websocket.Conn) bool {
 		go s.redialUntil(s.detachedAt.Add(s.opts.ResumeGrace))
 	}
 	return true
+}
+
+// holdBeep queues a beep for the caller and the next one after it, while
+// the stream waits for a resume.
+func (s *Stream) holdBeep() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.conn != nil || s.closing.Load() || s.ended() {
+		return
+	}
+	if p := s.player.Load(); p != nil {
+		p.p.Play(holdBeeps[p.p.SampleRate()], time.Time{}) // no time: not a reply whose delay the edge measures
+	}
+	s.holdTimer.Reset(holdBeepEvery)
+}
+
+func (s *Stream) stopHoldTone() {
+	if s.holdTimer != nil {
+		s.holdTimer.Stop()
+	}
 }
 
 func (s *Stream) graceExpired() {
@@ -107,6 +154,7 @@ func (s *Stream) attach(conn *websocket.Conn) error {
 	} else {
 		gap = time.Since(s.detachedAt)
 		s.graceTimer.Stop()
+		s.stopHoldTone()
 	}
 	s.conn = conn
 	s.gen++
@@ -128,6 +176,7 @@ func (s *Stream) closeSocketSide() *websocket.Conn {
 	if s.graceTimer != nil {
 		s.graceTimer.Stop()
 	}
+	s.stopHoldTone()
 	s.endLife() // a redial under way gives up
 	return s.conn
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -339,4 +340,49 @@ func TestResumeOnTakesOver(t *testing.T) {
 		t.Fatal("the takeover ended the stream")
 	default:
 	}
+}
+
+// TestHoldToneWhileAway: with the hold tone, a caller whose app has gone
+// hears a beep (200 ms of 425 Hz at the call's rate) half a second later.
+func TestHoldToneWhileAway(t *testing.T) {
+	for _, rate := range []int{8000, 16000} {
+		a := newResumeApp(t)
+		s, err := Dial(context.Background(), DialConfig{URL: a.url, Format: Format{Kind: FormatTwilio, SampleRate: 8000},
+			Options: Options{ResumeGrace: 5 * time.Second, HoldTone: true}, Log: slog.New(slog.DiscardHandler),
+			Start: Start{CallSid: "CA1", StreamSid: "MZ1", AccountSid: "AC1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-a.resumes
+		c := a.next(t)
+		player := &countingPlayer{rate: rate}
+		s.Begin(player, Leg{})
+		readMsg(t, c)
+		readMsg(t, c)
+		a.refuse.Store(true)
+		c.CloseNow()
+		deadline := time.Now().Add(5 * time.Second)
+		for player.samples.Load() < int64(rate/5) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if got := player.samples.Load(); got != int64(rate/5) {
+			t.Fatalf("%d Hz: the caller got %d samples while the app was away, want one beep of %d", rate, got, rate/5)
+		}
+		if b := holdBeeps[rate]; toneAt(b, holdBeepHz, rate) < 0.9 {
+			t.Fatalf("the beep is not a %d Hz tone", holdBeepHz)
+		}
+		s.Close(End{})
+	}
+}
+
+// toneAt is the share of x's energy at freq (Goertzel).
+func toneAt(x []int16, freq float64, rate int) float64 {
+	var s1, s2, total float64
+	k := 2 * math.Cos(2*math.Pi*freq/float64(rate))
+	for _, v := range x {
+		f := float64(v)
+		s1, s2 = f+k*s1-s2, s1
+		total += f * f
+	}
+	return 2 * (s1*s1 + s2*s2 - k*s1*s2) / (float64(len(x)) * total)
 }

@@ -52,6 +52,9 @@ type Options struct {
 	// the socket drops without a close handshake (resume.go); 0 ends the
 	// call at once, as a Twilio app expects.
 	ResumeGrace time.Duration
+	// HoldTone beeps to the caller while the stream waits for a resume
+	// (resume.go); off, the caller hears silence.
+	HoldTone bool
 }
 
 // Stream is one call's WebSocket to its AI application. It implements
@@ -95,6 +98,7 @@ type Stream struct {
 	changed    chan struct{}
 	detachedAt time.Time
 	graceTimer *time.Timer
+	holdTimer  *time.Timer                                        // the hold tone's next beep
 	redial     func(ctx context.Context) (*websocket.Conn, error) // nil: the application resumes by itself
 	// life ends with the stream: it stops a redial under way.
 	life    context.Context

@@ -217,7 +217,10 @@ type Config struct {
 	// FirstAudio is how long after the answer an application may take
 	// to send its first audio; 0: as long as it likes.
 	FirstAudio time.Duration
-	Log        *slog.Logger
+	// ResumeHoldTone beeps to callers whose app's stream waits for a
+	// resume; off, they hear silence.
+	ResumeHoldTone bool
+	Log            *slog.Logger
 }
 
 // Manager runs calls and keeps every call object from admission to its

@@ -453,6 +453,6 @@ func (l *lateListener) MarkDone(name string, cleared bool) {
 // streamOptions are a stream's options: the trunk's or the application's
 // opt-ins, and the edge's pings, stats interval and first-audio deadline.
 func (m *Manager) streamOptions(o bridge.Options) bridge.Options {
-	o.Ping, o.StatsEvery, o.FirstAudio = m.cfg.AppPing, m.cfg.StatsEvery, m.cfg.FirstAudio
+	o.Ping, o.StatsEvery, o.FirstAudio, o.HoldTone = m.cfg.AppPing, m.cfg.StatsEvery, m.cfg.FirstAudio, m.cfg.ResumeHoldTone
 	return o
 }

@@ -39,12 +39,17 @@ func clickAt(m Msg) int {
 // and the resumed stream gets start with resumed:true, the mark that was
 // played meanwhile, then the caller's audio held over the gap and live
 // audio — chunk after chunk, 20 ms after 20 ms, click after click: nothing
-// lost, nothing twice. The caller's BYE ends it with one CDR.
+// lost, nothing twice. Meanwhile the caller hears the hold tone
+// (--resume-hold-tone). The caller's BYE ends it with one CDR.
 func TestResumeAfterDroppedSocket(t *testing.T) {
-	e, app, k := setup(t, keys.Limits{}, "+15556490", map[string]any{"protocol_extensions": true, "resume_grace_seconds": 5})
+	e := StartEdge(t, "--resume-hold-tone")
+	app := StartApp(t)
+	k := e.NewKey("resume", keys.Limits{})
+	e.NewTrunk(k.Key.ID, "+15556490", app.URL, map[string]any{"protocol_extensions": true, "resume_grace_seconds": 5})
 	before := e.Goroutines()
-	run, old, start, _ := talkingCaller(t, e, app, Call{Number: "+15556490", Steps: []Step{{PauseMS: 6500}}}, 250, clickFrame) // 5 s of the caller
-	app.WaitDialling(t)                                                                                                        // the first handshake
+	run, old, start, peer := talkingCaller(t, e, app, Call{Number: "+15556490", Steps: []Step{{PauseMS: 6500}}},
+		250, clickFrame) // 5 s of the caller
+	app.WaitDialling(t) // the first handshake
 	sid := start.StreamSid
 
 	waitFor(t, 5*time.Second, "a second of the caller at the app", func() bool { _, m := old.Media(); return len(m) >= 50 })
@@ -136,6 +141,17 @@ func TestResumeAfterDroppedSocket(t *testing.T) {
 				t.Fatalf("frame %d has the click of packet %d, want %d: audio lost or repeated", i, c, want)
 			}
 		}
+	}
+	// While the app was away the caller heard its queued tone, then the
+	// hold tone's beep.
+	beeps := 0
+	for _, r := range peer.Received() {
+		if x := pcm(r.Pkt.Payload, false); rms(x) > 1000 && toneShare(x, 425, 8000) > 0.8 {
+			beeps++
+		}
+	}
+	if beeps < 5 || beeps > 15 {
+		t.Errorf("the caller heard %d packets of the hold tone, want one 200 ms beep (the first gap; the second was too short for one)", beeps)
 	}
 	cdrs := e.WaitCDRs(k.Key.ID, 1)
 	if len(cdrs) != 1 || cdrs[0].HangupSide != "carrier" || cdrs[0].BilledSeconds != ceilSeconds(cdrs[0].DurationMS) || cdrs[0].DurationMS < 6000 {

@@ -38,7 +38,7 @@ import (
 
 type serveConfig struct {
 	sipAddr, httpAddr, rtpPorts, publicIP, dbPath                        string
-	demo                                                                 bool
+	demo, resumeHoldTone                                                 bool
 	demoNumber                                                           string
 	rtpTimeout, drainTimeout, dialTimeout, appPing, appStats, firstAudio time.Duration
 	checkpoint, nodeTimeout                                              time.Duration
@@ -71,6 +71,7 @@ func runServe(args []string) error {
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for an AI application's WebSocket handshake")
 	fs.DurationVar(&c.firstAudio, "app-first-audio", 0, "hang up a call whose app has sent no audio this long after the answer (0 = no deadline)")
 	fs.DurationVar(&c.appStats, "app-stats-interval", 5*time.Second, "how often apps that opted in to the protocol extensions get a stats event (0 = never)")
+	fs.BoolVar(&c.resumeHoldTone, "resume-hold-tone", false, "while a call waits for its app to resume a dropped stream (a trunk's resume grace), the caller hears a 425 Hz beep every 2 s instead of silence")
 	fs.DurationVar(&c.appPing, "app-ping", 10*time.Second, "WebSocket ping interval toward AI applications; an app that does not answer within it is hung up (0 = no pings)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate chain: SIP over TLS, and HTTPS and WSS for the REST API, console and /v1/calls/stream (reloaded on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -249,7 +250,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 		Trunks: e.trunks, Admitter: timedAdmission{call.Admission(e.admitter), met}, Ledger: e.ledger, Media: call.Ports(ports), Apps: call.AppsOver(appTLS), Meter: e.meter,
 		Audit: e.audit, Metrics: met, Watch: watch, Sandbox: sandboxCarrier.Trunk(), Gateways: gateways, BlockedPrefixes: blocked,
 		UnknownSourceReply: c.unknownSource == "reject",
-		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, AppPing: c.appPing, StatsEvery: c.appStats, FirstAudio: c.firstAudio, Log: log,
+		RingTimeout:        c.ringTimeout, GatewayTimeout: c.gatewayTimeout, MediaIP: publicIP, RTPTimeout: c.rtpTimeout, DialTimeout: c.dialTimeout, AppPing: c.appPing, StatsEvery: c.appStats, FirstAudio: c.firstAudio, ResumeHoldTone: c.resumeHoldTone, Log: log,
 	})
 	nonceKey, err := e.changes.Secret(ctx, "sip-digest-nonce")
 	if err != nil {
