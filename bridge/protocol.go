@@ -75,6 +75,10 @@ func Verify(secret, url, timestamp, sig string) bool {
 	return signature.Verify(secret, sig, []byte(url), []byte(timestamp))
 }
 
+// Wideband reports whether the application takes 16 kHz audio, so that a
+// G.722 call's audio reaches it whole.
+func (f Format) Wideband() bool { return f.Kind == FormatL16 && f.SampleRate == 16000 }
+
 func (f Format) mediaFormat() map[string]any {
 	if f.Kind == FormatL16 {
 		// Little-endian, unlike RTP's L16 (RFC 3551): said so, because

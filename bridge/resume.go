@@ -181,15 +181,15 @@ func (s *Stream) closeSocketSide() *websocket.Conn {
 	return s.conn
 }
 
-// Resumable reports whether a socket may take the stream over now.
-func (s *Stream) Resumable() bool {
+// resumable reports whether a socket may take the stream over now.
+func (s *Stream) resumable() bool {
 	return s.opts.ResumeGrace > 0 && s.begun.Load() && !s.closing.Load() && !s.ended()
 }
 
 // ResumeOn upgrades r, the application's request to resume (authenticated
 // by the caller), and carries the stream on over it.
 func (s *Stream) ResumeOn(w http.ResponseWriter, r *http.Request) error {
-	if !s.Resumable() {
+	if !s.resumable() {
 		return ErrNotResumable
 	}
 	conn, err := websocket.Accept(w, r, nil)

@@ -153,7 +153,6 @@ type streamStats struct {
 	dtmfOut       atomic.Int64
 	pingsMissed   atomic.Int64
 	resumes       atomic.Int64
-	heldDropped   atomic.Int64
 }
 
 // Counters is a snapshot of a stream's traffic.

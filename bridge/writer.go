@@ -164,9 +164,7 @@ func (s *Stream) writer() {
 		defer t.Stop()
 		statsTick = t.C
 	}
-	if !write(websocket.MessageText, renderConnected()) && failed {
-		return
-	}
+	write(websocket.MessageText, renderConnected()) // a failure ends the loop or waits for a resume
 	for !failed {
 		select {
 		case slot := <-s.audio:

@@ -103,8 +103,7 @@ func (m *Manager) Inbound(inv Incoming) {
 		_ = inv.Refuse(refusal.NoCommonCodec)
 		return
 	}
-	neg, err := sip.Policy{Encryption: sip.Encryption(trunk.MediaEncryption),
-		Wideband: trunk.Format == bridge.FormatL16 && trunk.SampleRate == 16000}.Negotiate(offer)
+	neg, err := sip.Policy{Encryption: sip.Encryption(trunk.MediaEncryption), Wideband: streamFormat(trunk).Wideband()}.Negotiate(offer)
 	if err != nil {
 		r := offerRefusal(err)
 		m.log.Info("INVITE refused: offer not acceptable", "sip_call_id", inv.CallID(), "reason", r.Text())
@@ -227,7 +226,7 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 	}
 	stream, err := m.cfg.Apps.Dial(c.ctx, bridge.DialConfig{
 		URL: trunk.AIURL, SigningSecret: key.SigningSecret, Timeout: m.cfg.DialTimeout, Log: c.log,
-		Format: bridge.Format{Kind: trunk.Format, SampleRate: trunk.SampleRate}, Options: m.streamOptions(bridge.Options{Extensions: trunk.ProtocolExtensions, ResumeGrace: time.Duration(trunk.ResumeGraceSeconds) * time.Second}),
+		Format: streamFormat(trunk), Options: m.streamOptions(bridge.Options{Extensions: trunk.ProtocolExtensions, ResumeGrace: time.Duration(trunk.ResumeGraceSeconds) * time.Second}),
 		Start: bridge.Start{
 			CallSid: c.id, AccountSid: bridge.AccountSid(trunk.KeyID), StreamSid: bridge.NewSid("MZ"),
 			From: cdr.From, To: called, Direction: string(keys.Inbound), KeyID: trunk.KeyID, TrunkID: trunk.ID,
@@ -285,6 +284,11 @@ func (m *Manager) inboundSetup(inv Incoming, trunk *trunks.Trunk, callID string,
 	}
 	c.dialog = dialog
 	c.answered(answeredAt, answeredAt.Sub(inv.Received()))
+}
+
+// streamFormat is what an inbound trunk's app takes.
+func streamFormat(trunk *trunks.Trunk) bridge.Format {
+	return bridge.Format{Kind: trunk.Format, SampleRate: trunk.SampleRate}
 }
 
 // recoverSetup turns a panic during setup into the end of this call alone,

@@ -246,7 +246,7 @@ func (c *Call) placeOutbound(p *placement, late *lateListener) {
 		return
 	}
 	spec := sip.OfferSpec{SessionID: c.sdpID, Version: 1, Addr: m.cfg.MediaIP, Port: sess.LocalPort(), Crypto: keys,
-		Wideband: p.req.Format.Kind == bridge.FormatL16 && p.req.Format.SampleRate == 16000}
+		Wideband: p.req.Format.Wideband()}
 	offer := sip.BuildOffer(spec)
 	dialled := time.Now()
 	dialog, answer, o := c.dialGateways(p, offer)

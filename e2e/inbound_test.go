@@ -14,10 +14,11 @@ import (
 
 const g711aPcap = "/usr/share/sip-tester/g711a.pcap"
 
-// setup starts an edge, an app, and a key with a trunk for number.
-func setup(t *testing.T, limits keys.Limits, number string, trunkExtra map[string]any) (*Edge, *App, CreatedKey) {
+// setup starts an edge (with edgeArgs), an app, and a key with a trunk
+// for number.
+func setup(t *testing.T, limits keys.Limits, number string, trunkExtra map[string]any, edgeArgs ...string) (*Edge, *App, CreatedKey) {
 	t.Helper()
-	e := StartEdge(t)
+	e := StartEdge(t, edgeArgs...)
 	app := StartApp(t)
 	k := e.NewKey("e2e", limits)
 	e.NewTrunk(k.Key.ID, number, app.URL, trunkExtra)

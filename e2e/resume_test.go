@@ -42,10 +42,8 @@ func clickAt(m Msg) int {
 // lost, nothing twice. Meanwhile the caller hears the hold tone
 // (--resume-hold-tone). The caller's BYE ends it with one CDR.
 func TestResumeAfterDroppedSocket(t *testing.T) {
-	e := StartEdge(t, "--resume-hold-tone")
-	app := StartApp(t)
-	k := e.NewKey("resume", keys.Limits{})
-	e.NewTrunk(k.Key.ID, "+15556490", app.URL, map[string]any{"protocol_extensions": true, "resume_grace_seconds": 5})
+	e, app, k := setup(t, keys.Limits{}, "+15556490", map[string]any{"protocol_extensions": true, "resume_grace_seconds": 5},
+		"--resume-hold-tone")
 	before := e.Goroutines()
 	run, old, start, peer := talkingCaller(t, e, app, Call{Number: "+15556490", Steps: []Step{{PauseMS: 6500}}},
 		250, clickFrame) // 5 s of the caller

@@ -39,10 +39,7 @@ func keyShape(t *testing.T, raw []byte) []string {
 // with Twilio's fields and no others (stop's reason and sipCode, which
 // every stream carries, aside).
 func TestTwilioClientSeesOnlyTwilio(t *testing.T) {
-	e := StartEdge(t, "--app-stats-interval", "200ms")
-	app := StartApp(t)
-	k := e.NewKey("twilio", keys.Limits{})
-	e.NewTrunk(k.Key.ID, "+15556500", app.URL, nil)
+	e, app, _ := setup(t, keys.Limits{}, "+15556500", nil, "--app-stats-interval", "200ms")
 	run, conn, start, _ := talkingCaller(t, e, app, Call{Number: "+15556500", Steps: []Step{
 		{PauseMS: 800}, {Reinvite: "sendonly", PauseMS: 400}, {Reinvite: "sendrecv", PauseMS: 800}}},
 		60, func(int) []byte { return ulawTone(400, 160, 3000) })

@@ -50,10 +50,7 @@ func l16Tone(freq float64, rate int, seconds float64) []byte {
 // 5 kHz tone from the app to the caller, both intact. The start message
 // says 16 kHz little-endian; the CDR says G722.
 func TestG722WithBaresip(t *testing.T) {
-	e := StartEdge(t)
-	app := StartApp(t)
-	k := e.NewKey("wideband", keys.Limits{})
-	e.NewTrunk(k.Key.ID, "+15550722", app.URL, map[string]any{"format": "l16", "sample_rate": 16000})
+	e, app, k := setup(t, keys.Limits{}, "+15550722", map[string]any{"format": "l16", "sample_rate": 16000})
 
 	phone := Baresip{G722: true, Seconds: 4, Freq: 6000}.Start(t, fmt.Sprintf("sip:+15550722@127.0.0.1:%d", e.SIPPort))
 	conn := app.Next(t)
